@@ -1,0 +1,64 @@
+"""FetalHeadSeg: fetal head segmentation and biometry in prenatal ultrasound.
+
+The public API is small and import-light: importing the package loads numpy only. Everything else (SimpleITK,
+scikit-image, scipy and, for segmentation, torch) is imported when first used.
+
+Example:
+    >>> from FetalHeadSegLib import read_image, measure_biometry
+    >>> biometry = measure_biometry(read_image("head_mask.nii.gz"))  # doctest: +SKIP
+    >>> print(biometry.hc_mm, biometry.bpd_mm, biometry.head_volume_ml)  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+from FetalHeadSegLib._version import __version__
+
+if TYPE_CHECKING:
+    from FetalHeadSegLib.aop import AngleOfProgression, angle_of_progression
+    from FetalHeadSegLib.biometry import Biometry, measure_biometry
+    from FetalHeadSegLib.image import Image
+    from FetalHeadSegLib.io import read_image, write_image, write_labelmap
+    from FetalHeadSegLib.markups import write_markups
+    from FetalHeadSegLib.metrics import segmentation_metrics
+
+__all__ = [
+    "AngleOfProgression",
+    "Biometry",
+    "Image",
+    "__version__",
+    "angle_of_progression",
+    "measure_biometry",
+    "read_image",
+    "segmentation_metrics",
+    "write_image",
+    "write_labelmap",
+    "write_markups",
+]
+
+_LAZY = {
+    "AngleOfProgression": "FetalHeadSegLib.aop",
+    "angle_of_progression": "FetalHeadSegLib.aop",
+    "Biometry": "FetalHeadSegLib.biometry",
+    "measure_biometry": "FetalHeadSegLib.biometry",
+    "Image": "FetalHeadSegLib.image",
+    "read_image": "FetalHeadSegLib.io",
+    "write_image": "FetalHeadSegLib.io",
+    "write_labelmap": "FetalHeadSegLib.io",
+    "write_markups": "FetalHeadSegLib.markups",
+    "segmentation_metrics": "FetalHeadSegLib.metrics",
+}
+
+
+def __getattr__(name: str) -> Any:
+    """Resolve public names on first use (PEP 562), keeping ``import FetalHeadSegLib`` cheap."""
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'FetalHeadSegLib' has no attribute {name!r}")
+    return getattr(importlib.import_module(module), name)
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

@@ -1,0 +1,31 @@
+"""Exceptions raised for problems a user can fix.
+
+Every message names the file or value at fault, what was expected and what was found, so that the command line
+and the Slicer module can show it as one line without a traceback.
+"""
+
+from __future__ import annotations
+
+
+class FetalHeadSegError(Exception):
+    """Base class of the errors FetalHeadSeg reports to users."""
+
+
+class InputImageError(FetalHeadSegError):
+    """An input image or mask cannot be used (unreadable, wrong shape, empty, bad geometry)."""
+
+
+class OutputError(FetalHeadSegError):
+    """An output cannot be written (folder missing or read-only, disk full)."""
+
+
+class BundleError(FetalHeadSegError):
+    """A model bundle is missing, malformed or incompatible."""
+
+
+class ChecksumError(BundleError):
+    """A model file's SHA-256 does not match the one recorded for it."""
+
+
+class DeviceError(FetalHeadSegError):
+    """The requested compute device is not available."""
