@@ -1,0 +1,73 @@
+"""Angle of progression: biometry.md §4 vectors 15-16, masks of known geometry, and real PSFHS label maps."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from FetalHeadSegLib.aop import angle_of_progression, aop_from_points
+from FetalHeadSegLib.errors import InputImageError
+from FetalHeadSegLib.image import Image
+
+from shapes import intrapartum_labels
+
+
+def circle(center: tuple[float, float], radius: float, count: int = 200_000) -> np.ndarray:
+    t = np.linspace(0.0, 2.0 * math.pi, count, endpoint=False)
+    return np.stack([center[0] + radius * np.cos(t), center[1] + radius * np.sin(t)], axis=1)
+
+
+def test_vector_15_picks_the_leading_tangent() -> None:
+    angle, tangent = aop_from_points((0.0, 30.0), (0.0, 0.0), circle((35.0, 5.0), 25.0))
+    assert angle == pytest.approx(126.870, abs=1e-3)
+    assert tangent == pytest.approx((20.0, -15.0), abs=0.01)
+
+
+def test_vector_16() -> None:
+    angle, _ = aop_from_points((0.0, 30.0), (0.0, 0.0), circle((40.0, -20.0), 25.0))
+    assert angle == pytest.approx(150.553, abs=1e-3)
+
+
+def test_flipping_the_rows_leaves_the_angle_unchanged() -> None:
+    flipped = circle((35.0, 5.0), 25.0) * np.array([1.0, -1.0])
+    angle, _ = aop_from_points((0.0, -30.0), (0.0, 0.0), flipped)
+    assert angle == pytest.approx(126.870, abs=1e-3)
+
+
+def test_mask_geometry_with_a_known_angle() -> None:
+    labels = intrapartum_labels()
+    result = angle_of_progression(labels)
+    # The bar's PCA axis runs from about (0, 0) to (0, 30); tangent to a circle centred (35, 5), radius 25.
+    assert result.aop_deg == pytest.approx(126.87, abs=0.3)
+    assert result.v_ras[:2] == pytest.approx((0.0, 0.0), abs=0.3)
+    assert result.s_ras[:2] == pytest.approx((0.0, 30.0), abs=0.3)
+    assert result.t_ras[:2] == pytest.approx((20.0, -15.0), abs=0.5)
+
+
+def test_probe_side_chooses_the_apex() -> None:
+    labels = intrapartum_labels()
+    from_bottom = angle_of_progression(labels, probe_side="bottom")
+    assert from_bottom.v_ras[1] == pytest.approx(30.0, abs=0.3)
+    assert from_bottom.aop_deg != pytest.approx(126.87, abs=1.0)
+
+
+def test_missing_structures_and_3d_input_are_refused() -> None:
+    labels = intrapartum_labels()
+    no_head = labels.with_array(np.where(labels.array == 2, 0, labels.array).astype(np.uint8))
+    with pytest.raises(InputImageError, match="fetal head"):
+        angle_of_progression(no_head)
+    volume = Image(np.ones((4, 4, 4), dtype=np.uint8), np.eye(4))
+    with pytest.raises(InputImageError, match="2D"):
+        angle_of_progression(volume)
+
+
+def test_real_psfhs_masks_give_intrapartum_angles(psfhs_dir) -> None:
+    from FetalHeadSegLib.io import read_image
+
+    files = sorted((psfhs_dir / "label_mha").glob("*.mha"))[:40]
+    angles = [angle_of_progression(read_image(path)).aop_deg for path in files]
+    # biometry.md §4: this recipe gives about 104-143 degrees on the local PSFHS subset.
+    assert min(angles) > 90.0 and max(angles) < 160.0
+    assert 100.0 < float(np.median(angles)) < 140.0
