@@ -1,0 +1,169 @@
+"""The command line through ``main(argv)``: outputs, readable tables, and one-line errors with exit code 2."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+
+from FetalHeadSegLib.cli import main
+from FetalHeadSegLib.image import Image, make_ijk_to_ras
+from FetalHeadSegLib.io import write_image, write_labelmap
+
+from shapes import intrapartum_labels, make_ellipse_frame, make_ellipsoid
+
+REQUIRED_KEYS = {
+    "hc_mm",
+    "bpd_mm",
+    "ofd_mm",
+    "cephalic_index",
+    "head_volume_ml",
+    "ga_weeks",
+    "plane",
+    "landmarks",
+    "flags",
+    "aop_deg",
+}
+
+
+def test_biometry_of_a_3d_label_map(tmp_path: Path, capsys) -> None:
+    shape = make_ellipsoid((40.0, 32.0, 28.0), spacing_mm=(0.8, 0.9, 1.0))
+    labels = shape.image.array * 3  # the head is label 3
+    mask_path = write_labelmap(labels, shape.image, tmp_path / "case01.nii.gz")
+    code = main(
+        [
+            "biometry",
+            str(mask_path),
+            "--label",
+            "3",
+            "--ga-weeks",
+            "24",
+            "--json",
+            str(tmp_path / "out.json"),
+            "--markups",
+            str(tmp_path / "markups"),
+        ]
+    )
+    assert code == 0
+    result = json.loads((tmp_path / "out.json").read_text())
+    assert REQUIRED_KEYS <= set(result)
+    assert result["head_volume_ml"] == pytest.approx(shape.volume_ml, rel=0.02)
+    assert result["hc_mm"] == pytest.approx(np.pi * (3 * 72 - np.sqrt((120 + 32) * (40 + 96))), rel=0.01)
+    assert result["size_for_ga"]["hc"]["z_score"] is not None
+    assert result["aop_deg"] is None
+    assert sorted(p.name for p in (tmp_path / "markups").iterdir()) == [
+        "case01_BPD.mrk.json",
+        "case01_HC.mrk.json",
+        "case01_OFD.mrk.json",
+        "case01_plane.mrk.json",
+    ]
+    table = capsys.readouterr().out
+    assert "HC" in table and "Head volume" in table and "plane_from_principal_axes" in table
+
+
+def test_png_mask_with_spacing_and_warning_without(tmp_path: Path, capsys) -> None:
+    frame = make_ellipse_frame((45.0, 36.0), 0.3, spacing_mm=(0.2, 0.2))
+    png = write_image(frame.with_array(frame.array * 255), tmp_path / "mask.png")
+    assert main(["biometry", str(png), "--spacing", "0.2", "--json", str(tmp_path / "a.json")]) == 0
+    assert json.loads((tmp_path / "a.json").read_text())["hc_mm"] == pytest.approx(255.3, rel=0.003)
+    capsys.readouterr()
+    assert main(["biometry", str(png), "--json", str(tmp_path / "b.json")]) == 0
+    assert "no pixel size" in capsys.readouterr().err
+    flags = json.loads((tmp_path / "b.json").read_text())["flags"]
+    assert "spacing_unknown" in {flag["code"] for flag in flags}
+
+
+def test_intrapartum_adds_the_angle_of_progression(tmp_path: Path) -> None:
+    labels = intrapartum_labels()
+    path = write_labelmap(labels.array, labels, tmp_path / "ip.mha")
+    assert (
+        main(["biometry", str(path), "--intrapartum", "--json", str(tmp_path / "ip.json"), "--markups", str(tmp_path)])
+        == 0
+    )
+    result = json.loads((tmp_path / "ip.json").read_text())
+    assert result["aop_deg"] == pytest.approx(126.9, abs=0.3)
+    assert (tmp_path / "ip_AoP.mrk.json").exists()
+
+
+def test_real_psfhs_label_map(psfhs_dir: Path, tmp_path: Path) -> None:
+    path = sorted((psfhs_dir / "label_mha").glob("*.mha"))[0]
+    assert main(["biometry", str(path), "--intrapartum", "--json", str(tmp_path / "r.json")]) == 0
+    assert 90 < json.loads((tmp_path / "r.json").read_text())["aop_deg"] < 160
+
+
+def write_bad_inputs(tmp_path: Path) -> dict[str, tuple[list[str], str]]:
+    """Bad inputs and the words their one-line error must contain."""
+    grid = make_ijk_to_ras((1.0, 1.0, 1.0))
+    empty = write_labelmap(np.zeros((10, 10, 10), np.uint8), Image(np.zeros((10, 10, 10)), grid), tmp_path / "e.nrrd")
+    (tmp_path / "corrupt.nii.gz").write_bytes(b"\x1f\x8bnot really gzip")
+    series = sitk.JoinSeries([sitk.GetImageFromArray(np.ones((4, 4, 4), np.uint8))] * 2)
+    sitk.WriteImage(series, str(tmp_path / "4d.nii.gz"))
+    shape = make_ellipsoid((20.0, 16.0, 14.0))
+    head = write_labelmap(shape.image.array, shape.image, tmp_path / "head.nii.gz")
+    return {
+        "missing": ([str(tmp_path / "nope.nii.gz")], "no such file"),
+        "corrupt": ([str(tmp_path / "corrupt.nii.gz")], "cannot be read"),
+        "empty": ([str(empty)], "empty"),
+        "4d": ([str(tmp_path / "4d.nii.gz")], "4D"),
+        "wrong label": ([str(head), "--label", "7"], "label 7 is not in the mask"),
+        "nan spacing": ([str(head), "--spacing", "nan"], "spacing"),
+        "3d intrapartum": ([str(head), "--intrapartum"], "2D frames"),
+        "bad ga": ([str(head), "--ga-weeks", "-3"], "ga-weeks"),
+    }
+
+
+@pytest.mark.parametrize(
+    "case", ["missing", "corrupt", "empty", "4d", "wrong label", "nan spacing", "3d intrapartum", "bad ga"]
+)
+def test_bad_input_one_line_exit_2_nothing_written(tmp_path: Path, capsys, case: str) -> None:
+    arguments, words = write_bad_inputs(tmp_path)[case]
+    out = tmp_path / "out"
+    code = main(["biometry", *arguments, "--json", str(out / "r.json"), "--markups", str(out)])
+    captured = capsys.readouterr()
+    assert code == 2
+    lines = captured.err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("fetalheadseg: error:")
+    assert words in lines[0]
+    assert "Traceback" not in captured.err
+    assert not out.exists()
+
+
+def test_inputs_are_never_modified(tmp_path: Path) -> None:
+    shape = make_ellipsoid((20.0, 16.0, 14.0))
+    path = write_labelmap(shape.image.array, shape.image, tmp_path / "head.nrrd")
+    before = path.read_bytes()
+    assert main(["biometry", str(path), "--json", str(tmp_path / "r.json")]) == 0
+    assert path.read_bytes() == before
+
+
+def test_unwritable_output_is_reported(tmp_path: Path, capsys) -> None:
+    shape = make_ellipsoid((20.0, 16.0, 14.0))
+    path = write_labelmap(shape.image.array, shape.image, tmp_path / "head.nrrd")
+    (tmp_path / "blocker").write_text("")
+    code = main(
+        ["biometry", str(path), "--markups", str(tmp_path / "m"), "--json", str(tmp_path / "blocker" / "r.json")]
+    )
+    assert code == 2
+    assert "cannot write" in capsys.readouterr().err
+    assert not (tmp_path / "m" / "head_BPD.mrk.json").exists()  # the markups already written were removed
+
+
+def test_demo_measures_the_bundled_sample(tmp_path: Path, capsys) -> None:
+    assert main(["demo", "-o", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    summary = json.loads(out.strip().splitlines()[-1])
+    assert summary["hc_mm"] == pytest.approx(summary["reference_hc_mm"], abs=0.1)
+    assert (tmp_path / "hc18_200_HC_biometry.json").exists()
+    assert (tmp_path / "hc18_200_HC_head.nii.gz").exists()
+
+
+def test_console_entry_point_and_module_run() -> None:
+    done = subprocess.run([sys.executable, "-m", "FetalHeadSegLib", "--version"], capture_output=True, text=True)
+    assert done.returncode == 0 and done.stdout.startswith("fetalheadseg ")
+    usage = subprocess.run([sys.executable, "-m", "FetalHeadSegLib", "biometry"], capture_output=True, text=True)
+    assert usage.returncode == 2 and "usage" in usage.stderr
