@@ -66,6 +66,19 @@ def test_biometry_of_a_3d_label_map(tmp_path: Path, capsys) -> None:
     assert "HC" in table and "Head volume" in table and "plane_from_principal_axes" in table
 
 
+def test_inner_label_adds_bpd_outer_inner(tmp_path: Path) -> None:
+    """A label map with 1 = skull (3 mm thick) and 2 = brain: BPD outer-inner = 36 + 33 mm."""
+    outer = make_ellipse_frame((45.0, 36.0), 0.5, spacing_mm=(0.15, 0.15))
+    inner = make_ellipse_frame((42.0, 33.0), 0.5, spacing_mm=(0.15, 0.15))
+    labels = outer.array + inner.array  # 1 on the skull, 2 inside it
+    path = write_labelmap(labels, outer, tmp_path / "skull_brain.nrrd")
+    assert main(["biometry", str(path), "--label", "1", "--inner-label", "2", "--json", str(tmp_path / "r.json")]) == 0
+    result = json.loads((tmp_path / "r.json").read_text())
+    assert result["bpd_outer_inner_mm"] == pytest.approx(69.0, abs=0.1)
+    assert result["bpd_mm"] == pytest.approx(72.0, abs=0.1)
+    assert result["ga_weeks"]["hadlock1984_bpd"]["reason"] is None
+
+
 def test_png_mask_with_spacing_and_warning_without(tmp_path: Path, capsys) -> None:
     frame = make_ellipse_frame((45.0, 36.0), 0.3, spacing_mm=(0.2, 0.2))
     png = write_image(frame.with_array(frame.array * 255), tmp_path / "mask.png")

@@ -24,6 +24,13 @@ def add_parser(subcommands: Any) -> None:
     parser.add_argument("mask", type=Path, help="head mask or label map (NIfTI, NRRD, MetaImage, PNG, ...)")
     parser.add_argument("--label", type=int, help="label value of the head (default: every non-zero value)")
     parser.add_argument(
+        "--inner-label",
+        type=int,
+        metavar="N",
+        help="label of the intracranial contents (inside the skull's inner edge): adds BPD "
+        "outer-to-inner; these pixels count as head too",
+    )
+    parser.add_argument(
         "--spacing",
         type=float,
         nargs="+",
@@ -67,8 +74,12 @@ def run(args: argparse.Namespace) -> int:
         raise InputImageError(f"{args.mask}: --intrapartum measures 2D frames; this image is 3D {labels.shape}")
     head_label = PSFHS_HEAD_LABEL if args.intrapartum else args.label
     try:
-        mask = labels.with_array(_select_label(labels.array, head_label))
-        biometry = measure_biometry(mask, ga_weeks=args.ga_weeks)
+        head = _select_label(labels.array, head_label)
+        inner = None
+        if args.inner_label is not None:
+            inner = _select_label(labels.array, args.inner_label)
+            head = ((head != 0) | (inner != 0)).astype(np.uint8)
+        biometry = measure_biometry(labels.with_array(head), ga_weeks=args.ga_weeks, inner_mask=inner)
         if args.intrapartum:
             biometry = biometry.with_aop(angle_of_progression(labels, probe_side=args.probe_side))
     except FetalHeadSegError as err:
