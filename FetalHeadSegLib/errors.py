@@ -29,3 +29,7 @@ class ChecksumError(BundleError):
 
 class DeviceError(FetalHeadSegError):
     """The requested compute device is not available."""
+
+
+class ConfigError(FetalHeadSegError):
+    """A configuration or command-line option has an invalid value."""
