@@ -166,6 +166,41 @@ def test_unwritable_output_is_reported(tmp_path: Path, capsys) -> None:
     assert not (tmp_path / "m" / "head_BPD.mrk.json").exists()  # the markups already written were removed
 
 
+def test_phantom_command_writes_cases(tmp_path: Path, capsys) -> None:
+    code = main(
+        ["phantom", str(tmp_path), "--dim", "2", "--count", "2", "--seed", "5", "--size", "160", "120", "--preview"]
+    )
+    assert code == 0
+    names = sorted(p.name for p in tmp_path.iterdir())
+    assert names == sorted(
+        f"phantom2d_s00000{seed}_{part}"
+        for seed in (5, 6)
+        for part in ("image.nii.gz", "head.nii.gz", "labels.nii.gz", "truth.json", "preview.png")
+    )
+    truth = json.loads((tmp_path / "phantom2d_s000005_truth.json").read_text())
+    assert truth["seed"] == 5 and truth["hc_mm"] > 0
+    assert "[2/2]" in capsys.readouterr().out
+    # The biometry command measures the phantom's head mask close to its truth.
+    assert main(["biometry", str(tmp_path / "phantom2d_s000005_head.nii.gz"), "--json", str(tmp_path / "m.json")]) == 0
+    assert json.loads((tmp_path / "m.json").read_text())["hc_mm"] == pytest.approx(truth["hc_mm"], rel=0.01)
+
+
+@pytest.mark.parametrize(
+    ("arguments", "words"),
+    [
+        (["--count", "0"], "--count"),
+        (["--ga-weeks", "45"], "14-40"),
+        (["--size", "8", "8", "8"], "size"),
+        (["--dim", "2", "--size", "100", "100", "100"], "size"),
+    ],
+)
+def test_phantom_command_rejects_bad_options(tmp_path: Path, capsys, arguments: list[str], words: str) -> None:
+    assert main(["phantom", str(tmp_path / "out"), *arguments]) == 2
+    error = capsys.readouterr().err.strip()
+    assert error.startswith("fetalheadseg: error:") and words in error and "\n" not in error
+    assert not (tmp_path / "out").exists()
+
+
 def test_demo_measures_the_bundled_sample(tmp_path: Path, capsys) -> None:
     assert main(["demo", "-o", str(tmp_path)]) == 0
     out = capsys.readouterr().out
