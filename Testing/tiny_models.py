@@ -1,0 +1,55 @@
+"""Tiny random-weight model bundles for tests: real networks and bundle files, seconds to build and run."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from FetalHeadSegLib.bundle import ModelBundle, write_bundle
+from FetalHeadSegLib.labels import FETAL_HEAD, HEAD, PUBIC_SYMPHYSIS
+from FetalHeadSegLib.network_config import NetworkConfig
+from FetalHeadSegLib.networks import build_network
+from FetalHeadSegLib.preprocessing import PreprocessingConfig
+
+
+def tiny_network(spatial_dims: int = 3, in_channels: int = 1, out_channels: int = 2) -> NetworkConfig:
+    return NetworkConfig(
+        spatial_dims=spatial_dims,
+        in_channels=in_channels,
+        out_channels=out_channels,
+        channels=(4, 8, 8),
+        kernel_sizes=(3, 3, 3),
+        convs_per_level=(1, 1, 1),
+        up_channels=(4, 8),
+        decoder_channels=((4, 4), (8, 8)),
+    )
+
+
+def make_tiny_bundle(
+    folder: Path,
+    dimension: int = 3,
+    levels: int = 2,
+    task: str = "head",
+    seed: int = 0,
+    preprocessing: PreprocessingConfig | None = None,
+    model_id: str = "tiny-test-model",
+) -> ModelBundle:
+    """A bundle of ``levels`` tiny USegNets with random weights (a fixed seed)."""
+    torch.manual_seed(seed)
+    classes = 3 if task == "intrapartum" else 2
+    configs = [tiny_network(dimension, 1 if level == 0 else 2, classes) for level in range(levels)]
+    description = ModelBundle(
+        path=folder,
+        id=model_id,
+        version="0.0.1",
+        name="tiny test model",
+        dimension=dimension,
+        task=task,
+        networks=configs,
+        preprocessing=preprocessing or PreprocessingConfig(max_size=48),
+        labels=[PUBIC_SYMPHYSIS, FETAL_HEAD] if task == "intrapartum" else [HEAD],
+        tile_size=32,
+        model_card={"note": "random weights, for tests only"},
+    )
+    return write_bundle(folder, description, [build_network(config).state_dict() for config in configs])
