@@ -230,8 +230,8 @@ class ComponentInfo:
 
 
 def _clean_mask(array: np.ndarray) -> tuple[np.ndarray, ComponentInfo]:
-    """Largest connected component (full connectivity) with holes filled; also describe the components."""
-    from scipy import ndimage
+    """Largest connected component with holes filled; also describe the components of the raw mask."""
+    from FetalHeadSegLib.postprocessing import connected_components, fill_holes
 
     if np.issubdtype(array.dtype, np.floating) and not np.all(np.isfinite(array)):
         raise InputImageError("the mask holds NaN or infinite values")
@@ -239,19 +239,11 @@ def _clean_mask(array: np.ndarray) -> tuple[np.ndarray, ComponentInfo]:
     total = int(binary.sum())
     if total == 0:
         raise InputImageError("the mask is empty: no head voxels to measure")
-    structure = np.ones((3, 3, 3), dtype=bool)
-    labels, count = ndimage.label(binary, structure=structure)
-    sizes = np.bincount(labels.ravel())[1:]
+    labelled, sizes = connected_components(binary)
     order = np.argsort(sizes)[::-1]
-    head = labels == order[0] + 1
-    # Fill holes slice-wise for 2D frames, in 3D otherwise (a skull-only shell becomes a solid head).
-    head = (
-        ndimage.binary_fill_holes(head[:, :, 0])[:, :, np.newaxis]
-        if array.shape[2] == 1
-        else (ndimage.binary_fill_holes(head))
-    )
-    second = float(sizes[order[1]]) / total if count > 1 else 0.0
-    return np.asarray(head), ComponentInfo(int(count), float(sizes[order[0]]) / total, second)
+    head = fill_holes(labelled == order[0] + 1)  # a skull-only shell becomes a solid head
+    second = float(sizes[order[1]]) / total if len(sizes) > 1 else 0.0
+    return head, ComponentInfo(len(sizes), float(sizes[order[0]]) / total, second)
 
 
 def _measure_frame(

@@ -33,3 +33,7 @@ class DeviceError(FetalHeadSegError):
 
 class ConfigError(FetalHeadSegError):
     """A configuration or command-line option has an invalid value."""
+
+
+class Cancelled(Exception):  # noqa: N818 - an outcome, not an error
+    """The caller asked to stop (raised between steps; nothing is written)."""

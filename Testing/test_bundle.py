@@ -1,0 +1,79 @@
+"""Model bundles and the catalog: checksums verified and refused, invalid bundles named, lookup by id."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from FetalHeadSegLib.bundle import load_networks, read_bundle, verify_bundle
+from FetalHeadSegLib.catalog import default_model, find_model, list_models
+from FetalHeadSegLib.errors import BundleError, ChecksumError
+
+from tiny_models import make_tiny_bundle
+
+
+def test_written_bundle_reads_back_and_loads(tmp_path: Path) -> None:
+    written = make_tiny_bundle(tmp_path / "model")
+    bundle = read_bundle(tmp_path / "model")
+    assert bundle.to_dict() == {**written.to_dict()}
+    assert sorted(p.name for p in (tmp_path / "model" / "weights").iterdir()) == ["level0.pt", "level1.pt"]
+    networks = load_networks(bundle, torch.device("cpu"))
+    assert len(networks) == 2 and not networks[0].training
+    assert networks[1].config.in_channels == 2
+
+
+def test_a_changed_weight_file_is_refused(tmp_path: Path) -> None:
+    bundle = make_tiny_bundle(tmp_path / "model")
+    weights = tmp_path / "model" / "weights" / "level1.pt"
+    data = bytearray(weights.read_bytes())
+    data[-20] ^= 0xFF
+    weights.write_bytes(bytes(data))
+    with pytest.raises(ChecksumError, match="level1.pt: SHA-256 mismatch"):
+        verify_bundle(bundle)
+    with pytest.raises(ChecksumError):
+        load_networks(bundle, torch.device("cpu"))
+    weights.unlink()
+    with pytest.raises(ChecksumError, match="missing"):
+        verify_bundle(bundle)
+
+
+def test_invalid_bundles_are_named(tmp_path: Path) -> None:
+    with pytest.raises(BundleError, match="no bundle.json"):
+        read_bundle(tmp_path)
+    make_tiny_bundle(tmp_path / "model")
+    manifest = tmp_path / "model" / "bundle.json"
+    data = json.loads(manifest.read_text())
+    manifest.write_text(json.dumps({**data, "format_version": 99}))
+    with pytest.raises(BundleError, match="format version 99"):
+        read_bundle(tmp_path / "model")
+    manifest.write_text(json.dumps({**data, "networks": [{"channels": "wide"}]}))
+    with pytest.raises(BundleError, match="invalid model description"):
+        read_bundle(tmp_path / "model")
+
+
+def test_weights_that_do_not_fit_the_network_are_refused(tmp_path: Path) -> None:
+    make_tiny_bundle(tmp_path / "a", levels=1)
+    other = make_tiny_bundle(tmp_path / "b", levels=1, dimension=2)
+    manifest = tmp_path / "b" / "bundle.json"
+    data = json.loads(manifest.read_text())
+    data["networks"] = json.loads((tmp_path / "a" / "bundle.json").read_text())["networks"]
+    manifest.write_text(json.dumps(data))
+    with pytest.raises(BundleError, match="do not match"):
+        load_networks(read_bundle(other.path), torch.device("cpu"))
+
+
+def test_catalog_finds_user_models_by_id_and_version(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    make_tiny_bundle(home / "models" / "tiny", model_id="tiny-3d")
+    assert [entry.id for entry in list_models(home) if entry.source == "user"] == ["tiny-3d"]
+    assert find_model("tiny-3d", home).id == "tiny-3d"
+    assert find_model("tiny-3d@0.0.1", home).version == "0.0.1"
+    assert find_model(home / "models" / "tiny").id == "tiny-3d"
+    assert default_model(3, home=home).id == "tiny-3d"
+    with pytest.raises(BundleError, match="no model 'tiny-3d@9'"):
+        find_model("tiny-3d@9", home)
+    with pytest.raises(BundleError, match="no 2D head model is installed"):
+        default_model(2, home=home)

@@ -1,0 +1,135 @@
+"""The inference engine with tiny random-weight models: grids, fallbacks, cancellation, TTA, bad inputs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from FetalHeadSegLib.errors import Cancelled, DeviceError, InputImageError
+from FetalHeadSegLib.image import Image, make_ijk_to_ras
+from FetalHeadSegLib.inference import InferenceOptions, Segmenter, load_model
+from FetalHeadSegLib.preprocessing import PreprocessingConfig
+
+from shapes import make_ellipsoid, rotation_matrix
+from tiny_models import make_tiny_bundle
+
+
+@pytest.fixture(scope="module")
+def model_3d(tmp_path_factory: pytest.TempPathFactory) -> Segmenter:
+    return load_model(make_tiny_bundle(tmp_path_factory.mktemp("m3") / "model"), "cpu")
+
+
+@pytest.fixture(scope="module")
+def model_3d_native(tmp_path_factory: pytest.TempPathFactory) -> Segmenter:
+    """No resampling: the network works on the image's own grid (the seed's rule)."""
+    bundle = make_tiny_bundle(tmp_path_factory.mktemp("m3n") / "model", preprocessing=PreprocessingConfig())
+    return load_model(bundle, "cpu")
+
+
+def noisy_head(
+    shape_mm: tuple[float, float, float] = (20.0, 16.0, 13.0), spacing=(0.9, 1.1, 1.6), direction=None
+) -> Image:
+    head = make_ellipsoid(
+        shape_mm, rotation=rotation_matrix((1, 0, 1), 0.3), spacing_mm=spacing, direction_ras=direction
+    )
+    noise = np.random.default_rng(0).random(head.image.shape).astype(np.float32)
+    return head.image.with_array(head.image.array * 2.0 + noise)
+
+
+@pytest.mark.parametrize("direction", [None, rotation_matrix((0.2, 1.0, 0.3), 0.7)])
+def test_outputs_lie_on_the_exact_input_grid(model_3d: Segmenter, direction) -> None:
+    image = noisy_head(direction=direction)
+    result = model_3d.segment(image)
+    for output in (result.labels, result.probability):
+        assert output.shape == image.shape
+        np.testing.assert_array_equal(output.ijk_to_ras, image.ijk_to_ras)
+    assert result.labels.array.dtype == np.uint8 and set(np.unique(result.labels.array)) <= {0, 1}
+    assert 0.0 <= result.probability.array.min() and result.probability.array.max() <= 1.0
+    assert result.device == "cpu" and result.seconds > 0
+
+
+@pytest.mark.parametrize("shape", [(13, 22, 9), (40, 17, 31)])
+def test_odd_sizes_without_resampling(model_3d_native: Segmenter, shape: tuple[int, int, int]) -> None:
+    array = np.random.default_rng(1).random(shape).astype(np.float32)
+    result = model_3d_native.segment(Image(array, make_ijk_to_ras((0.8, 0.8, 1.2))))
+    assert result.labels.shape == shape
+
+
+def test_2d_frames_and_intrapartum_labels(tmp_path: Path) -> None:
+    model = load_model(make_tiny_bundle(tmp_path / "ip", dimension=2, task="intrapartum"), "cpu")
+    frame = Image(np.random.default_rng(2).random((70, 50, 1)).astype(np.float32), make_ijk_to_ras((0.3, 0.3, 1)))
+    result = model.segment(frame)
+    assert result.labels.shape == (70, 50, 1)
+    assert set(np.unique(result.labels.array)) <= {0, 1, 2}
+    with pytest.raises(InputImageError, match="is a 3D volume, but model tiny-test-model is 2D"):
+        model.segment(noisy_head())
+
+
+def test_whole_and_single_tile_inference_agree(model_3d_native: Segmenter) -> None:
+    image = noisy_head(spacing=(1.2, 1.2, 1.2))
+    whole = model_3d_native.segment(image, InferenceOptions(biometry=False))
+    one_tile = model_3d_native.segment(image, InferenceOptions(biometry=False, tile_size=256))
+    np.testing.assert_allclose(one_tile.probability.array, whole.probability.array, atol=1e-5)
+    tiled = model_3d_native.segment(image, InferenceOptions(biometry=False, tile_size=16))
+    assert tiled.probability.shape == image.shape  # InstanceNorm statistics differ per tile: values may too
+
+
+class _RunsOutOfMemory(torch.nn.Module):
+    """Wraps a network and raises CUDA's out-of-memory error for inputs larger than ``limit`` voxels."""
+
+    def __init__(self, network: torch.nn.Module, limit: int) -> None:
+        super().__init__()
+        self.network, self.limit, self.calls = network, limit, []
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.calls.append(tuple(x.shape[2:]))
+        if x[0, 0].numel() > self.limit:
+            raise torch.cuda.OutOfMemoryError("simulated: CUDA out of memory")
+        return self.network(x)
+
+
+def test_out_of_memory_falls_back_to_tiles_and_says_so(tmp_path: Path) -> None:
+    model = load_model(make_tiny_bundle(tmp_path / "m", preprocessing=PreprocessingConfig()), "cpu")
+    image = noisy_head(spacing=(1.2, 1.2, 1.2))
+    expected = model.segment(image, InferenceOptions(biometry=False, tile_size=32))
+    model.networks = [_RunsOutOfMemory(network, 32**3) for network in model.networks]
+    result = model.segment(image, InferenceOptions(biometry=False))
+    assert [flag.code for flag in result.flags] == ["oom_fallback", "oom_fallback"]  # one per cascade level
+    np.testing.assert_allclose(result.probability.array, expected.probability.array, atol=1e-5)
+    assert max(np.prod(s) for s in model.networks[0].calls[1:]) <= 32**3
+
+
+def test_cancel_between_steps(model_3d: Segmenter) -> None:
+    stages: list[str] = []
+
+    def progress(stage: str, fraction: float, message: str) -> None:
+        stages.append(stage)
+
+    with pytest.raises(Cancelled):
+        model_3d.segment(noisy_head(), progress=progress, cancel=lambda: "stage1" in stages)
+    assert stages == ["load", "stage1"]
+
+
+def test_tta_gives_an_uncertainty_map(model_3d: Segmenter) -> None:
+    result = model_3d.segment(noisy_head(), InferenceOptions(tta=True))
+    assert result.uncertainty is not None and result.uncertainty.shape == result.labels.shape
+    assert 0.0 <= result.uncertainty.array.min() and result.uncertainty.array.max() <= 0.5
+
+
+@pytest.mark.parametrize("kind", ["constant", "nan"])
+def test_bad_images_are_refused_before_inference(model_3d: Segmenter, kind: str) -> None:
+    array = np.ones((16, 16, 16), np.float32) if kind == "constant" else np.full((16, 16, 16), np.nan, np.float32)
+    with pytest.raises(InputImageError):
+        model_3d.segment(Image(array, np.eye(4)), source="bad.nii.gz")
+
+
+def test_unavailable_device_is_an_error(tmp_path: Path) -> None:
+    if torch.cuda.is_available():
+        pytest.skip("CUDA is available here")
+    with pytest.raises(DeviceError, match="CUDA is not available"):
+        load_model(make_tiny_bundle(tmp_path / "m"), "cuda")
+    with pytest.raises(DeviceError, match="unknown device"):
+        load_model(make_tiny_bundle(tmp_path / "m"), "tpu")
