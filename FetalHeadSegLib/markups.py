@@ -120,12 +120,9 @@ def biometry_markups(biometry: Biometry) -> dict[str, dict[str, Any]]:
 
 def write_markups(biometry: Biometry, output_dir: str | os.PathLike[str], stem: str) -> list[Path]:
     """Write ``<stem>_<name>.mrk.json`` files for every landmark set, atomically; return their paths."""
-    documents = biometry_markups(biometry)
     directory = Path(output_dir)
     with atomic_output_dir(directory) as staging:
-        names = []
-        for key, document in documents.items():
-            name = f"{stem}_{key}.mrk.json"
+        names = [f"{stem}_{key}.mrk.json" for key in biometry_markups(biometry)]
+        for name, document in zip(names, biometry_markups(biometry).values(), strict=True):
             (staging / name).write_text(json.dumps(document, indent=2), encoding="utf-8")
-            names.append(name)
     return [directory / name for name in names]

@@ -11,14 +11,14 @@ import sys
 from collections.abc import Sequence
 
 from FetalHeadSegLib._version import __version__
-from FetalHeadSegLib.cli import biometry_command, demo_command, phantom_command
+from FetalHeadSegLib.cli import biometry_command, demo_command, models_command, phantom_command, segment_command
 from FetalHeadSegLib.errors import FetalHeadSegError
 
 EXIT_OK = 0
 EXIT_INPUT_ERROR = 2
 EXIT_INTERRUPTED = 130
 
-_COMMANDS = (biometry_command, phantom_command, demo_command)
+_COMMANDS = (segment_command, biometry_command, models_command, phantom_command, demo_command)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -89,7 +89,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"fetalheadseg: warning: {args.mask}: {message}", file=sys.stderr)
         biometry = biometry.with_flags([Flag("spacing_unknown", message)])
     result = {"input": str(args.mask), **biometry.to_dict()}
-    write_outputs(result, biometry, args.json, args.markups, _stem(args.mask))
+    write_outputs(result, biometry, args.json, args.markups, output_stem(args.mask))
     from FetalHeadSegLib.cli.report import biometry_table
 
     spacing = " x ".join(f"{s:g}" for s in labels.spacing_mm[: 2 if labels.is_2d else 3])
@@ -127,7 +127,8 @@ def _select_label(array: np.ndarray, label: int | None) -> np.ndarray:
     return (array == label).astype(np.uint8)
 
 
-def _stem(path: Path) -> str:
+def output_stem(path: Path) -> str:
+    """The file name without its image suffix (``case.nii.gz`` -> ``case``)."""
     name = path.name
     for suffix in (".nii.gz", ".seg.nrrd"):
         if name.lower().endswith(suffix):

@@ -1,0 +1,61 @@
+"""``fetalheadseg models``: list the installed models and verify their checksums."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from typing import Any
+
+
+def add_parser(subcommands: Any) -> None:
+    parser = subcommands.add_parser(
+        "models",
+        help="list the installed models and verify their checksums",
+        description="List the bundled and user-imported models with their ids, "
+        "dimensions, labels, sizes and SHA-256 status.",
+    )
+    parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    parser.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from FetalHeadSegLib.bundle import read_bundle, verify_bundle
+    from FetalHeadSegLib.catalog import list_models
+    from FetalHeadSegLib.errors import BundleError
+
+    rows = []
+    for entry in list_models():
+        row: dict[str, Any] = {
+            "id": entry.id,
+            "version": entry.version,
+            "dimension": entry.dimension,
+            "task": entry.task,
+            "source": entry.source,
+            "default": entry.default,
+            "path": str(entry.path),
+        }
+        try:
+            bundle = read_bundle(entry.path)
+            row["labels"] = [label.name for label in bundle.labels]
+            row["levels"] = bundle.levels
+            row["size_mb"] = round(sum((entry.path / f).stat().st_size for f in bundle.weight_files) / 1e6, 2)
+            row["sha256"] = bundle.fingerprint
+            verify_bundle(bundle)
+            row["status"] = "ok"
+        except BundleError as err:
+            row["status"] = f"FAILED: {err}"
+        rows.append(row)
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0 if all(row["status"] == "ok" for row in rows) else 2
+    if not rows:
+        print("No models installed. Give --model with a bundle folder to `fetalheadseg segment`.")
+        return 0
+    for row in rows:
+        labels = ", ".join(row.get("labels", []))
+        print(
+            f"{row['id']}@{row['version']}  {row['dimension']}D {row['task']}  levels {row.get('levels', '?')}  "
+            f"labels [{labels}]  {row.get('size_mb', '?')} MB  {row['source']}{'  default' if row['default'] else ''}"
+            f"  checksum {row['status']}"
+        )
+    return 0 if all(row["status"] == "ok" for row in rows) else 2

@@ -1,0 +1,76 @@
+"""Writing one segmentation's outputs together: label map, biometry JSON, Slicer markups, QC picture."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from FetalHeadSegLib.atomic import atomic_output_dir
+from FetalHeadSegLib.image import Image
+from FetalHeadSegLib.inference import Segmentation
+
+LABEL_FORMATS = ("seg.nrrd", "nii.gz")
+EMPTY_BIOMETRY: dict[str, Any] = {
+    "hc_mm": None,
+    "bpd_mm": None,
+    "ofd_mm": None,
+    "cephalic_index": None,
+    "head_volume_ml": None,
+    "ga_weeks": {},
+    "aop_deg": None,
+    "plane": None,
+    "landmarks": None,
+}
+
+
+def biometry_record(result: Segmentation, source: str) -> dict[str, Any]:
+    """The biometry JSON of a segmentation: the biometry keys (null when nothing was measured), flags, provenance."""
+    measured = result.biometry.to_dict() if result.biometry is not None else dict(EMPTY_BIOMETRY)
+    if result.biometry is None:
+        measured["flags"] = [flag.to_dict() for flag in result.flags]
+    return {"input": source, **measured, "provenance": result.provenance()}
+
+
+def write_outputs(
+    result: Segmentation,
+    image: Image,
+    output_dir: str | os.PathLike[str],
+    stem: str,
+    label_format: str = "seg.nrrd",
+    qc: bool = True,
+    source: str = "",
+) -> dict[str, Path]:
+    """Write ``<stem>.seg.nrrd`` (or ``.nii.gz``), ``<stem>_biometry.json``, ``<stem>_<name>.mrk.json`` and
+    ``<stem>_qc.png``; all appear together or none does. Returns the paths by kind."""
+    from FetalHeadSegLib.io import write_labelmap
+    from FetalHeadSegLib.markups import biometry_markups
+    from FetalHeadSegLib.qc import qc_picture
+    from FetalHeadSegLib.segfile import write_seg_nrrd
+
+    if label_format not in LABEL_FORMATS:
+        raise ValueError(f"unknown label format {label_format!r}; use one of {', '.join(LABEL_FORMATS)}")
+    directory = Path(output_dir)
+    names: dict[str, str] = {}
+    with atomic_output_dir(directory) as staging:
+        names["labels"] = f"{stem}.{label_format}"
+        if label_format == "seg.nrrd":
+            write_seg_nrrd(result.labels, result.model.labels, staging / names["labels"])
+        else:
+            write_labelmap(result.labels.array, result.labels, staging / names["labels"])
+        names["biometry"] = f"{stem}_biometry.json"
+        record = biometry_record(result, source)
+        (staging / names["biometry"]).write_text(json.dumps(record, indent=2, allow_nan=False) + "\n", "utf-8")
+        if result.biometry is not None:
+            for key, document in biometry_markups(result.biometry).items():
+                names[f"markups_{key}"] = f"{stem}_{key}.mrk.json"
+                (staging / names[f"markups_{key}"]).write_text(json.dumps(document, indent=2), "utf-8")
+        if qc:
+            from FetalHeadSegLib.preview import write_png
+
+            head_value = next((lb.value for lb in result.model.labels if lb.name == "Head"), 1)
+            head = result.labels.with_array((result.labels.array == head_value).astype("uint8"))
+            names["qc"] = f"{stem}_qc.png"
+            write_png(qc_picture(image, head, result.biometry), staging / names["qc"])
+    return {kind: directory / name for kind, name in names.items()}

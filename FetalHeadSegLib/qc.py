@@ -1,0 +1,106 @@
+"""The QC picture of a segmentation: three orthogonal planes through the measurement plane (one for 2D frames)
+with the head's outline, the HC ellipse, the BPD and OFD calipers, and the numbers."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from FetalHeadSegLib.image import Image
+from FetalHeadSegLib.preview import OUTLINE_RGB, orthogonal_slices
+from FetalHeadSegLib.section import PlaneGrid, sample_on_plane
+
+if TYPE_CHECKING:
+    from FetalHeadSegLib.biometry import Biometry
+
+HC_RGB, BPD_RGB, OFD_RGB = (255, 200, 0), (60, 220, 60), (60, 160, 255)
+
+
+def qc_picture(image: Image, head_mask: Image, biometry: Biometry | None) -> np.ndarray:
+    """An RGB (rows, columns, 3) uint8 picture; without biometry, orthogonal slices with the outline only."""
+    if biometry is None:
+        return orthogonal_slices(image, head_mask)
+    plane = biometry.plane
+    u, v = plane.ofd_axis_ras, plane.lr_axis_ras
+    half = 0.75 * biometry.ofd_mm
+    # Sample at the image's resolution, but finely enough that each plane is at least 256 pixels wide.
+    step = min(min(image.spacing_mm[:2] if image.is_2d else image.spacing_mm), 2 * half / 256)
+    size = int(2 * half / step) + 1
+    frames = (
+        [(u, v, True)] if image.is_2d else [(u, v, True), (u, plane.normal_ras, False), (v, plane.normal_ras, False)]
+    )
+    grey = _to_unit(image)
+    tiles = []
+    for axis_u, axis_v, main in frames:
+        grid = PlaneGrid(plane.origin_ras, axis_u, axis_v, -half, -half, step, (size, size))
+        pixels = (np.clip(sample_on_plane(grey, grid), 0, 1) * 255).astype(np.uint8)
+        mask = sample_on_plane(head_mask.with_array((head_mask.array != 0).astype(np.float32)), grid) >= 0.5
+        rgb = np.repeat(pixels[:, :, None], 3, axis=2)
+        _draw_outline(rgb, mask)
+        if main:
+            _draw_landmarks(rgb, biometry, grid)
+        tiles.append(rgb.transpose(1, 0, 2))
+    gap = np.zeros((size, 4, 3), dtype=np.uint8)
+    picture = np.concatenate([part for tile in tiles for part in (tile, gap)][:-1], axis=1)
+    return _caption(picture, biometry)
+
+
+def _to_unit(image: Image) -> Image:
+    values = image.array.astype(np.float32)
+    low, high = np.percentile(values, [0.5, 99.5])
+    return image.with_array((values - low) / max(float(high - low), 1e-6))
+
+
+def _draw_outline(rgb: np.ndarray, mask: np.ndarray) -> None:
+    from scipy import ndimage
+
+    rgb[mask & ~ndimage.binary_erosion(mask)] = OUTLINE_RGB
+
+
+def _to_pixels(points_ras: np.ndarray, grid: PlaneGrid) -> np.ndarray:
+    relative = points_ras - grid.origin_ras
+    uv = np.stack([relative @ grid.axis_u_ras, relative @ grid.axis_v_ras], axis=1) - grid.grid_offset()
+    return np.asarray(np.rint(uv / grid.step_mm).astype(int))
+
+
+def _draw_polyline(rgb: np.ndarray, points: np.ndarray, color: tuple[int, int, int], closed: bool) -> None:
+    from skimage.draw import line
+
+    sequence = np.vstack([points, points[:1]]) if closed else points
+    for (r0, c0), (r1, c1) in zip(sequence[:-1], sequence[1:], strict=True):
+        rows, cols = line(int(r0), int(c0), int(r1), int(c1))
+        keep = (rows >= 0) & (rows < rgb.shape[0]) & (cols >= 0) & (cols < rgb.shape[1])
+        rgb[rows[keep], cols[keep]] = color
+
+
+def _draw_landmarks(rgb: np.ndarray, biometry: Biometry, grid: PlaneGrid) -> None:
+    landmarks = biometry.landmarks
+    _draw_polyline(rgb, _to_pixels(landmarks.hc_ellipse_ras, grid), HC_RGB, closed=True)
+    _draw_polyline(rgb, _to_pixels(landmarks.bpd_ras, grid), BPD_RGB, closed=False)
+    _draw_polyline(rgb, _to_pixels(landmarks.ofd_ras, grid), OFD_RGB, closed=False)
+
+
+def _caption(picture: np.ndarray, biometry: Biometry) -> np.ndarray:
+    from PIL import Image as PilImage
+    from PIL import ImageDraw
+
+    parts = [
+        f"HC {biometry.hc_mm:.1f} mm",
+        f"BPD {biometry.bpd_mm:.1f} mm",
+        f"OFD {biometry.ofd_mm:.1f} mm",
+        f"CI {biometry.cephalic_index:.1f}",
+    ]
+    if biometry.head_volume_ml is not None:
+        parts.append(f"volume {biometry.head_volume_ml:.1f} mL")
+    if biometry.aop is not None:
+        parts.append(f"AoP {biometry.aop.aop_deg:.1f} deg")
+    flags = ", ".join(flag.code for flag in biometry.flags)
+    band = np.zeros((34, max(picture.shape[1], 420), 3), dtype=np.uint8)
+    canvas = PilImage.fromarray(band)
+    draw = ImageDraw.Draw(canvas)
+    draw.text((4, 3), "   ".join(parts), fill=(255, 255, 255))
+    draw.text((4, 18), f"flags: {flags or 'none'}", fill=(255, 180, 120) if flags else (160, 160, 160))
+    body = np.zeros((picture.shape[0], band.shape[1], 3), dtype=np.uint8)
+    body[:, : picture.shape[1]] = picture
+    return np.concatenate([body, np.asarray(canvas)], axis=0)

@@ -1,0 +1,162 @@
+"""``fetalheadseg segment`` and ``models`` end to end on a tiny phantom with a tiny random-weight model."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import jsonschema
+import numpy as np
+import pytest
+import slicerio
+
+from FetalHeadSegLib.cli import main
+from FetalHeadSegLib.image import Image, make_ijk_to_ras
+from FetalHeadSegLib.io import read_image, write_image
+from FetalHeadSegLib.phantom import PhantomConfig, generate_phantom
+
+from tiny_models import make_tiny_bundle
+
+SCHEMA = json.loads((Path(__file__).parent / "data" / "markups-schema-v1.0.3.json").read_text())
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("segment")
+    case = generate_phantom(PhantomConfig(dimension=3, size=(48, 40, 32)), seed=3)
+    volume = write_image(case.image, root / "case.nii.gz")
+    frame_case = generate_phantom(PhantomConfig(dimension=2, size=(96, 64)), seed=4)
+    frame = write_image(frame_case.image, root / "frame.nrrd")
+    model = make_tiny_bundle(root / "model3d").path
+    return {"root": root, "volume": volume, "frame": frame, "model": model}
+
+
+def test_segment_writes_slicer_ready_outputs(workspace: dict[str, Path], tmp_path: Path) -> None:
+    code = main(
+        [
+            "segment",
+            str(workspace["volume"]),
+            "-o",
+            str(tmp_path),
+            "--model",
+            str(workspace["model"]),
+            "--device",
+            "cpu",
+            "--progress",
+            "none",
+        ]
+    )
+    assert code == 0
+    segmentation = slicerio.read_segmentation(str(tmp_path / "case.seg.nrrd"))
+    (segment,) = segmentation["segments"]
+    assert segment["name"] == "Head" and segment["labelValue"] == 1
+    assert segment["terminology"]["type"] == ["SCT", "69536005", "Head"]
+    image = read_image(workspace["volume"])
+    labels = read_image(tmp_path / "case.seg.nrrd")
+    assert labels.shape == image.shape == (48, 40, 32)
+    np.testing.assert_allclose(labels.ijk_to_ras, image.ijk_to_ras, atol=1e-6)
+    lps = np.diag([-1.0, -1.0, 1.0, 1.0]) @ image.ijk_to_ras
+    np.testing.assert_allclose(segmentation["ijkToLPS"], lps, atol=1e-5)
+    record = json.loads((tmp_path / "case_biometry.json").read_text())
+    assert {"hc_mm", "bpd_mm", "ofd_mm", "head_volume_ml", "flags", "provenance"} <= set(record)
+    assert record["provenance"]["model_id"] == "tiny-test-model" and record["provenance"]["device"] == "cpu"
+    assert (tmp_path / "case_qc.png").exists()
+    for markup in tmp_path.glob("*.mrk.json"):
+        jsonschema.validate(json.loads(markup.read_text()), SCHEMA)
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+
+
+def test_jsonl_progress_for_a_supervising_process(workspace: dict[str, Path], tmp_path: Path, capsys) -> None:
+    code = main(
+        [
+            "segment",
+            str(workspace["volume"]),
+            "-o",
+            str(tmp_path),
+            "--model",
+            str(workspace["model"]),
+            "--progress",
+            "jsonl",
+            "--format",
+            "nii.gz",
+            "--no-qc",
+        ]
+    )
+    assert code == 0
+    events = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    kinds = [event["event"] for event in events]
+    assert kinds[0] == "start" and kinds[-2:] == ["result", "done"]
+    fractions = [event["fraction"] for event in events if event["event"] == "progress"]
+    assert fractions and all(0.0 <= f <= 1.0 for f in fractions)
+    assert {"load", "stage1", "stage2", "postprocess", "biometry"} <= {e.get("stage") for e in events}
+    assert Path(events[-2]["outputs"]["labels"]).name == "case.nii.gz"
+    assert not (tmp_path / "case_qc.png").exists()
+
+
+def test_a_cohort_goes_on_after_a_failure(workspace: dict[str, Path], tmp_path: Path, capsys) -> None:
+    folder = tmp_path / "cohort"
+    folder.mkdir()
+    for name in ("a.nii.gz", "b.nii.gz"):
+        (folder / name).write_bytes(workspace["volume"].read_bytes())
+    (folder / "broken.nii.gz").write_bytes(b"not an image")
+    out = tmp_path / "out"
+    code = main(["segment", str(folder), str(workspace["frame"]), "-o", str(out), "--model", str(workspace["model"])])
+    assert code == 2
+    rows = list(csv.DictReader((out / "summary.csv").open()))
+    status = {Path(row["input"]).name: row["status"] for row in rows}
+    assert status == {"a.nii.gz": "ok", "b.nii.gz": "ok", "broken.nii.gz": "failed", "frame.nrrd": "failed"}
+    assert "is a 2D frame" in next(r["error"] for r in rows if r["input"].endswith("frame.nrrd"))
+    assert "2 of 4 segmented" in capsys.readouterr().err
+
+
+def test_damaged_model_is_refused_and_nothing_written(workspace: dict[str, Path], tmp_path: Path, capsys) -> None:
+    model = make_tiny_bundle(tmp_path / "model").path
+    weights = model / "weights" / "level0.pt"
+    data = bytearray(weights.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    weights.write_bytes(bytes(data))
+    out = tmp_path / "out"
+    code = main(["segment", str(workspace["volume"]), "-o", str(out), "--model", str(model)])
+    error = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and error[-1].startswith("fetalheadseg: error:") and "SHA-256 mismatch" in error[-1]
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("case", ["missing", "constant", "4d", "nan spacing", "no model", "bad device"])
+def test_bad_inputs_exit_2_with_one_line(
+    workspace: dict[str, Path], tmp_path: Path, capsys, case: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import SimpleITK as sitk
+
+    monkeypatch.setenv("FETALHEADSEG_HOME", str(tmp_path / "empty-home"))
+    model = ["--model", str(workspace["model"])]
+    constant = write_image(Image(np.full((16, 16, 16), 7, np.uint8), make_ijk_to_ras((1, 1, 1))), tmp_path / "c.nrrd")
+    series = sitk.JoinSeries([sitk.GetImageFromArray(np.ones((8, 8, 8), np.uint8))] * 2)
+    sitk.WriteImage(series, str(tmp_path / "4d.nii.gz"))
+    arguments, words = {
+        "missing": ([str(tmp_path / "none.nii.gz"), *model], "no such file"),
+        "constant": ([str(constant), *model], "same value"),
+        "4d": ([str(tmp_path / "4d.nii.gz"), *model], "4D"),
+        "nan spacing": ([str(workspace["volume"]), "--spacing", "nan", *model], "spacing"),
+        "no model": ([str(workspace["volume"])], "no 3D head model is installed"),
+        "bad device": ([str(workspace["volume"]), "--device", "cuda:7", *model], "CUDA"),
+    }[case]
+    out = tmp_path / "out"
+    code = main(["segment", *arguments, "-o", str(out), "--progress", "none"])
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(lines) == 1 and words in lines[0] and "Traceback" not in lines[0]
+    assert not out.exists()
+
+
+def test_models_lists_and_verifies(tmp_path: Path, capsys, monkeypatch: pytest.MonkeyPatch) -> None:
+    home = tmp_path / "home"
+    monkeypatch.setenv("FETALHEADSEG_HOME", str(home))
+    make_tiny_bundle(home / "models" / "tiny", model_id="tiny-user-model")
+    assert main(["models", "--json"]) == 0
+    rows = {row["id"]: row for row in json.loads(capsys.readouterr().out)}
+    assert rows["tiny-user-model"]["status"] == "ok" and rows["tiny-user-model"]["labels"] == ["Head"]
+    weights = home / "models" / "tiny" / "weights" / "level1.pt"
+    weights.write_bytes(b"tampered")
+    assert main(["models"]) == 2
+    assert "FAILED" in capsys.readouterr().out
