@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from FetalHeadSegLib.aop import AngleOfProgression, angle_of_progression
     from FetalHeadSegLib.biometry import Biometry, measure_biometry
     from FetalHeadSegLib.image import Image
+    from FetalHeadSegLib.inference import InferenceOptions, Segmentation, Segmenter, load_model, segment
     from FetalHeadSegLib.io import read_image, write_image, write_labelmap
     from FetalHeadSegLib.markups import write_markups
     from FetalHeadSegLib.metrics import segmentation_metrics
@@ -28,10 +29,15 @@ __all__ = [
     "AngleOfProgression",
     "Biometry",
     "Image",
+    "InferenceOptions",
+    "Segmentation",
+    "Segmenter",
     "__version__",
     "angle_of_progression",
+    "load_model",
     "measure_biometry",
     "read_image",
+    "segment",
     "segmentation_metrics",
     "write_image",
     "write_labelmap",
@@ -44,6 +50,11 @@ _LAZY = {
     "Biometry": "FetalHeadSegLib.biometry",
     "measure_biometry": "FetalHeadSegLib.biometry",
     "Image": "FetalHeadSegLib.image",
+    "InferenceOptions": "FetalHeadSegLib.inference",
+    "Segmentation": "FetalHeadSegLib.inference",
+    "Segmenter": "FetalHeadSegLib.inference",
+    "load_model": "FetalHeadSegLib.inference",
+    "segment": "FetalHeadSegLib.inference",
     "read_image": "FetalHeadSegLib.io",
     "write_image": "FetalHeadSegLib.io",
     "write_labelmap": "FetalHeadSegLib.io",

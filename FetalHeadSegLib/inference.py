@@ -324,3 +324,27 @@ def load_model(model: str | Any, device: str | torch.device = "auto") -> Segment
 
     bundle = model if isinstance(model, ModelBundle) else find_model(model)
     return Segmenter(bundle, device)
+
+
+def segment(
+    image: Image | str | Any,
+    model: str | Any,
+    device: str | torch.device = "auto",
+    options: InferenceOptions | None = None,
+    progress: ProgressCallback | None = None,
+    cancel: Callable[[], bool] | None = None,
+) -> Segmentation:
+    """Segment one image (an :class:`Image` or a file path) with a model (id, folder or bundle).
+
+    Loads the model for this call only; for many images use :func:`load_model` once and call
+    ``Segmenter.segment`` for each.
+
+    Example:
+        >>> result = segment("scan.nii.gz", "fetal-head-3d-cascade", device="cpu")  # doctest: +SKIP
+        >>> result.biometry.hc_mm, result.labels.shape  # doctest: +SKIP
+    """
+    from FetalHeadSegLib.io import read_image
+
+    source = str(image) if not isinstance(image, Image) else "the image"
+    loaded = image if isinstance(image, Image) else read_image(image)
+    return load_model(model, device).segment(loaded, options, progress, cancel, source)
