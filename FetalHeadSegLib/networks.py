@@ -58,6 +58,7 @@ class USegNet(nn.Module):
         if config.architecture != "usegnet":
             raise ValueError(f"USegNet cannot build architecture {config.architecture!r}")
         self.config = config
+        self.checkpointing = False  # trade compute for memory in training (torch.utils.checkpoint per block)
         dims, levels = config.spatial_dims, len(config.channels)
         conv, _, _, pool = _layers(dims)
         self.encoder = nn.ModuleList()
@@ -106,15 +107,22 @@ class USegNet(nn.Module):
         levels = len(self.config.channels)
         skips = []
         for level, block in enumerate(self.encoder):
-            x = block(x if level == 0 else self.pool(x))
+            x = self._block(block, x if level == 0 else self.pool(x))
             skips.append(x)
         outputs = [self.aux_heads[str(levels - 1)](x)] if with_aux else []
         for level in reversed(range(levels - 1)):
-            x = self.decoder[str(level)](torch.cat([self.up[str(level)](x), skips[level]], dim=1))
+            x = self._block(self.decoder[str(level)], torch.cat([self.up[str(level)](x), skips[level]], dim=1))
             if with_aux and level > 0:
                 outputs.append(self.aux_heads[str(level)](x))
         outputs.append(self.head(x))
         return outputs
+
+    def _block(self, block: nn.Module, x: torch.Tensor) -> torch.Tensor:
+        if self.checkpointing and self.training:
+            from torch.utils.checkpoint import checkpoint
+
+            return checkpoint(block, x, use_reentrant=False)
+        return block(x)
 
 
 class _InvertedResidual(nn.Module):
