@@ -1,0 +1,214 @@
+"""Training on the CPU with tiny networks and tiny phantoms: learning, cascade context, resume, DDP, export."""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from FetalHeadSegLib.errors import ConfigError
+from FetalHeadSegLib.inference import load_model
+from FetalHeadSegLib.io import read_image
+from FetalHeadSegLib.samples import get_sample
+from training.config import TrainConfig, read_config
+from training.data import DataConfig, build_arrays, split_by_subject
+from training.engine import frozen_modules
+from training.export import export
+from training.losses import DeepSupervisionLoss
+from training.train import run
+
+REPOSITORY = Path(__file__).resolve().parents[1]
+TINY_NETWORK = {
+    "spatial_dims": 2,
+    "channels": [4, 8, 8],
+    "kernel_sizes": [3, 3, 3],
+    "convs_per_level": [1, 1, 1],
+    "up_channels": [4, 8],
+    "decoder_channels": [[4, 4], [8, 8]],
+}
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Eight 2D phantoms, preprocessed once into a cache file that every test's config reuses."""
+    path = tmp_path_factory.mktemp("cache") / "phantoms.npz"
+    build_arrays(
+        DataConfig(kind="phantom", phantom={"dimension": 2, "size": [96, 64], "count": 8}, cache=str(path)),
+        TrainConfig.from_dict(base_config(Path("unused"), path)).preprocessing,
+        log=lambda _: None,
+    )
+    return path
+
+
+def base_config(run_dir: Path, cache: Path, **changes: object) -> dict:
+    config = {
+        "run_dir": str(run_dir),
+        "seed": 3,
+        "device": "cpu",
+        "num_workers": 0,
+        "data": {
+            "kind": "phantom",
+            "phantom": {"dimension": 2, "size": [96, 64], "count": 8},
+            "validation_fraction": 0.25,
+            "cache": str(cache),
+        },
+        "preprocessing": {"max_size": 48},
+        "network": TINY_NETWORK,
+        "loss": {"aux_weights": [1.0, 1.0]},
+        "levels": 1,
+        "context": "resubstitution",
+        "iterations": 8,
+        "batch_size": 2,
+        "log_every": 4,
+        "validate_every": 1000,
+        "checkpoint_every": 4,
+        "optim": {"lr": 3e-3},
+    }
+    for key, value in changes.items():
+        config[key] = value
+    return config
+
+
+def weights(path: Path) -> dict[str, torch.Tensor]:
+    return torch.load(path, weights_only=True)
+
+
+def test_loss_falls(tmp_path: Path, cache: Path) -> None:
+    run(TrainConfig.from_dict(base_config(tmp_path, cache, iterations=40, log_every=5, augment={"erasing_p": 0.0})))
+    rows = [line.split(",") for line in (tmp_path / "metrics_level0.csv").read_text().splitlines()[1:]]
+    losses = [float(row[1]) for row in rows if row[1]]
+    assert len(losses) == 8 and np.mean(losses[-2:]) < 0.8 * np.mean(losses[:2])
+    assert json.loads((tmp_path / "splits.json").read_text())["validation"]
+    assert "dice" in json.loads((tmp_path / "metrics.json").read_text())["level0"]
+
+
+def test_resume_reproduces_the_uninterrupted_run(tmp_path: Path, cache: Path) -> None:
+    straight, halves = tmp_path / "straight", tmp_path / "halves"
+    run(TrainConfig.from_dict(base_config(straight, cache)))
+    run(TrainConfig.from_dict(base_config(halves, cache, iterations=4)))
+    run(TrainConfig.from_dict(base_config(halves, cache)))  # resumes from the step-4 checkpoint
+    a, b = weights(straight / "level0.pt"), weights(halves / "level0.pt")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_stage_two_consumes_the_context(tmp_path: Path, cache: Path) -> None:
+    config = TrainConfig.from_dict(base_config(tmp_path, cache, levels=2, context="kfold", folds=2, iterations=4))
+    run(config)
+    assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == [
+        "level0.pt",
+        "level0_fold0.pt",
+        "level0_fold1.pt",
+        "level1.pt",
+    ]
+    level1 = weights(tmp_path / "level1.pt")
+    assert level1["encoder.0.0.0.weight"].shape[1] == 2  # image + context
+    from FetalHeadSegLib.networks import build_network
+    from training.engine import level_network_config, predict_probabilities
+
+    network = build_network(level_network_config(config, 1))
+    network.load_state_dict(level1)
+    image = np.random.default_rng(0).random((48, 32, 1)).astype(np.float32)
+    empty = predict_probabilities(network, network.config, image, np.zeros_like(image), torch.device("cpu"))
+    full = predict_probabilities(network, network.config, image, np.ones_like(image), torch.device("cpu"))
+    assert not np.allclose(empty, full)
+
+
+def test_two_process_ddp_matches_one_process(tmp_path: Path, cache: Path) -> None:
+    single, double = tmp_path / "single", tmp_path / "double"
+    run(TrainConfig.from_dict(base_config(single, cache, iterations=4, augment={"rotate_p": 0.0})))
+    config_file = tmp_path / "ddp.json"
+    config_file.write_text(json.dumps(base_config(double, cache, iterations=4, augment={"rotate_p": 0.0})))
+    torchrun = shutil.which("torchrun", path=str(Path(sys.executable).parent)) or "torchrun"
+    environment = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPOSITORY)}
+    done = subprocess.run(
+        [torchrun, "--nproc-per-node", "2", "--master-port", "29517", "-m", "training.train", str(config_file)],
+        capture_output=True,
+        text=True,
+        env=environment,
+        cwd=REPOSITORY,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    a, b = weights(single / "level0.pt"), weights(double / "level0.pt")
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], atol=2e-5, rtol=1e-4)
+
+
+def test_export_gives_a_bundle_the_engine_runs(tmp_path: Path, cache: Path) -> None:
+    run(TrainConfig.from_dict(base_config(tmp_path / "run", cache, levels=2, iterations=4)))
+    bundle = export(tmp_path / "run", tmp_path / "bundle", model_id="test-2d", version="1.2.3", half_precision=True)
+    assert bundle.levels == 2 and bundle.model_card["splits"]["split"] == "by subject"
+    segmenter = load_model(tmp_path / "bundle", "cpu")
+    frame = read_image(get_sample("phantom2d_s000001").image_path)
+    result = segmenter.segment(frame)
+    assert result.labels.shape == frame.shape and result.model.id == "test-2d"
+
+
+def test_decoder_finetuning_keeps_the_encoder(tmp_path: Path, cache: Path) -> None:
+    run(TrainConfig.from_dict(base_config(tmp_path / "base", cache, iterations=4)))
+    export(tmp_path / "base", tmp_path / "bundle", model_id="base")
+    tuned = TrainConfig.from_dict(
+        base_config(
+            tmp_path / "tuned", cache, iterations=4, finetune_from=str(tmp_path / "bundle"), finetune_strategy="decoder"
+        )
+    )
+    run(tuned)
+    before, after = weights(tmp_path / "base" / "level0.pt"), weights(tmp_path / "tuned" / "level0.pt")
+    encoder = [k for k in before if k.startswith("encoder.")]
+    decoder = [k for k in before if k.startswith("decoder.") and k.endswith("weight")]
+    assert encoder and all(torch.equal(before[k], after[k]) for k in encoder)
+    assert any(not torch.equal(before[k], after[k]) for k in decoder)
+    from FetalHeadSegLib.networks import build_network
+
+    network = build_network(tuned.network)
+    assert len(frozen_modules(network, "encoder_frozen")) == len(frozen_modules(network, "decoder")) - 1
+    assert frozen_modules(network, "all") == []
+
+
+def test_deep_supervision_loss_checks_its_weights() -> None:
+    with pytest.raises(ValueError, match="not all zero"):
+        DeepSupervisionLoss([0.0, 0.0])
+    loss = DeepSupervisionLoss([0.5, 1.0])
+    outputs = [torch.zeros(1, 2, 4, 4), torch.zeros(1, 2, 8, 8)]
+    targets = [torch.zeros(1, 4, 4, dtype=torch.long), torch.zeros(1, 8, 8, dtype=torch.long)]
+    assert float(loss(outputs, targets)) == pytest.approx(1.5 * np.log(2), rel=1e-6)
+    with pytest.raises(ValueError, match="2 weights but 1 outputs"):
+        loss(outputs[:1], targets[:1])
+
+
+def test_bad_configs_and_data_fail_before_training(tmp_path: Path, cache: Path) -> None:
+    config_file = tmp_path / "c.json"
+    good = base_config(tmp_path / "r", cache)
+    config_file.write_text(json.dumps(good))
+    assert read_config(config_file, ["optim.lr=0.01", "iterations=3"]).optim.lr == 0.01
+    with pytest.raises(ConfigError, match="unknown or missing setting|unexpected keyword"):
+        read_config(config_file, ["learning_rate=1"])
+    with pytest.raises(ConfigError, match="aux_weights needs 2"):
+        TrainConfig.from_dict({**good, "loss": {"aux_weights": [1, 1, 1]}})
+    missing = copy.deepcopy(good)
+    missing["data"] = {"kind": "pairs", "root": str(tmp_path / "nowhere")}
+    with pytest.raises((ConfigError, FileNotFoundError)):
+        run(TrainConfig.from_dict(missing))
+    too_many_labels = copy.deepcopy(good)
+    too_many_labels["network"] = {**TINY_NETWORK, "out_channels": 2}
+    arrays = build_arrays(TrainConfig.from_dict(good).data, TrainConfig.from_dict(good).preprocessing, lambda _: None)
+    from training.train import check_labels
+
+    arrays.labels[0] = arrays.labels[0] * 3
+    with pytest.raises(ConfigError, match="label value 3"):
+        check_labels(TrainConfig.from_dict(too_many_labels), arrays.labels, arrays.case_ids)
+
+
+def test_subject_split_keeps_subjects_together() -> None:
+    subjects = ["a", "a", "b", "c", "c", "c", "d", "e"]
+    train, validation = split_by_subject(subjects, 0.4, seed=1)
+    assert sorted(train + validation) == list(range(8))
+    assert not {subjects[i] for i in train} & {subjects[i] for i in validation}

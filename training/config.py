@@ -1,0 +1,178 @@
+"""The training configuration: frozen dataclasses read from JSON (or YAML with PyYAML) plus CLI overrides.
+
+``python -m training.train run.json optim.lr=1e-4 iterations=500``: each override is ``dotted.key=value`` with
+the value parsed as JSON when possible (numbers, lists, true/false/null), else taken as a string.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from FetalHeadSegLib.errors import ConfigError
+from FetalHeadSegLib.network_config import PRESETS, NetworkConfig
+from FetalHeadSegLib.preprocessing import PreprocessingConfig
+from training.augment import AugmentConfig
+from training.data import DataConfig
+
+CONTEXT_MODES = ("kfold", "resubstitution", "perturbed")
+FINETUNE_STRATEGIES = ("all", "decoder", "encoder_frozen")
+
+
+@dataclass(frozen=True)
+class OptimConfig:
+    """Adam (the seed: lr 4e-5 constant, betas 0.9/0.999, eps 1e-8); ``cosine`` decays to 1 % after warm-up."""
+
+    lr: float = 4e-5
+    betas: tuple[float, float] = (0.9, 0.999)
+    eps: float = 1e-8
+    weight_decay: float = 0.0
+    schedule: str = "constant"
+    warmup_steps: int = 0
+
+
+@dataclass(frozen=True)
+class LossConfig:
+    """Deep supervision: cross-entropy on every head (the seed: weights 1, no decay, no Dice).
+
+    ``aux_weights`` are the auxiliary heads' weights coarse to fine; ``aux_decay`` multiplies them once per epoch
+    (a pass over the training cases); ``dice_weight`` adds soft Dice on the main head.
+    """
+
+    aux_weights: tuple[float, ...] = (1.0, 1.0, 1.0)
+    main_weight: float = 1.0
+    aux_decay: float = 1.0
+    dice_weight: float = 0.0
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything a training run depends on; saved as ``config.json`` in the run folder."""
+
+    run_dir: str
+    data: DataConfig
+    seed: int = 0
+    task: str = "head"
+    preprocessing: PreprocessingConfig = field(default_factory=PreprocessingConfig)
+    network: NetworkConfig = field(default_factory=NetworkConfig)
+    levels: int = 2
+    context: str = "kfold"
+    folds: int = 5
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    batch_size: int = 1
+    iterations: int = 24300
+    patch_size: tuple[int, ...] | None = None
+    validate_every: int = 1000
+    checkpoint_every: int = 200
+    log_every: int = 100
+    amp: str = "bf16"
+    compile: bool = False
+    gradient_checkpointing: bool = False
+    num_workers: int = 4
+    device: str = "auto"
+    finetune_from: str | None = None
+    finetune_strategy: str = "all"
+    model: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        checks = [
+            (self.task in ("head", "intrapartum"), f"task must be head or intrapartum, got {self.task!r}"),
+            (self.levels >= 1, "levels must be at least 1"),
+            (self.context in CONTEXT_MODES, f"context must be one of {CONTEXT_MODES}"),
+            (self.folds >= 2, "folds must be at least 2"),
+            (self.batch_size >= 1 and self.iterations >= 1, "batch_size and iterations must be positive"),
+            (self.amp in ("none", "bf16", "fp16"), "amp must be none, bf16 or fp16"),
+            (self.finetune_strategy in FINETUNE_STRATEGIES, f"finetune_strategy must be one of {FINETUNE_STRATEGIES}"),
+            (self.network.in_channels == 1, "network.in_channels is set per cascade level; leave it at 1"),
+            (
+                self.patch_size is None or len(self.patch_size) == self.network.spatial_dims,
+                "patch_size needs one value per spatial axis",
+            ),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise ConfigError(f"invalid training config: {message}")
+        expected = len(self.network.channels) - 1 if self.network.deep_supervision else 0
+        if self.network.architecture == "usegnet" and len(self.loss.aux_weights) != expected:
+            raise ConfigError(
+                f"loss.aux_weights needs {expected} values (one per auxiliary head), got {len(self.loss.aux_weights)}"
+            )
+
+    @property
+    def classes(self) -> int:
+        return self.network.out_channels
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
+        values = dict(data)
+        try:
+            network = values.get("network", {})
+            if isinstance(network, str):
+                network = PRESETS[network].to_dict()
+            elif "preset" in network:
+                network = {
+                    **PRESETS[network["preset"]].to_dict(),
+                    **{k: v for k, v in network.items() if k != "preset"},
+                }
+            values["network"] = NetworkConfig.from_dict(network)
+            values["data"] = DataConfig.from_dict(values["data"])
+            values["preprocessing"] = PreprocessingConfig.from_dict(values.get("preprocessing", {}))
+            values["augment"] = AugmentConfig.from_dict(values.get("augment", {}))
+            values["optim"] = OptimConfig(**_tuples(values.get("optim", {})))
+            values["loss"] = LossConfig(**_tuples(values.get("loss", {})))
+            if values.get("patch_size") is not None:
+                values["patch_size"] = tuple(int(v) for v in values["patch_size"])
+            return cls(**values)
+        except KeyError as err:
+            raise ConfigError(f"invalid training config: unknown or missing setting {err}") from err
+        except (TypeError, ValueError) as err:
+            raise ConfigError(f"invalid training config: {err}") from err
+
+
+def _tuples(values: dict[str, Any]) -> dict[str, Any]:
+    return {k: tuple(v) if isinstance(v, list) else v for k, v in values.items()}
+
+
+def read_config(path: str | Path, overrides: list[str] | None = None) -> TrainConfig:
+    """Read a JSON or YAML config file and apply ``dotted.key=value`` overrides.
+
+    Raises:
+        ConfigError: unreadable file, bad override, invalid setting.
+    """
+    file = Path(path)
+    try:
+        text = file.read_text(encoding="utf-8")
+    except OSError as err:
+        raise ConfigError(f"{file}: cannot read the config ({err.strerror or err})") from err
+    if file.suffix.lower() in (".yaml", ".yml"):
+        try:
+            import yaml
+        except ImportError as err:
+            raise ConfigError(f"{file}: YAML configs need PyYAML (pip install 'FetalHeadSeg[train]')") from err
+        data = yaml.safe_load(text)
+    else:
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as err:
+            raise ConfigError(f"{file}: not valid JSON ({err})") from err
+    for override in overrides or []:
+        key, sep, raw = override.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"override {override!r} is not of the form dotted.key=value")
+        try:
+            value = json.loads(raw)
+        except json.JSONDecodeError:
+            value = raw
+        target = data
+        parts = key.split(".")
+        for part in parts[:-1]:
+            target = target.setdefault(part, {})
+        target[parts[-1]] = value
+    return TrainConfig.from_dict(data)

@@ -1,0 +1,333 @@
+"""Training data: cases from image/label pairs, HC18, PSFHS or phantoms, preprocessed exactly as the inference
+engine does (``FetalHeadSegLib.preprocessing``), split by subject, cached in one compact ``.npz`` file.
+
+The cache holds each case's normalised image as uint8 (value / 255) and its label map, on the model's working
+grid: a whole data set fits in tens of MB and can be carried to a remote GPU machine at once.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from FetalHeadSegLib.errors import ConfigError, FetalHeadSegError, InputImageError
+from FetalHeadSegLib.image import Image
+from FetalHeadSegLib.preprocessing import PreprocessingConfig, normalise, resample, working_spacing
+
+KINDS = ("pairs", "hc18", "psfhs", "phantom")
+LABEL_SUFFIXES = ("_label", "_labels", "_head", "_mask", "_seg")
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Where the training cases come from.
+
+    Attributes:
+        kind: ``pairs`` (a folder of ``<case>_image.<ext>`` + ``<case>_label.<ext>`` files, or ``list_file``),
+            ``hc18``, ``psfhs`` or ``phantom``.
+        root: folder of the data set (not for phantoms).
+        list_file: for ``pairs``: CSV or JSON list with ``image``, ``label`` and optional ``subject``,
+            ``spacing_mm`` per case (paths relative to the list file).
+        head_labels: label values merged into the head (pairs, phantom); empty keeps the labels as they are.
+        validation_fraction: share of subjects held out for validation.
+        split_seed: seed of the subject split.
+        max_cases: use only the first N cases (after sorting), for quick runs.
+        phantom: settings of generated cases: ``dimension``, ``size``, ``count``, ``seed``, ``ga_weeks_range``.
+        cache: path of the preprocessed cache; built when missing, reused when present.
+    """
+
+    kind: str = "pairs"
+    root: str | None = None
+    list_file: str | None = None
+    head_labels: tuple[int, ...] = ()
+    validation_fraction: float = 0.2
+    split_seed: int = 0
+    max_cases: int | None = None
+    phantom: dict[str, Any] = field(default_factory=dict)
+    cache: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.kind not in KINDS:
+            raise ConfigError(f"data.kind must be one of {KINDS}, got {self.kind!r}")
+        if self.kind != "phantom" and not (self.root or self.list_file):
+            raise ConfigError(f"data.kind {self.kind!r} needs data.root (or data.list_file)")
+        if not 0.0 < self.validation_fraction < 1.0:
+            raise ConfigError("data.validation_fraction must lie between 0 and 1")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> DataConfig:
+        values = dict(data)
+        if "head_labels" in values:
+            values["head_labels"] = tuple(int(v) for v in values["head_labels"])
+        return cls(**values)
+
+
+@dataclass(frozen=True)
+class Case:
+    """One training case before loading."""
+
+    case_id: str
+    subject: str
+    image: Path | None = None
+    label: Path | None = None
+    spacing_mm: float | None = None
+    seed: int | None = None  # phantoms
+
+
+@dataclass
+class CaseArrays:
+    """Preprocessed cases: images (uint8, value/255), labels (uint8), each (X, Y, Z) on the working grid."""
+
+    case_ids: list[str]
+    subjects: list[str]
+    images: list[np.ndarray]
+    labels: list[np.ndarray]
+    spacings: list[tuple[float, float, float]]
+
+    def __len__(self) -> int:
+        return len(self.case_ids)
+
+    def subset(self, indices: list[int]) -> CaseArrays:
+        return CaseArrays(
+            [self.case_ids[i] for i in indices],
+            [self.subjects[i] for i in indices],
+            [self.images[i] for i in indices],
+            [self.labels[i] for i in indices],
+            [self.spacings[i] for i in indices],
+        )
+
+    def image_float(self, index: int) -> np.ndarray:
+        return np.asarray(self.images[index], dtype=np.float32) / 255.0
+
+    def save(self, path: Path) -> None:
+        arrays: dict[str, Any] = {
+            "case_ids": np.asarray(self.case_ids),
+            "subjects": np.asarray(self.subjects),
+            "spacings": np.asarray(self.spacings, dtype=np.float64),
+        }
+        for index, (image, label) in enumerate(zip(self.images, self.labels, strict=True)):
+            arrays[f"image_{index}"], arrays[f"label_{index}"] = image, label
+        path.parent.mkdir(parents=True, exist_ok=True)
+        staging = path.with_name(f".{path.name}.partial.npz")
+        np.savez_compressed(staging, **arrays)
+        staging.replace(path)
+
+    @classmethod
+    def load(cls, path: Path) -> CaseArrays:
+        with np.load(path) as data:
+            count = len(data["case_ids"])
+            return cls(
+                [str(c) for c in data["case_ids"]],
+                [str(s) for s in data["subjects"]],
+                [data[f"image_{i}"] for i in range(count)],
+                [data[f"label_{i}"] for i in range(count)],
+                [(float(s[0]), float(s[1]), float(s[2])) for s in data["spacings"]],
+            )
+
+
+def find_cases(config: DataConfig) -> list[Case]:
+    """The cases the config names, sorted; checks that every file exists before any training starts.
+
+    Raises:
+        ConfigError: a file is missing or the data set is empty.
+    """
+    if config.kind == "phantom":
+        count = int(config.phantom.get("count", 100))
+        first = int(config.phantom.get("seed", 0))
+        cases = [Case(f"phantom_{first + i:06d}", f"phantom_{first + i:06d}", seed=first + i) for i in range(count)]
+    elif config.kind == "hc18":
+        cases = _hc18_cases(Path(config.root or ""))
+    elif config.kind == "psfhs":
+        root = Path(config.root or "")
+        images = sorted((root / "image_mha").glob("*.mha"))
+        cases = [Case(p.stem, p.stem, p, root / "label_mha" / p.name) for p in images]
+    else:
+        cases = _pair_cases(config)
+    if config.max_cases is not None:
+        cases = cases[: config.max_cases]
+    if not cases:
+        raise ConfigError(f"no training cases found for data.kind {config.kind!r} in {config.root or config.list_file}")
+    missing = [str(p) for c in cases for p in (c.image, c.label) if p is not None and not p.exists()]
+    if missing:
+        raise ConfigError(f"{len(missing)} data files are missing, e.g. {missing[0]}")
+    return cases
+
+
+def _hc18_cases(root: Path) -> list[Case]:
+    from FetalHeadSegLib.hc18 import read_pixel_size_csv, subject_id
+
+    csv_file = root / "subset_pixel_size_and_HC.csv"
+    if not csv_file.exists():
+        csv_file = root / "training_set_pixel_size_and_HC.csv"
+    table = read_pixel_size_csv(csv_file)
+    cases = []
+    for name in sorted(table):
+        image = root / "training_set" / name
+        if image.exists():
+            annotation = image.with_name(name.replace(".png", "_Annotation.png"))
+            cases.append(Case(Path(name).stem, subject_id(name), image, annotation, table[name].pixel_size_mm))
+    return cases
+
+
+def _pair_cases(config: DataConfig) -> list[Case]:
+    if config.list_file:
+        list_path = Path(config.list_file)
+        base = list_path.parent
+        if list_path.suffix.lower() == ".json":
+            rows = json.loads(list_path.read_text())
+        else:
+            with list_path.open(newline="") as handle:
+                rows = list(csv.DictReader(handle))
+        return [
+            Case(
+                str(row.get("case_id") or Path(row["image"]).name.split(".")[0]),
+                str(row.get("subject") or row.get("case_id") or Path(row["image"]).name.split(".")[0]),
+                base / row["image"],
+                base / row["label"],
+                float(row["spacing_mm"]) if row.get("spacing_mm") else None,
+            )
+            for row in rows
+        ]
+    from FetalHeadSegLib.io import SUPPORTED_SUFFIXES, image_suffix
+
+    root = Path(config.root or "")
+    cases = []
+    for image in sorted(p for p in root.iterdir() if p.name.lower().endswith(SUPPORTED_SUFFIXES)):
+        stem = image.name[: -len(image_suffix(image))]
+        if not stem.endswith("_image"):
+            continue
+        case_id = stem[: -len("_image")]
+        labels = [p for suffix in LABEL_SUFFIXES for p in image.parent.glob(f"{case_id}{suffix}.*")]
+        if not labels:
+            raise ConfigError(f"{image}: no label file {case_id}_label.<ext> beside it")
+        cases.append(Case(case_id, case_id, image, labels[0]))
+    return cases
+
+
+def split_by_subject(subjects: list[str], fraction: float, seed: int) -> tuple[list[int], list[int]]:
+    """Indices of training and validation cases; every case of a subject lands on the same side."""
+    unique = sorted(set(subjects))
+    order = np.random.default_rng(seed).permutation(len(unique))
+    count = max(1, int(round(fraction * len(unique))))
+    held_out = {unique[i] for i in order[:count]}
+    train = [i for i, s in enumerate(subjects) if s not in held_out]
+    validation = [i for i, s in enumerate(subjects) if s in held_out]
+    return train, validation
+
+
+def load_case(case: Case, config: DataConfig, preprocessing: PreprocessingConfig) -> tuple[Image, Image]:
+    """The case's image and label map on their original grid (before preprocessing).
+
+    Raises:
+        InputImageError: unreadable files, or image and label on different grids.
+    """
+    from FetalHeadSegLib.io import read_image
+
+    if case.seed is not None:
+        from FetalHeadSegLib.phantom import PhantomConfig, generate_phantom
+
+        settings = config.phantom
+        low, high = settings.get("ga_weeks_range", (14.0, 40.0))
+        phantom_config = PhantomConfig(
+            dimension=int(settings.get("dimension", 3)),
+            size=tuple(settings.get("size", (96, 96, 96))),
+            ga_weeks_range=(float(low), float(high)),
+        )
+        phantom = generate_phantom(phantom_config, case.seed)
+        return phantom.image, phantom.head_mask
+    assert case.image is not None and case.label is not None
+    image = read_image(case.image, spacing_mm=case.spacing_mm)
+    if config.kind == "psfhs":
+        image = _psfhs_frame(image, case.image)
+    if config.kind == "hc18":
+        from FetalHeadSegLib.hc18 import ellipse_from_outline, rasterize_ellipse
+
+        outline = read_image(case.label, spacing_mm=case.spacing_mm)
+        filled = rasterize_ellipse(ellipse_from_outline(outline.array[:, :, 0]), outline.shape[:2])
+        label = outline.with_array(filled[:, :, np.newaxis].astype(np.uint8))
+    else:
+        label = read_image(case.label, spacing_mm=case.spacing_mm)
+    if label.shape != image.shape or not np.allclose(label.ijk_to_ras, image.ijk_to_ras, atol=1e-3):
+        raise InputImageError(f"{case.label}: label grid {label.shape} differs from the image's {image.shape}")
+    if config.head_labels:
+        label = label.with_array(np.isin(label.array, config.head_labels).astype(np.uint8))
+    return image, label
+
+
+def _psfhs_frame(image: Image, path: Path) -> Image:
+    """PSFHS images are 256 x 256 x 3 with three identical grey channels stored as slices: keep one."""
+    if image.shape[2] == 3 and np.array_equal(image.array[:, :, 0], image.array[:, :, 1]):
+        return Image(np.ascontiguousarray(image.array[:, :, :1]), image.ijk_to_ras)
+    if image.is_2d:
+        return image
+    raise InputImageError(f"{path}: expected a PSFHS frame (256 x 256 with 3 identical channels)")
+
+
+def preprocess_case(
+    image: Image, label: Image, preprocessing: PreprocessingConfig
+) -> tuple[np.ndarray, np.ndarray, tuple[float, ...]]:
+    """Image (uint8 of the normalised values) and label on the working grid, as the inference engine sees it."""
+    spacing = working_spacing(image, preprocessing)
+    if spacing is not None:
+        image, label = resample(image, spacing), resample(label, spacing, linear=False)
+    values = normalise(image.array, preprocessing.clip_percentiles)
+    return (np.rint(values * 255.0).astype(np.uint8), label.array.astype(np.uint8), image.spacing_mm)
+
+
+def build_arrays(config: DataConfig, preprocessing: PreprocessingConfig, log: Any = print) -> CaseArrays:
+    """Load and preprocess every case (or read the cache when it exists, and write it when configured)."""
+    if config.cache and Path(config.cache).exists():
+        log(f"reading the preprocessed cache {config.cache}")
+        return CaseArrays.load(Path(config.cache))
+    cases = find_cases(config)
+    arrays = CaseArrays([], [], [], [], [])
+    for number, case in enumerate(cases, start=1):
+        try:
+            image, label = load_case(case, config, preprocessing)
+        except FetalHeadSegError as err:
+            raise ConfigError(f"case {case.case_id}: {err}") from err
+        values, labels, spacing = preprocess_case(image, label, preprocessing)
+        arrays.case_ids.append(case.case_id)
+        arrays.subjects.append(case.subject)
+        arrays.images.append(values)
+        arrays.labels.append(labels)
+        arrays.spacings.append((spacing[0], spacing[1], spacing[2]))
+        if number % max(1, len(cases) // 10) == 0:
+            log(f"preprocessed {number}/{len(cases)} cases")
+    if config.cache:
+        arrays.save(Path(config.cache))
+        log(f"wrote the preprocessed cache {config.cache} ({Path(config.cache).stat().st_size / 1e6:.1f} MB)")
+    return arrays
+
+
+def fit_to(array: np.ndarray, shape: tuple[int, ...], offset: tuple[int, ...]) -> np.ndarray:
+    """Crop (at ``offset``) or zero-pad (centred) the last three axes of ``array`` to ``shape``."""
+    result = array
+    for axis, size in enumerate(shape):
+        axis_index = array.ndim - 3 + axis
+        current = result.shape[axis_index]
+        if current > size:
+            result = np.take(result, range(offset[axis], offset[axis] + size), axis=axis_index)
+        elif current < size:
+            before = (size - current) // 2
+            pad = [(0, 0)] * result.ndim
+            pad[axis_index] = (before, size - current - before)
+            result = np.pad(result, pad)
+    return result
+
+
+def padded_shape(shape: tuple[int, ...], multiple: int, is_2d: bool) -> tuple[int, int, int]:
+    """The smallest (X, Y, Z) at least ``shape`` whose spatial axes are multiples of ``multiple``."""
+    out = [int(math.ceil(n / multiple)) * multiple for n in shape]
+    if is_2d:
+        out[2] = 1
+    return out[0], out[1], out[2]

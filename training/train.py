@@ -1,0 +1,118 @@
+"""``python -m training.train CONFIG [key=value ...]`` (or under ``torchrun --nproc-per-node N -m training.train``).
+
+Trains every cascade level of the config into its run folder: ``config.json``, ``splits.json``, checkpoints
+(resumed automatically), ``metrics_<level>.csv`` (training) and ``validation_<level>.csv`` logs, ``level<n>.pt``
+weights and ``metrics.json`` (validation scores). Export the result with ``python -m training.export RUN_DIR OUT``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from FetalHeadSegLib.errors import FetalHeadSegError
+from training import distributed
+from training.config import TrainConfig, read_config
+from training.context import context_maps
+from training.data import build_arrays, split_by_subject
+from training.engine import evaluate, level_network_config, predict_context, train_level
+
+
+def check_labels(config: TrainConfig, labels: list[np.ndarray], case_ids: list[str]) -> None:
+    """Refuse label values the network cannot predict, before any GPU time is spent."""
+    from FetalHeadSegLib.errors import ConfigError
+
+    for case_id, label in zip(case_ids, labels, strict=True):
+        largest = int(label.max())
+        if largest >= config.classes:
+            raise ConfigError(
+                f"case {case_id}: label value {largest} but the network predicts {config.classes} "
+                "classes (set data.head_labels or network.out_channels)"
+            )
+        if largest == 0:
+            raise ConfigError(f"case {case_id}: the label map is empty")
+
+
+def run(config: TrainConfig) -> dict[str, dict[str, float]]:
+    """Train all levels; returns the validation scores per level (on the main process)."""
+    dist = distributed.setup(config.device)
+    torch.manual_seed(config.seed + dist.rank)
+    if dist.device.type == "cpu":
+        torch.use_deterministic_algorithms(True)
+    run_dir = Path(config.run_dir)
+
+    def log(message: str) -> None:
+        if dist.is_main:
+            print(message, flush=True)
+
+    try:
+        if dist.is_main:
+            run_dir.mkdir(parents=True, exist_ok=True)
+            (run_dir / "config.json").write_text(json.dumps(config.to_dict(), indent=2) + "\n")
+        if dist.is_main or not config.data.cache:
+            arrays = build_arrays(config.data, config.preprocessing, log)
+        distributed.barrier()
+        if not dist.is_main and config.data.cache:
+            arrays = build_arrays(config.data, config.preprocessing, log)
+        check_labels(config, arrays.labels, arrays.case_ids)
+        train_ids, val_ids = split_by_subject(arrays.subjects, config.data.validation_fraction, config.data.split_seed)
+        train, validation = arrays.subset(train_ids), arrays.subset(val_ids)
+        if dist.is_main:
+            splits = {
+                "train": train.case_ids,
+                "validation": validation.case_ids,
+                "train_subjects": sorted(set(train.subjects)),
+                "validation_subjects": sorted(set(validation.subjects)),
+            }
+            (run_dir / "splits.json").write_text(json.dumps(splits, indent=2) + "\n")
+        log(
+            f"{len(train)} training and {len(validation)} validation cases "
+            f"({len(set(train.subjects))} and {len(set(validation.subjects))} subjects)"
+        )
+        scores: dict[str, dict[str, float]] = {}
+        train_context = val_context = None
+        network = None
+        for level in range(config.levels):
+            if level > 0:
+                assert network is not None
+                train_context = context_maps(config, level, train, train_context, network, dist, run_dir, log)
+                val_context = predict_context(
+                    network, level_network_config(config, level - 1), validation, val_context, dist.device
+                )
+            network = train_level(
+                config, level, train, train_context, dist, run_dir, f"level{level}", log, (validation, val_context)
+            )
+            if dist.is_main:
+                torch.save({k: v.cpu() for k, v in network.state_dict().items()}, run_dir / f"level{level}.pt")
+                scores[f"level{level}"] = evaluate(
+                    network, level_network_config(config, level), validation, val_context, config.task, dist.device
+                )
+                log(f"level {level + 1} validation: {scores[f'level{level}']}")
+        if dist.is_main:
+            (run_dir / "metrics.json").write_text(json.dumps(scores, indent=2) + "\n")
+        return scores
+    finally:
+        distributed.teardown()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m training.train", description=__doc__)
+    parser.add_argument("config", type=Path, help="training config (.json, or .yaml with PyYAML)")
+    parser.add_argument("overrides", nargs="*", help="dotted.key=value settings that replace the config's")
+    args = parser.parse_args(argv)
+    try:
+        run(read_config(args.config, args.overrides))
+    except FetalHeadSegError as err:
+        print(f"training: error: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
