@@ -76,8 +76,9 @@ def read_image(path: str | os.PathLike[str], spacing_mm: Sequence[float] | float
             column and row size) or three. Orientation and origin are kept.
 
     Returns:
-        The image; 2D files become single-slice images of shape (X, Y, 1). Colour raster images are converted
-        to grey (luminance); colour volumes are refused.
+        The image; 2D files become single-slice images of shape (X, Y, 1), and so do frames stored as 2-4
+        identical slices (grey written as colour channels, e.g. PSFHS). Colour raster images are converted to
+        grey (luminance); colour volumes are refused.
 
     Raises:
         InputImageError: missing, unreadable, 4D or multi-channel file, or invalid spacing.
@@ -100,9 +101,21 @@ def read_image(path: str | os.PathLike[str], spacing_mm: Sequence[float] | float
     except RuntimeError as err:
         raise InputImageError(f"{file}: cannot be read as an image (corrupt file or unknown format)") from err
     image = image_from_sitk(itk_image, source=str(file), raster=suffix in RASTER_SUFFIXES)
+    image = _frame_from_channel_slices(image, file)
     if spacing_mm is not None:
         image = _override_spacing(image, parse_spacing(spacing_mm))
     logger.debug("read %s: shape %s, spacing %s mm", file, image.shape, image.spacing_mm)
+    return image
+
+
+def _frame_from_channel_slices(image: Image, source: Path) -> Image:
+    """A frame stored as 2-4 identical slices (grey as RGB channels, as in PSFHS) becomes a single-slice image."""
+    array = image.array
+    if 2 <= array.shape[2] <= 4 and all(
+        np.array_equal(array[:, :, 0], array[:, :, k]) for k in range(1, array.shape[2])
+    ):
+        logger.info("%s: %d identical slices read as one 2D frame", source, array.shape[2])
+        return Image(np.ascontiguousarray(array[:, :, :1]), image.ijk_to_ras)
     return image
 
 

@@ -201,13 +201,15 @@ def test_phantom_command_rejects_bad_options(tmp_path: Path, capsys, arguments: 
     assert not (tmp_path / "out").exists()
 
 
-def test_demo_measures_the_bundled_sample(tmp_path: Path, capsys) -> None:
+def test_demo_without_models_measures_the_annotation(tmp_path: Path, capsys, monkeypatch) -> None:
+    import FetalHeadSegLib.catalog as catalog
+
+    monkeypatch.setattr(catalog, "list_models", lambda home=None: [])
     assert main(["demo", "-o", str(tmp_path)]) == 0
-    out = capsys.readouterr().out
-    summary = json.loads(out.strip().splitlines()[-1])
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])["hc18_annotation"]
     assert summary["hc_mm"] == pytest.approx(summary["reference_hc_mm"], abs=0.1)
-    assert (tmp_path / "hc18_200_HC_biometry.json").exists()
-    assert (tmp_path / "hc18_200_HC_head.nii.gz").exists()
+    assert (tmp_path / "hc18_207_HC_biometry.json").exists()
+    assert (tmp_path / "hc18_207_HC_head.nii.gz").exists()
 
 
 def test_console_entry_point_and_module_run() -> None:

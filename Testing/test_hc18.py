@@ -15,7 +15,7 @@ from FetalHeadSegLib.samples import get_sample
 
 
 def test_bundled_sample_reproduces_its_expert_hc() -> None:
-    sample = get_sample("hc18_200_HC")
+    sample = get_sample("hc18_207_HC")
     assert sample.annotation_path is not None
     outline = read_image(sample.annotation_path)
     ellipse = ellipse_from_outline(outline.array[:, :, 0])

@@ -154,3 +154,15 @@ def test_unwritable_destination_is_an_output_error(tmp_path: Path) -> None:
         write_image(oblique_image(), blocker / "sub" / "v.nrrd")
     with pytest.raises(OutputError, match="uint8 or uint16"):
         write_image(Image(np.zeros((4, 4, 1), np.float32), np.eye(4)), tmp_path / "f.png")
+
+
+def test_a_frame_stored_as_identical_slices_reads_as_a_frame(tmp_path: Path) -> None:
+    """PSFHS stores grey frames as 256 x 256 x 3 volumes of identical slices."""
+    frame = np.random.default_rng(0).integers(0, 255, size=(6, 5), dtype=np.uint8)
+    sitk.WriteImage(sitk.GetImageFromArray(np.stack([frame] * 3)), str(tmp_path / "rgb_as_slices.mha"))
+    image = read_image(tmp_path / "rgb_as_slices.mha")
+    assert image.shape == (5, 6, 1)
+    np.testing.assert_array_equal(image.array[:, :, 0], frame.T)
+    different = np.stack([frame, frame, frame[::-1]])
+    sitk.WriteImage(sitk.GetImageFromArray(different), str(tmp_path / "volume.mha"))
+    assert read_image(tmp_path / "volume.mha").shape == (5, 6, 3)

@@ -31,7 +31,7 @@ def fit_width(picture: np.ndarray, width: int) -> np.ndarray:
 
 def main() -> None:
     frame = to_rgb(rows_by_columns(get_sample("phantom2d_s000001").image_path))
-    real = to_rgb(rows_by_columns(get_sample("hc18_200_HC").image_path))
+    real = to_rgb(rows_by_columns(get_sample("hc18_207_HC").image_path))
     top = fit_width(np.concatenate([frame, np.zeros((frame.shape[0], 8, 3), np.uint8), real], axis=1), WIDTH)
     volume = get_sample("phantom3d_s000001")
     assert volume.annotation_path is not None

@@ -246,8 +246,6 @@ def load_case(case: Case, config: DataConfig, preprocessing: PreprocessingConfig
         return phantom.image, phantom.head_mask
     assert case.image is not None and case.label is not None
     image = read_image(case.image, spacing_mm=case.spacing_mm)
-    if config.kind == "psfhs":
-        image = _psfhs_frame(image, case.image)
     if config.kind == "hc18":
         from FetalHeadSegLib.hc18 import ellipse_from_outline, rasterize_ellipse
 
@@ -261,15 +259,6 @@ def load_case(case: Case, config: DataConfig, preprocessing: PreprocessingConfig
     if config.head_labels:
         label = label.with_array(np.isin(label.array, config.head_labels).astype(np.uint8))
     return image, label
-
-
-def _psfhs_frame(image: Image, path: Path) -> Image:
-    """PSFHS images are 256 x 256 x 3 with three identical grey channels stored as slices: keep one."""
-    if image.shape[2] == 3 and np.array_equal(image.array[:, :, 0], image.array[:, :, 1]):
-        return Image(np.ascontiguousarray(image.array[:, :, :1]), image.ijk_to_ras)
-    if image.is_2d:
-        return image
-    raise InputImageError(f"{path}: expected a PSFHS frame (256 x 256 with 3 identical channels)")
 
 
 def preprocess_case(

@@ -1,4 +1,4 @@
-"""``fetalheadseg demo``: run the measurement pipeline on the bundled sample and say where the outputs are."""
+"""``fetalheadseg demo``: segment and measure the bundled samples, compare with their truth, show the outputs."""
 
 from __future__ import annotations
 
@@ -7,15 +7,17 @@ import json
 from pathlib import Path
 from typing import Any
 
-HC18_SAMPLE = "hc18_200_HC"
+HC18_SAMPLE = "hc18_207_HC"
+PHANTOM_SAMPLE = "phantom3d_s000001"
 
 
 def add_parser(subcommands: Any) -> None:
     parser = subcommands.add_parser(
         "demo",
-        help="measure the bundled HC18 sample and write its outputs",
-        description="Measure the head on the bundled HC18 frame (expert annotation, CC BY 4.0) and compare the "
-        "head circumference with the expert's value.",
+        help="segment the bundled samples and compare with their truth",
+        description="Segment the bundled 3D phantom (exact truth known) and the bundled HC18 frame (expert HC "
+        "known) with the installed default models, print the biometry and the agreement with the truth, and "
+        "write every output. Without installed models, measures the HC18 expert annotation instead.",
     )
     parser.add_argument(
         "-o",
@@ -24,10 +26,90 @@ def add_parser(subcommands: Any) -> None:
         default=Path("fetalheadseg-demo"),
         help="output folder (default: ./fetalheadseg-demo)",
     )
+    parser.add_argument("--device", default="auto", help="auto (default), cpu, cuda")
     parser.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    from FetalHeadSegLib.catalog import list_models
+
+    installed = {(entry.dimension, entry.task) for entry in list_models()}
+    summary: dict[str, Any] = {}
+    if (3, "head") in installed:
+        summary["phantom3d"] = _segment_phantom(args)
+    if (2, "head") in installed:
+        summary["hc18"] = _segment_hc18(args)
+    if not summary:
+        print("No trained model is installed: measuring the expert annotation of the HC18 sample instead.\n")
+        summary["hc18_annotation"] = _measure_annotation(args)
+    print(f"\nOutputs in {args.output.resolve()}")
+    print(json.dumps(summary))
+    return 0
+
+
+def _segment_phantom(args: argparse.Namespace) -> dict[str, Any]:
+    from FetalHeadSegLib.catalog import default_model
+    from FetalHeadSegLib.cli.report import biometry_table
+    from FetalHeadSegLib.inference import Segmenter
+    from FetalHeadSegLib.io import read_image
+    from FetalHeadSegLib.metrics import segmentation_metrics
+    from FetalHeadSegLib.outputs import write_outputs
+    from FetalHeadSegLib.samples import get_sample
+
+    sample = get_sample(PHANTOM_SAMPLE)
+    assert sample.annotation_path is not None
+    segmenter = Segmenter(default_model(3), args.device)
+    image, truth_mask = read_image(sample.image_path), read_image(sample.annotation_path)
+    result = segmenter.segment(image, source=str(sample.image_path))
+    write_outputs(result, image, args.output, PHANTOM_SAMPLE, source=str(sample.image_path))
+    metrics = segmentation_metrics(result.labels.array == 1, truth_mask.array > 0, image.spacing_mm)
+    truth = json.loads((sample.image_path.parent / sample.info["truth"]).read_text())
+    print(
+        f"3D phantom {PHANTOM_SAMPLE} with {segmenter.bundle.id}@{segmenter.bundle.version} on {result.device} "
+        f"({result.seconds:.1f} s)"
+    )
+    if result.biometry is not None:
+        print(biometry_table(result.biometry.to_dict(), "  measured on the segmentation"))
+    print(f"  Dice against the exact head mask: {metrics.dice:.4f}; HD95 {metrics.hd95_mm:.2f} mm")
+    print(
+        f"  truth: HC {truth['hc_mm']:.1f} mm, BPD {truth['bpd_mm']:.1f} mm, OFD {truth['ofd_mm']:.1f} mm, "
+        f"volume {truth['head_volume_ml']:.1f} mL\n"
+    )
+    return {
+        "dice": round(metrics.dice, 4),
+        "hc_mm": result.biometry.hc_mm if result.biometry else None,
+        "truth_hc_mm": truth["hc_mm"],
+    }
+
+
+def _segment_hc18(args: argparse.Namespace) -> dict[str, Any]:
+    from FetalHeadSegLib.catalog import default_model
+    from FetalHeadSegLib.cli.report import biometry_table
+    from FetalHeadSegLib.inference import Segmenter
+    from FetalHeadSegLib.io import read_image
+    from FetalHeadSegLib.outputs import write_outputs
+    from FetalHeadSegLib.samples import get_sample
+
+    sample = get_sample(HC18_SAMPLE)
+    pixel_mm = float(sample.info["pixel_size_mm"])
+    segmenter = Segmenter(default_model(2), args.device)
+    image = read_image(sample.image_path, spacing_mm=pixel_mm)
+    result = segmenter.segment(image, source=str(sample.image_path))
+    write_outputs(result, image, args.output, HC18_SAMPLE, source=str(sample.image_path))
+    reference = float(sample.info["reference_hc_mm"])
+    print(
+        f"HC18 frame {HC18_SAMPLE} (pixel {pixel_mm:.4f} mm) with {segmenter.bundle.id}@{segmenter.bundle.version} "
+        f"({result.seconds:.1f} s)"
+    )
+    hc = None
+    if result.biometry is not None:
+        hc = result.biometry.hc_mm
+        print(biometry_table(result.biometry.to_dict(), "  measured on the segmentation"))
+        print(f"  expert HC (HC18 CSV) {reference:.2f} mm; difference {hc - reference:+.2f} mm\n")
+    return {"hc_mm": None if hc is None else round(hc, 2), "reference_hc_mm": reference}
+
+
+def _measure_annotation(args: argparse.Namespace) -> dict[str, Any]:
     from FetalHeadSegLib.biometry import measure_biometry
     from FetalHeadSegLib.cli.biometry_command import write_outputs
     from FetalHeadSegLib.cli.report import biometry_table
@@ -44,18 +126,12 @@ def run(args: argparse.Namespace) -> int:
     mask = outline.with_array(rasterize_ellipse(ellipse, outline.shape[:2])[:, :, None].astype("uint8"))
     biometry = measure_biometry(mask)
     result = {"input": str(sample.image_path), **biometry.to_dict()}
-    output: Path = args.output
-    mask_path = write_labelmap(mask.array, mask, output / f"{HC18_SAMPLE}_head.nii.gz")
-    written = write_outputs(result, biometry, output / f"{HC18_SAMPLE}_biometry.json", output, HC18_SAMPLE)
+    write_labelmap(mask.array, mask, args.output / f"{HC18_SAMPLE}_head.nii.gz")
+    write_outputs(result, biometry, args.output / f"{HC18_SAMPLE}_biometry.json", args.output, HC18_SAMPLE)
     print(biometry_table(result, f"Bundled sample {HC18_SAMPLE} (HC18, pixel {pixel_mm:.4f} mm, expert mask)"))
     reference = float(sample.info["reference_hc_mm"])
     print(
         f"\nExpert HC (HC18 CSV): {reference:.2f} mm; measured: {biometry.hc_mm:.2f} mm "
         f"(difference {biometry.hc_mm - reference:+.2f} mm)"
     )
-    print(f"Outputs in {output.resolve()}:")
-    for path in [mask_path, *written]:
-        print(f"  {path.name}")
-    summary = {"sample": HC18_SAMPLE, "reference_hc_mm": reference, "hc_mm": round(biometry.hc_mm, 3)}
-    print(json.dumps(summary))
-    return 0
+    return {"reference_hc_mm": reference, "hc_mm": round(biometry.hc_mm, 3)}

@@ -1,0 +1,220 @@
+"""``python -m training.evaluate BUNDLE ...``: measure a model bundle through the inference engine on held-out
+data, print the numbers, and optionally write them into the bundle's model card and ``MODEL_CARD.md``.
+
+- ``--hc18 ROOT --run RUN_DIR``: the run's validation subjects, original PNGs at their pixel size. HC18
+  conventions (``biometry.md`` §5.5): DF and ADF of HC against the CSV; Dice and Hausdorff distance of the
+  rasterised predicted ellipse against the rasterised reference ellipse.
+- ``--psfhs ROOT --run RUN_DIR``: the run's validation frames: Dice per structure and the angle-of-progression
+  error against AoP measured on the expert masks.
+- ``--phantoms N``: N new 3D phantoms (seeds never used in training, several grid sizes and anisotropic
+  spacings): Dice, HD95, ASSD against the head mask; HC, BPD, OFD and volume errors against the analytic truth.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from FetalHeadSegLib.errors import FetalHeadSegError
+from FetalHeadSegLib.inference import Segmenter, load_model
+from FetalHeadSegLib.io import read_image
+from FetalHeadSegLib.metrics import segmentation_metrics
+
+PHANTOM_GRIDS = (((96, 96, 96), None), ((128, 112, 96), (0.7, 0.7, 1.1)), ((112, 128, 112), (0.9, 0.8, 1.3)))
+
+
+def _summary(values: list[float]) -> dict[str, float]:
+    finite = [v for v in values if math.isfinite(v)]
+    if not finite:
+        return {"mean": float("nan"), "sd": float("nan"), "n": 0}
+    return {"mean": round(float(np.mean(finite)), 4), "sd": round(float(np.std(finite)), 4), "n": len(finite)}
+
+
+def evaluate_hc18(segmenter: Segmenter, root: Path, case_ids: list[str]) -> dict[str, Any]:
+    from FetalHeadSegLib.hc18 import ellipse_from_outline, rasterize_ellipse, read_pixel_size_csv
+
+    table = read_pixel_size_csv(root / "subset_pixel_size_and_HC.csv")
+    df, dice, hd, seconds = [], [], [], []
+    for case_id in case_ids:
+        row = table[f"{case_id}.png"]
+        image = read_image(root / "training_set" / f"{case_id}.png", spacing_mm=row.pixel_size_mm)
+        start = time.perf_counter()
+        result = segmenter.segment(image, source=case_id)
+        seconds.append(time.perf_counter() - start)
+        outline = read_image(root / "training_set" / f"{case_id}_Annotation.png")
+        reference = rasterize_ellipse(ellipse_from_outline(outline.array[:, :, 0]), outline.shape[:2])
+        if result.biometry is None:
+            df.append(float("nan"))
+            dice.append(0.0)
+            continue
+        predicted = rasterize_ellipse(result.biometry.ellipse.scaled(1.0 / row.pixel_size_mm), outline.shape[:2])
+        assert row.hc_mm is not None
+        df.append(result.biometry.hc_mm - row.hc_mm)
+        metrics = segmentation_metrics(predicted, reference, (row.pixel_size_mm, row.pixel_size_mm))
+        dice.append(metrics.dice)
+        hd.append(metrics.hd_mm)
+    return {
+        "data": "HC18 validation subjects",
+        "cases": len(case_ids),
+        "df_mm": _summary(df),
+        "adf_mm": _summary([abs(v) for v in df]),
+        "dice_ellipse": _summary(dice),
+        "hd_mm": _summary(hd),
+        "failed": sum(1 for v in df if not math.isfinite(v)),
+        "cpu_seconds_per_case": _summary(seconds),
+    }
+
+
+def evaluate_psfhs(segmenter: Segmenter, root: Path, case_ids: list[str]) -> dict[str, Any]:
+    from FetalHeadSegLib.aop import angle_of_progression
+
+    dice_ps, dice_fh, aop_error, seconds = [], [], [], []
+    for case_id in case_ids:
+        image = read_image(root / "image_mha" / f"{case_id}.mha")
+        truth = read_image(root / "label_mha" / f"{case_id}.mha")
+        start = time.perf_counter()
+        result = segmenter.segment(image, source=case_id)
+        seconds.append(time.perf_counter() - start)
+        predicted = result.labels.array[:, :, 0]
+        dice_ps.append(segmentation_metrics(predicted == 1, truth.array[:, :, 0] == 1).dice)
+        dice_fh.append(segmentation_metrics(predicted == 2, truth.array[:, :, 0] == 2).dice)
+        try:
+            aop_error.append(abs(angle_of_progression(result.labels).aop_deg - angle_of_progression(truth).aop_deg))
+        except FetalHeadSegError:
+            aop_error.append(float("nan"))
+    return {
+        "data": "PSFHS validation frames",
+        "cases": len(case_ids),
+        "dice_pubic_symphysis": _summary(dice_ps),
+        "dice_fetal_head": _summary(dice_fh),
+        "aop_abs_error_deg": _summary(aop_error),
+        "aop_failed": sum(1 for v in aop_error if not math.isfinite(v)),
+        "cpu_seconds_per_case": _summary(seconds),
+    }
+
+
+def evaluate_phantoms(segmenter: Segmenter, count: int, first_seed: int) -> dict[str, Any]:
+    from FetalHeadSegLib.phantom import PhantomConfig, generate_phantom
+
+    results: dict[str, list[float]] = {
+        k: []
+        for k in (
+            "dice",
+            "hd95_mm",
+            "assd_mm",
+            "hc_rel_error",
+            "bpd_rel_error",
+            "ofd_rel_error",
+            "volume_rel_error",
+            "seconds",
+        )
+    }
+    for index in range(count):
+        size, spacing = PHANTOM_GRIDS[index % len(PHANTOM_GRIDS)]
+        case = generate_phantom(PhantomConfig(dimension=3, size=size, spacing_mm=spacing), first_seed + index)
+        start = time.perf_counter()
+        result = segmenter.segment(case.image, source=f"phantom {first_seed + index}")
+        results["seconds"].append(time.perf_counter() - start)
+        metrics = segmentation_metrics(result.labels.array == 1, case.head_mask.array > 0, case.image.spacing_mm)
+        results["dice"].append(metrics.dice)
+        results["hd95_mm"].append(metrics.hd95_mm)
+        results["assd_mm"].append(metrics.assd_mm)
+        truth = case.truth
+        measured = result.biometry
+        for key, truth_key in (("hc", "hc_mm"), ("bpd", "bpd_mm"), ("ofd", "ofd_mm"), ("volume", "head_volume_ml")):
+            value = getattr(measured, "head_volume_ml" if key == "volume" else truth_key) if measured else None
+            results[f"{key}_rel_error"].append(
+                abs(value - truth[truth_key]) / truth[truth_key] if value else float("nan")
+            )
+    return {
+        "data": f"{count} new 3D phantoms (seeds {first_seed}-{first_seed + count - 1}, grids "
+        f"{[g[0] for g in PHANTOM_GRIDS]}, spacings auto/(0.7,0.7,1.1)/(0.9,0.8,1.3) mm)",
+        "cases": count,
+        **{k: _summary(v) for k, v in results.items() if k != "seconds"},
+        "cpu_seconds_per_case": _summary(results["seconds"]),
+    }
+
+
+def write_card(bundle_path: Path, evaluation: dict[str, Any]) -> None:
+    """Record the evaluation in bundle.json's model card (weights and their checksums are untouched) and render
+    the card as MODEL_CARD.md."""
+    manifest = bundle_path / "bundle.json"
+    data = json.loads(manifest.read_text())
+    data["model_card"]["evaluation"] = evaluation
+    manifest.write_text(json.dumps(data, indent=2) + "\n")
+    card = data["model_card"]
+    lines = [
+        f"# {data['name']} (`{data['id']}` {data['version']})",
+        "",
+        f"{data['dimension']}D {data['task']} model, {len(data['networks'])} cascade level(s).",
+        "",
+    ]
+    for key in ("intended_use", "training_data", "limitations", "license", "citation"):
+        if card.get(key):
+            lines += [f"**{key.replace('_', ' ').capitalize()}.** {card[key]}", ""]
+    lines += [
+        "## Evaluation (held-out data, through the inference engine)",
+        "",
+        "```json",
+        json.dumps(evaluation, indent=2),
+        "```",
+        "",
+        "## Training",
+        "",
+        "```json",
+        json.dumps(
+            {k: card[k] for k in ("splits", "training", "validation_metrics_working_grid") if k in card}, indent=2
+        ),
+        "```",
+        "",
+    ]
+    (bundle_path / "MODEL_CARD.md").write_text("\n".join(lines))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m training.evaluate", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("bundle", type=Path)
+    data = parser.add_mutually_exclusive_group(required=True)
+    data.add_argument("--hc18", type=Path, metavar="ROOT")
+    data.add_argument("--psfhs", type=Path, metavar="ROOT")
+    data.add_argument("--phantoms", type=int, metavar="N")
+    parser.add_argument("--run", type=Path, help="training run folder whose splits.json names the validation cases")
+    parser.add_argument("--seed", type=int, default=900000, help="first phantom seed (default 900000)")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--update-card", action="store_true", help="write the results into the bundle's card")
+    args = parser.parse_args(argv)
+    try:
+        segmenter = load_model(args.bundle, args.device)
+        if args.phantoms:
+            evaluation = evaluate_phantoms(segmenter, args.phantoms, args.seed)
+        else:
+            if args.run is None:
+                parser.error("--hc18 and --psfhs need --run (the validation split)")
+            case_ids = json.loads((args.run / "splits.json").read_text())["validation"]
+            evaluation = (
+                evaluate_hc18(segmenter, args.hc18, case_ids)
+                if args.hc18
+                else evaluate_psfhs(segmenter, args.psfhs, case_ids)
+            )
+    except FetalHeadSegError as err:
+        print(f"evaluate: error: {err}", file=sys.stderr)
+        return 2
+    evaluation["command"] = "python -m training.evaluate " + " ".join(sys.argv[1:] if argv is None else argv)
+    print(json.dumps(evaluation, indent=2))
+    if args.update_card:
+        write_card(args.bundle, evaluation)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
