@@ -28,6 +28,20 @@ from FetalHeadSegLib.section import PlaneGrid, plane_grid_around, principal_axes
 
 logger = logging.getLogger(__name__)
 
+BIOMETRY_JSON_KEYS = (
+    "hc_mm",
+    "bpd_mm",
+    "ofd_mm",
+    "cephalic_index",
+    "head_volume_ml",
+    "ga_weeks",
+    "plane",
+    "landmarks",
+    "flags",
+    "aop_deg",
+)
+"""Keys every biometry JSON carries (null where not defined): the contract with scripts and the Slicer module."""
+
 HC_POLYLINE_POINTS = 64
 PLANE_SEARCH_OFFSETS = 9
 """Parallel planes tried when searching the level of maximal transverse width."""

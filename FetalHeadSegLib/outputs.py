@@ -8,21 +8,12 @@ from pathlib import Path
 from typing import Any
 
 from FetalHeadSegLib.atomic import atomic_output_dir
+from FetalHeadSegLib.biometry import BIOMETRY_JSON_KEYS
 from FetalHeadSegLib.image import Image
 from FetalHeadSegLib.inference import Segmentation
 
 LABEL_FORMATS = ("seg.nrrd", "nii.gz")
-EMPTY_BIOMETRY: dict[str, Any] = {
-    "hc_mm": None,
-    "bpd_mm": None,
-    "ofd_mm": None,
-    "cephalic_index": None,
-    "head_volume_ml": None,
-    "ga_weeks": {},
-    "aop_deg": None,
-    "plane": None,
-    "landmarks": None,
-}
+EMPTY_BIOMETRY: dict[str, Any] = {key: None for key in BIOMETRY_JSON_KEYS} | {"ga_weeks": {}, "flags": []}
 
 
 def biometry_record(result: Segmentation, source: str) -> dict[str, Any]:

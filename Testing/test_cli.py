@@ -11,24 +11,14 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
+from FetalHeadSegLib.biometry import BIOMETRY_JSON_KEYS
 from FetalHeadSegLib.cli import main
 from FetalHeadSegLib.image import Image, make_ijk_to_ras
 from FetalHeadSegLib.io import write_image, write_labelmap
 
 from shapes import intrapartum_labels, make_ellipse_frame, make_ellipsoid
 
-REQUIRED_KEYS = {
-    "hc_mm",
-    "bpd_mm",
-    "ofd_mm",
-    "cephalic_index",
-    "head_volume_ml",
-    "ga_weeks",
-    "plane",
-    "landmarks",
-    "flags",
-    "aop_deg",
-}
+REQUIRED_KEYS = set(BIOMETRY_JSON_KEYS)
 
 
 def test_biometry_of_a_3d_label_map(tmp_path: Path, capsys) -> None:
