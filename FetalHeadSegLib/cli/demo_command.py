@@ -9,6 +9,7 @@ from typing import Any
 
 HC18_SAMPLE = "hc18_207_HC"
 PHANTOM_SAMPLE = "phantom3d_s000001"
+PSFHS_SAMPLE = "psfhs_03744"
 
 
 def add_parser(subcommands: Any) -> None:
@@ -39,6 +40,8 @@ def run(args: argparse.Namespace) -> int:
         summary["phantom3d"] = _segment_phantom(args)
     if (2, "head") in installed:
         summary["hc18"] = _segment_hc18(args)
+    if (2, "intrapartum") in installed:
+        summary["psfhs"] = _segment_psfhs(args)
     if not summary:
         print("No trained model is installed: measuring the expert annotation of the HC18 sample instead.\n")
         summary["hc18_annotation"] = _measure_annotation(args)
@@ -107,6 +110,31 @@ def _segment_hc18(args: argparse.Namespace) -> dict[str, Any]:
         print(biometry_table(result.biometry.to_dict(), "  measured on the segmentation"))
         print(f"  expert HC (HC18 CSV) {reference:.2f} mm; difference {hc - reference:+.2f} mm\n")
     return {"hc_mm": None if hc is None else round(hc, 2), "reference_hc_mm": reference}
+
+
+def _segment_psfhs(args: argparse.Namespace) -> dict[str, Any]:
+    from FetalHeadSegLib.aop import angle_of_progression
+    from FetalHeadSegLib.catalog import default_model
+    from FetalHeadSegLib.inference import Segmenter
+    from FetalHeadSegLib.io import read_image
+    from FetalHeadSegLib.outputs import write_outputs
+    from FetalHeadSegLib.samples import get_sample
+
+    sample = get_sample(PSFHS_SAMPLE)
+    assert sample.annotation_path is not None
+    segmenter = Segmenter(default_model(2, "intrapartum"), args.device)
+    image = read_image(sample.image_path)
+    result = segmenter.segment(image, source=str(sample.image_path))
+    write_outputs(result, image, args.output, PSFHS_SAMPLE, source=str(sample.image_path))
+    expert = angle_of_progression(read_image(sample.annotation_path)).aop_deg
+    measured = result.biometry.aop.aop_deg if result.biometry is not None and result.biometry.aop else None
+    print(
+        f"PSFHS intrapartum frame {PSFHS_SAMPLE} with {segmenter.bundle.id}@{segmenter.bundle.version} "
+        f"({result.seconds:.1f} s)"
+    )
+    if measured is not None:
+        print(f"  angle of progression {measured:.1f} deg; on the expert masks {expert:.1f} deg\n")
+    return {"aop_deg": None if measured is None else round(measured, 1), "expert_aop_deg": round(expert, 1)}
 
 
 def _measure_annotation(args: argparse.Namespace) -> dict[str, Any]:

@@ -1,0 +1,191 @@
+"""Runs the segmentation in a separate process (PythonSlicer -m FetalHeadSegLib segment --progress jsonl).
+
+The worker prints one JSON object per line (``FetalHeadSegLib/protocol.py``); everything else it prints is log
+text. Slicer never imports torch, so a crash or an out-of-memory error in the worker cannot take Slicer down,
+and cancelling kills the worker's whole process tree. No Slicer import: usable and testable anywhere.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import signal
+import subprocess
+import sys
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+
+@dataclass(frozen=True)
+class SegmentationRequest:
+    """One worker run: which image, where the outputs go, and how to segment."""
+
+    input_path: Path
+    output_dir: Path
+    model: str
+    device: str = "auto"
+    compute_biometry: bool = True
+    ga_weeks: float | None = None
+    tta: bool = False
+
+
+def worker_command(python: str, request: SegmentationRequest) -> list[str]:
+    """The command line of the worker for ``request`` (``python`` is PythonSlicer in Slicer)."""
+    command = [
+        python,
+        "-m",
+        "FetalHeadSegLib",
+        "segment",
+        str(request.input_path),
+        "-o",
+        str(request.output_dir),
+        "--model",
+        request.model,
+        "--device",
+        request.device,
+        "--progress",
+        "jsonl",
+        "--format",
+        "seg.nrrd",
+    ]
+    if not request.compute_biometry:
+        command.append("--no-biometry")
+    if request.ga_weeks is not None:
+        command += ["--ga-weeks", f"{request.ga_weeks:g}"]
+    if request.tta:
+        command.append("--tta")
+    return command
+
+
+@dataclass
+class WorkerState:
+    """What the worker has said so far."""
+
+    events: list[dict[str, Any]] = field(default_factory=list)
+    log: list[str] = field(default_factory=list)
+    fraction: float = 0.0
+    stage: str = ""
+    result: dict[str, Any] | None = None
+    error: str | None = None
+    warnings: list[str] = field(default_factory=list)
+
+
+class WorkerProcess:
+    """A running worker: feed its output lines into events with :meth:`poll`, stop it with :meth:`cancel`.
+
+    Args:
+        command: the worker's command line.
+        environment: extra environment variables (e.g. PYTHONPATH to find FetalHeadSegLib).
+        on_event: called from :meth:`poll` for each JSON event (on the caller's thread, e.g. a Qt timer).
+    """
+
+    def __init__(
+        self,
+        command: list[str],
+        environment: dict[str, str] | None = None,
+        on_event: Callable[[dict[str, Any]], None] | None = None,
+    ) -> None:
+        self.command, self.on_event = command, on_event
+        self.state = WorkerState()
+        self._lines: queue.Queue[tuple[str, str]] = queue.Queue()
+        self._process = subprocess.Popen(
+            command,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            bufsize=1,
+            env={**os.environ, **(environment or {})},
+            start_new_session=sys.platform != "win32",  # its own process group: cancel reaches every child
+        )
+        for stream, name in ((self._process.stdout, "stdout"), (self._process.stderr, "stderr")):
+            threading.Thread(target=self._read, args=(stream, name), daemon=True).start()
+
+    def _read(self, stream: Any, name: str) -> None:
+        for line in stream:
+            self._lines.put((name, line.rstrip("\n")))
+        self._lines.put((name, "\0eof"))
+
+    @property
+    def pid(self) -> int:
+        return self._process.pid
+
+    @property
+    def returncode(self) -> int | None:
+        return self._process.poll()
+
+    def poll(self) -> WorkerState:
+        """Consume the lines printed so far (never blocks) and return the updated state."""
+        while True:
+            try:
+                name, line = self._lines.get_nowait()
+            except queue.Empty:
+                return self.state
+            if line == "\0eof" or not line.strip():
+                continue
+            event = _parse(line) if name == "stdout" else None
+            if event is None:
+                self.state.log.append(line)
+                if name == "stderr" and line.startswith("fetalheadseg: error:"):
+                    self.state.error = line.removeprefix("fetalheadseg: error:").strip()
+                continue
+            self._apply(event)
+
+    def _apply(self, event: dict[str, Any]) -> None:
+        state = self.state
+        state.events.append(event)
+        kind = event.get("event")
+        if kind == "progress":
+            state.fraction, state.stage = float(event.get("fraction", 0.0)), str(event.get("stage", ""))
+        elif kind == "warning":
+            state.warnings.append(f"{event.get('code')}: {event.get('message')}")
+        elif kind == "result":
+            state.result = event
+        elif kind == "error":
+            state.error = str(event.get("message"))
+        state.log.append(json.dumps(event))
+        if self.on_event is not None:
+            self.on_event(event)
+
+    def wait(self, timeout: float | None = None) -> WorkerState:
+        """Block until the worker ends (for scripts and tests), then consume its remaining output."""
+        self._process.wait(timeout)
+        for _ in range(2):  # the reader threads finish right after the process
+            threading.Event().wait(0.05)
+        return self.poll()
+
+    def cancel(self) -> None:
+        """Kill the worker and every process it started (PythonSlicer is a launcher: its child does the work)."""
+        if self._process.poll() is not None:
+            return
+        try:
+            import psutil
+        except ImportError:
+            if sys.platform == "win32":
+                subprocess.run(
+                    ["taskkill", "/T", "/F", "/PID", str(self._process.pid)], check=False, capture_output=True
+                )
+            else:
+                os.killpg(self._process.pid, signal.SIGKILL)
+        else:
+            try:
+                parent = psutil.Process(self._process.pid)
+                for child in parent.children(recursive=True):
+                    child.kill()
+                parent.kill()
+            except psutil.NoSuchProcess:
+                pass  # it ended on its own meanwhile
+        self._process.wait()
+
+
+def _parse(line: str) -> dict[str, Any] | None:
+    if not line.startswith("{"):
+        return None
+    try:
+        event = json.loads(line)
+    except json.JSONDecodeError:
+        return None
+    return event if isinstance(event, dict) and "event" in event else None

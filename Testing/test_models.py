@@ -1,0 +1,71 @@
+"""The shipped models, each on one bundled case it never saw in training (fast, CPU)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from FetalHeadSegLib.aop import angle_of_progression
+from FetalHeadSegLib.bundle import verify_bundle
+from FetalHeadSegLib.catalog import default_model, find_model, list_models
+from FetalHeadSegLib.inference import load_model
+from FetalHeadSegLib.io import read_image
+from FetalHeadSegLib.metrics import segmentation_metrics
+from FetalHeadSegLib.samples import get_sample
+
+SHIPPED = {
+    "fetal-head-3d-cascade": (3, "head"),
+    "hc18-plane-2d": (2, "head"),
+    "psfhs-intrapartum-2d": (2, "intrapartum"),
+}
+
+
+def test_catalog_lists_the_shipped_models_with_valid_checksums() -> None:
+    bundled = {entry.id: entry for entry in list_models() if entry.source == "bundled"}
+    assert set(bundled) == set(SHIPPED)
+    for model_id, (dimension, task) in SHIPPED.items():
+        bundle = find_model(model_id)
+        verify_bundle(bundle)
+        assert (bundle.dimension, bundle.task) == (dimension, task)
+        card = bundle.model_card
+        for key in ("intended_use", "training_data", "license", "citation", "limitations", "evaluation"):
+            assert card.get(key), f"{model_id}: model card lacks {key}"
+    assert default_model(3).id == "fetal-head-3d-cascade"
+    assert default_model(2).id == "hc18-plane-2d"
+    assert default_model(2, "intrapartum").id == "psfhs-intrapartum-2d"
+
+
+def test_3d_cascade_segments_the_bundled_phantom() -> None:
+    sample = get_sample("phantom3d_s000001")
+    assert sample.annotation_path is not None
+    image, truth_mask = read_image(sample.image_path), read_image(sample.annotation_path)
+    result = load_model("fetal-head-3d-cascade", "cpu").segment(image)
+    metrics = segmentation_metrics(result.labels.array == 1, truth_mask.array > 0, image.spacing_mm)
+    assert metrics.dice > 0.95
+    truth = json.loads((sample.image_path.parent / sample.info["truth"]).read_text())
+    assert result.biometry is not None
+    assert result.biometry.hc_mm == pytest.approx(truth["hc_mm"], rel=0.05)
+    assert result.biometry.head_volume_ml == pytest.approx(truth["head_volume_ml"], rel=0.1)
+
+
+def test_hc18_model_measures_the_held_out_frame() -> None:
+    sample = get_sample("hc18_207_HC")
+    image = read_image(sample.image_path, spacing_mm=sample.info["pixel_size_mm"])
+    result = load_model("hc18-plane-2d", "cpu").segment(image)
+    assert result.biometry is not None
+    assert result.biometry.hc_mm == pytest.approx(sample.info["reference_hc_mm"], abs=5.0)
+
+
+def test_psfhs_model_finds_both_structures_and_the_angle() -> None:
+    sample = get_sample("psfhs_03744")
+    assert sample.annotation_path is not None
+    image, truth = read_image(sample.image_path), read_image(sample.annotation_path)
+    result = load_model("psfhs-intrapartum-2d", "cpu").segment(image)
+    predicted = result.labels.array[:, :, 0]
+    for value in (1, 2):
+        assert segmentation_metrics(predicted == value, truth.array[:, :, 0] == value).dice > 0.8
+    assert result.biometry is not None and result.biometry.aop is not None
+    assert result.biometry.aop.aop_deg == pytest.approx(angle_of_progression(truth).aop_deg, abs=10.0)
+    assert np.isin(np.unique(predicted), [0, 1, 2]).all()
