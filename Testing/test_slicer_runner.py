@@ -66,7 +66,8 @@ def test_cancel_kills_the_whole_process_tree(tmp_path: Path) -> None:
 @pytest.mark.parametrize("biometry", [True, False])
 def test_command_options(tmp_path: Path, biometry: bool) -> None:
     request = SegmentationRequest(
-        tmp_path / "a.nrrd", tmp_path, "fetal-head-3d-cascade", compute_biometry=biometry, tta=True
+        tmp_path / "a.nrrd", tmp_path, "", compute_biometry=biometry, tta=True, spacing_mm=0.12
     )
     command = worker_command("PythonSlicer", request)
     assert ("--no-biometry" in command) != biometry and "--tta" in command and command[0] == "PythonSlicer"
+    assert "--model" not in command and command[command.index("--spacing") + 1] == "0.12"

@@ -26,8 +26,9 @@ class SegmentationRequest:
 
     input_path: Path
     output_dir: Path
-    model: str
+    model: str = ""  # id or bundle folder; empty: the installed default for the input's dimension
     device: str = "auto"
+    spacing_mm: float | None = None  # pixel size for frames that carry none
     compute_biometry: bool = True
     ga_weeks: float | None = None
     tta: bool = False
@@ -43,8 +44,6 @@ def worker_command(python: str, request: SegmentationRequest) -> list[str]:
         str(request.input_path),
         "-o",
         str(request.output_dir),
-        "--model",
-        request.model,
         "--device",
         request.device,
         "--progress",
@@ -52,6 +51,10 @@ def worker_command(python: str, request: SegmentationRequest) -> list[str]:
         "--format",
         "seg.nrrd",
     ]
+    if request.model:
+        command += ["--model", request.model]
+    if request.spacing_mm:
+        command += ["--spacing", f"{request.spacing_mm:g}"]
     if not request.compute_biometry:
         command.append("--no-biometry")
     if request.ga_weeks is not None:

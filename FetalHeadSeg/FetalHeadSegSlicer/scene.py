@@ -43,6 +43,7 @@ def import_segmentation(
     name: str,
     reference_volume: Any | None = None,
     provenance: dict[str, Any] | None = None,
+    segmentation: Any | None = None,
 ) -> Any:
     """A segmentation node made from a label map (X, Y, Z) on ``ijk_to_ras``.
 
@@ -51,13 +52,16 @@ def import_segmentation(
             as in a model bundle's labels.
         reference_volume: the input volume: becomes the reference geometry (needed for DICOM SEG export).
         provenance: model id, version, SHA-256, device and seconds, stored as ``FetalHeadSeg.*`` attributes.
+        segmentation: an existing segmentation node to fill (its segments are replaced); None creates one.
     """
     import slicer
 
     labelmap = scene.AddNewNodeByClass("vtkMRMLLabelMapVolumeNode", f"{name} labels")
     labelmap.SetAndObserveImageData(_vtk_image(labels.astype(np.uint8)))
     labelmap.SetIJKToRASMatrix(_vtk_matrix(ijk_to_ras))
-    segmentation = scene.AddNewNodeByClass("vtkMRMLSegmentationNode", name)
+    if segmentation is None:
+        segmentation = scene.AddNewNodeByClass("vtkMRMLSegmentationNode", name)
+    segmentation.GetSegmentation().RemoveAllSegments()
     segmentation.CreateDefaultDisplayNodes()
     if reference_volume is not None:
         segmentation.SetReferenceImageGeometryParameterFromVolumeNode(reference_volume)
