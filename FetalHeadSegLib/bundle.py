@@ -196,6 +196,7 @@ def write_bundle(
         raise ValueError(f"{description.levels} networks described but {len(state_dicts)} state_dicts given")
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
+    staging.chmod(0o755)  # mkdtemp makes it private; a bundle must be readable by every user of an installation
     try:
         (staging / "weights").mkdir()
         checksums = {}

@@ -20,6 +20,7 @@ def test_written_bundle_reads_back_and_loads(tmp_path: Path) -> None:
     bundle = read_bundle(tmp_path / "model")
     assert bundle.to_dict() == {**written.to_dict()}
     assert sorted(p.name for p in (tmp_path / "model" / "weights").iterdir()) == ["level0.pt", "level1.pt"]
+    assert (tmp_path / "model").stat().st_mode & 0o777 == 0o755
     networks = load_networks(bundle, torch.device("cpu"))
     assert len(networks) == 2 and not networks[0].training
     assert networks[1].config.in_channels == 2

@@ -207,6 +207,16 @@ def test_bad_configs_and_data_fail_before_training(tmp_path: Path, cache: Path) 
         check_labels(TrainConfig.from_dict(too_many_labels), arrays.labels, arrays.case_ids)
 
 
+def test_batches_of_differing_shapes_need_a_patch_size(tmp_path: Path, cache: Path) -> None:
+    from training.train import check_batch_shapes
+
+    config = TrainConfig.from_dict(base_config(tmp_path, cache))
+    labels = [np.zeros((48, 32, 1), np.uint8), np.zeros((48, 40, 1), np.uint8)]
+    with pytest.raises(ConfigError, match="set patch_size"):
+        check_batch_shapes(config, labels)
+    check_batch_shapes(TrainConfig.from_dict(base_config(tmp_path, cache, patch_size=[48, 48])), labels)
+
+
 def test_subject_split_keeps_subjects_together() -> None:
     subjects = ["a", "a", "b", "c", "c", "c", "d", "e"]
     train, validation = split_by_subject(subjects, 0.4, seed=1)

@@ -39,6 +39,22 @@ def check_labels(config: TrainConfig, labels: list[np.ndarray], case_ids: list[s
             raise ConfigError(f"case {case_id}: the label map is empty")
 
 
+def check_batch_shapes(config: TrainConfig, labels: list[np.ndarray]) -> None:
+    """Batches of several cases need one shape: refuse differing shapes without patch_size before training."""
+    from FetalHeadSegLib.errors import ConfigError
+    from training.data import padded_shape
+
+    if config.batch_size == 1 or config.patch_size is not None:
+        return
+    multiple = config.network.size_multiple
+    shapes = {padded_shape(label.shape, multiple, label.shape[2] == 1) for label in labels}
+    if len(shapes) > 1:
+        raise ConfigError(
+            f"batch_size {config.batch_size} needs cases of one shape, but the padded shapes differ "
+            f"({sorted(shapes)[:3]} ...): set patch_size"
+        )
+
+
 def run(config: TrainConfig) -> dict[str, dict[str, float]]:
     """Train all levels; returns the validation scores per level (on the main process)."""
     dist = distributed.setup(config.device)
@@ -61,6 +77,7 @@ def run(config: TrainConfig) -> dict[str, dict[str, float]]:
         if not dist.is_main and config.data.cache:
             arrays = build_arrays(config.data, config.preprocessing, log)
         check_labels(config, arrays.labels, arrays.case_ids)
+        check_batch_shapes(config, arrays.labels)
         train_ids, val_ids = split_by_subject(arrays.subjects, config.data.validation_fraction, config.data.split_seed)
         train, validation = arrays.subset(train_ids), arrays.subset(val_ids)
         if dist.is_main:
