@@ -73,8 +73,14 @@ def test_catalog_finds_user_models_by_id_and_version(tmp_path: Path) -> None:
     assert find_model("tiny-3d", home).id == "tiny-3d"
     assert find_model("tiny-3d@0.0.1", home).version == "0.0.1"
     assert find_model(home / "models" / "tiny").id == "tiny-3d"
-    assert default_model(3, home=home).id == "tiny-3d"
     with pytest.raises(BundleError, match="no model 'tiny-3d@9'"):
         find_model("tiny-3d@9", home)
-    with pytest.raises(BundleError, match="no 2D head model is installed"):
-        default_model(2, home=home)
+
+
+def test_default_model_per_dimension_and_task(tmp_path: Path) -> None:
+    """No shipped model segments 3D intrapartum volumes: a user model of that kind becomes the default."""
+    home = tmp_path / "home"
+    with pytest.raises(BundleError, match="no 3D intrapartum model is installed"):
+        default_model(3, "intrapartum", home=home)
+    make_tiny_bundle(home / "models" / "ip3d", model_id="tiny-3d-intrapartum", task="intrapartum")
+    assert default_model(3, "intrapartum", home=home).id == "tiny-3d-intrapartum"

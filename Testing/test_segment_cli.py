@@ -123,7 +123,7 @@ def test_damaged_model_is_refused_and_nothing_written(workspace: dict[str, Path]
     assert not out.exists()
 
 
-@pytest.mark.parametrize("case", ["missing", "constant", "4d", "nan spacing", "no model", "bad device"])
+@pytest.mark.parametrize("case", ["missing", "constant", "4d", "nan spacing", "unknown model", "bad device"])
 def test_bad_inputs_exit_2_with_one_line(
     workspace: dict[str, Path], tmp_path: Path, capsys, case: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -139,7 +139,7 @@ def test_bad_inputs_exit_2_with_one_line(
         "constant": ([str(constant), *model], "same value"),
         "4d": ([str(tmp_path / "4d.nii.gz"), *model], "4D"),
         "nan spacing": ([str(workspace["volume"]), "--spacing", "nan", *model], "spacing"),
-        "no model": ([str(workspace["volume"])], "no 3D head model is installed"),
+        "unknown model": ([str(workspace["volume"]), "--model", "no-such-model"], "no model 'no-such-model'"),
         "bad device": ([str(workspace["volume"]), "--device", "cuda:7", *model], "CUDA"),
     }[case]
     out = tmp_path / "out"
