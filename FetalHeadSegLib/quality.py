@@ -35,6 +35,14 @@ class Flag:
         return {"code": self.code, "message": self.message}
 
 
+def touches_border(mask: np.ndarray, is_2d: bool) -> bool:
+    """True when the (X, Y, Z) mask reaches a face of the image (the in-plane edges only for 2D frames)."""
+    faces = [mask[0], mask[-1], mask[:, 0], mask[:, -1]]
+    if not is_2d:
+        faces += [mask[:, :, 0], mask[:, :, -1]]
+    return any(bool(face.any()) for face in faces)
+
+
 def mask_flags(head: np.ndarray, components: ComponentInfo, is_2d: bool) -> list[Flag]:
     """Flags about the mask itself: fragmentation and contact with the image border."""
     flags = []
@@ -46,10 +54,7 @@ def mask_flags(head: np.ndarray, components: ComponentInfo, is_2d: bool) -> list
                 f"({100 * components.largest_fraction:.1f} % of the mask) was measured",
             )
         )
-    faces = [head[0], head[-1], head[:, 0], head[:, -1]]
-    if not is_2d:
-        faces += [head[:, :, 0], head[:, :, -1]]
-    if any(face.any() for face in faces):
+    if touches_border(head, is_2d):
         flags.append(Flag("touches_border", "the head touches the image border: it may be cut off"))
     return flags
 

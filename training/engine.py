@@ -17,7 +17,7 @@ from torch import nn
 from FetalHeadSegLib.network_config import NetworkConfig
 from FetalHeadSegLib.networks import build_network
 from training.config import TrainConfig
-from training.data import CaseArrays, fit_to, padded_shape
+from training.data import CaseArrays
 from training.distributed import DistInfo, barrier, mean_over_ranks
 from training.losses import DeepSupervisionLoss
 from training.samples import AugmentedCases, StepSampler
@@ -276,20 +276,21 @@ def predict_probabilities(
     device: torch.device,
 ) -> np.ndarray:
     """Softmax probabilities (K, X, Y, Z) of one preprocessed case (image float (X, Y, Z) in [0, 1])."""
+    from FetalHeadSegLib.preprocessing import pad_to_multiple
+
     is_2d = image.shape[2] == 1
     channels = [image] + ([context] if context is not None else [])
-    stacked = np.stack(channels)
-    shape = padded_shape(image.shape, network_config.size_multiple, is_2d)
-    padded = fit_to(stacked, shape, (0, 0, 0))
+    # The inference engine's own padding, so validation sees exactly what inference does.
+    padded_channels = [pad_to_multiple(channel, network_config.size_multiple, is_2d) for channel in channels]
+    padding = padded_channels[0][1]
+    padded = np.stack([channel for channel, _ in padded_channels])
     tensor = torch.from_numpy(np.ascontiguousarray(padded[..., 0] if is_2d else padded))[None].to(device)
     network.eval()
     with torch.inference_mode():
         probabilities = torch.softmax(network(tensor).float(), dim=1)[0].cpu().numpy()
     if is_2d:
         probabilities = probabilities[..., np.newaxis]
-    before = [(p - n) // 2 for p, n in zip(shape, image.shape, strict=True)]
-    index = (slice(None), *(slice(b, b + n) for b, n in zip(before, image.shape, strict=True)))
-    return np.asarray(probabilities[index])
+    return np.asarray(padding.crop(probabilities))
 
 
 def predict_context(

@@ -50,29 +50,39 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _segment_phantom(args: argparse.Namespace) -> dict[str, Any]:
+def _segment_sample(
+    args: argparse.Namespace, name: str, dimension: int, task: str = "head", spacing_mm: float | None = None
+) -> tuple[Any, Any, Any]:
+    """Segment one bundled sample with the default model for it and write its outputs into the demo folder."""
     from FetalHeadSegLib.catalog import default_model
-    from FetalHeadSegLib.cli.report import biometry_table
     from FetalHeadSegLib.inference import Segmenter
     from FetalHeadSegLib.io import read_image
-    from FetalHeadSegLib.metrics import segmentation_metrics
     from FetalHeadSegLib.outputs import write_outputs
     from FetalHeadSegLib.samples import get_sample
 
-    sample = get_sample(PHANTOM_SAMPLE)
-    assert sample.annotation_path is not None
-    segmenter = Segmenter(default_model(3), args.device)
-    image, truth_mask = read_image(sample.image_path), read_image(sample.annotation_path)
+    sample = get_sample(name)
+    segmenter = Segmenter(default_model(dimension, task), args.device)
+    image = read_image(sample.image_path, spacing_mm=spacing_mm)
     result = segmenter.segment(image, source=str(sample.image_path))
-    write_outputs(result, image, args.output, PHANTOM_SAMPLE, source=str(sample.image_path))
-    metrics = segmentation_metrics(result.labels.array == 1, truth_mask.array > 0, image.spacing_mm)
-    truth = json.loads((sample.image_path.parent / sample.info["truth"]).read_text())
-    print(
-        f"3D phantom {PHANTOM_SAMPLE} with {segmenter.bundle.id}@{segmenter.bundle.version} on {result.device} "
-        f"({result.seconds:.1f} s)"
-    )
-    if result.biometry is not None:
+    write_outputs(result, image, args.output, name, source=str(sample.image_path))
+    bundle = segmenter.bundle
+    print(f"{name} with {bundle.id}@{bundle.version} on {result.device} ({result.seconds:.1f} s)")
+    if result.biometry is not None and task == "head":
+        from FetalHeadSegLib.cli.report import biometry_table
+
         print(biometry_table(result.biometry.to_dict(), "  measured on the segmentation"))
+    return sample, image, result
+
+
+def _segment_phantom(args: argparse.Namespace) -> dict[str, Any]:
+    from FetalHeadSegLib.io import read_image
+    from FetalHeadSegLib.metrics import segmentation_metrics
+
+    sample, image, result = _segment_sample(args, PHANTOM_SAMPLE, 3)
+    metrics = segmentation_metrics(
+        result.labels.array == 1, read_image(sample.annotation_path).array > 0, image.spacing_mm
+    )
+    truth = json.loads((sample.image_path.parent / sample.info["truth"]).read_text())
     print(f"  Dice against the exact head mask: {metrics.dice:.4f}; HD95 {metrics.hd95_mm:.2f} mm")
     print(
         f"  truth: HC {truth['hc_mm']:.1f} mm, BPD {truth['bpd_mm']:.1f} mm, OFD {truth['ofd_mm']:.1f} mm, "
@@ -86,52 +96,24 @@ def _segment_phantom(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _segment_hc18(args: argparse.Namespace) -> dict[str, Any]:
-    from FetalHeadSegLib.catalog import default_model
-    from FetalHeadSegLib.cli.report import biometry_table
-    from FetalHeadSegLib.inference import Segmenter
-    from FetalHeadSegLib.io import read_image
-    from FetalHeadSegLib.outputs import write_outputs
     from FetalHeadSegLib.samples import get_sample
 
-    sample = get_sample(HC18_SAMPLE)
-    pixel_mm = float(sample.info["pixel_size_mm"])
-    segmenter = Segmenter(default_model(2), args.device)
-    image = read_image(sample.image_path, spacing_mm=pixel_mm)
-    result = segmenter.segment(image, source=str(sample.image_path))
-    write_outputs(result, image, args.output, HC18_SAMPLE, source=str(sample.image_path))
+    pixel_mm = float(get_sample(HC18_SAMPLE).info["pixel_size_mm"])
+    sample, _, result = _segment_sample(args, HC18_SAMPLE, 2, spacing_mm=pixel_mm)
     reference = float(sample.info["reference_hc_mm"])
-    print(
-        f"HC18 frame {HC18_SAMPLE} (pixel {pixel_mm:.4f} mm) with {segmenter.bundle.id}@{segmenter.bundle.version} "
-        f"({result.seconds:.1f} s)"
-    )
-    hc = None
-    if result.biometry is not None:
-        hc = result.biometry.hc_mm
-        print(biometry_table(result.biometry.to_dict(), "  measured on the segmentation"))
+    hc = None if result.biometry is None else result.biometry.hc_mm
+    if hc is not None:
         print(f"  expert HC (HC18 CSV) {reference:.2f} mm; difference {hc - reference:+.2f} mm\n")
     return {"hc_mm": None if hc is None else round(hc, 2), "reference_hc_mm": reference}
 
 
 def _segment_psfhs(args: argparse.Namespace) -> dict[str, Any]:
     from FetalHeadSegLib.aop import angle_of_progression
-    from FetalHeadSegLib.catalog import default_model
-    from FetalHeadSegLib.inference import Segmenter
     from FetalHeadSegLib.io import read_image
-    from FetalHeadSegLib.outputs import write_outputs
-    from FetalHeadSegLib.samples import get_sample
 
-    sample = get_sample(PSFHS_SAMPLE)
-    assert sample.annotation_path is not None
-    segmenter = Segmenter(default_model(2, "intrapartum"), args.device)
-    image = read_image(sample.image_path)
-    result = segmenter.segment(image, source=str(sample.image_path))
-    write_outputs(result, image, args.output, PSFHS_SAMPLE, source=str(sample.image_path))
+    sample, _, result = _segment_sample(args, PSFHS_SAMPLE, 2, task="intrapartum")
     expert = angle_of_progression(read_image(sample.annotation_path)).aop_deg
     measured = result.biometry.aop.aop_deg if result.biometry is not None and result.biometry.aop else None
-    print(
-        f"PSFHS intrapartum frame {PSFHS_SAMPLE} with {segmenter.bundle.id}@{segmenter.bundle.version} "
-        f"({result.seconds:.1f} s)"
-    )
     if measured is not None:
         print(f"  angle of progression {measured:.1f} deg; on the expert masks {expert:.1f} deg\n")
     return {"aop_deg": None if measured is None else round(measured, 1), "expert_aop_deg": round(expert, 1)}

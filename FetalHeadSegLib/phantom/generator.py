@@ -27,6 +27,7 @@ from FetalHeadSegLib.phantom.anatomy import (
 from FetalHeadSegLib.phantom.scanner import Probe, simulate_bmode
 from FetalHeadSegLib.phantom.shapes import Ellipsoid
 from FetalHeadSegLib.phantom.tissues import Tissue
+from FetalHeadSegLib.quality import touches_border
 
 HEAD_TISSUES = (
     Tissue.SKULL,
@@ -144,15 +145,8 @@ def generate_phantom(config: PhantomConfig, seed: int) -> Phantom:
         np.isin(tissues.array, np.asarray(SKULL_TISSUES, dtype=np.uint8)), LABEL_SKULL, LABEL_INTRACRANIAL * head_mask
     ).astype(np.uint8)
     truth = _truth(config, seed, ga, scene, probe, grid)
-    truth["head_touches_border"] = bool(_touches_border(head_mask, volume))
+    truth["head_touches_border"] = touches_border(head_mask, is_2d=not volume)
     return Phantom(grid.with_array(image), grid.with_array(head_mask), grid.with_array(labels), tissues, truth)
-
-
-def _touches_border(mask: np.ndarray, volume: bool) -> bool:
-    faces = [mask[0], mask[-1], mask[:, 0], mask[:, -1]]
-    if volume:
-        faces += [mask[:, :, 0], mask[:, :, -1]]
-    return any(bool(face.any()) for face in faces)
 
 
 def _spacing(
