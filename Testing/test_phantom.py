@@ -174,9 +174,32 @@ def test_skull_shadows_what_lies_behind_it_along_the_beam() -> None:
 def test_config_validation_and_round_trip() -> None:
     config = PhantomConfig(dimension=3, size=(64, 72, 80), spacing_mm=(0.5, 0.5, 1.0), ga_weeks_range=(20, 30))
     assert PhantomConfig.from_dict(config.to_dict()) == config
-    for bad in (dict(dimension=4), dict(size=(10, 10, 10)), dict(ga_weeks=45.0), dict(spacing_mm=(0.5, -1, 1))):
+    assert PhantomConfig.from_dict({"dimension": 3, "size": [64, 64, 64]}) == PhantomConfig(size=(64, 64, 64))
+    for bad in (
+        dict(dimension=4),
+        dict(size=(10, 10, 10)),
+        dict(ga_weeks=45.0),
+        dict(spacing_mm=(0.5, -1, 1)),
+        dict(head_fill_range=(0.6, 0.4)),
+        dict(elevation_ratio_range=(0.1, 1.0)),
+    ):
         with pytest.raises(ValueError):
             PhantomConfig(**bad)
+
+
+@pytest.mark.parametrize("fill", [(0.2, 0.25), (0.3, 0.4)])
+def test_head_fills_the_drawn_fraction_of_the_lateral_field_of_view(fill: tuple[float, float]) -> None:
+    config = PhantomConfig(dimension=2, size=(160, 160), ga_weeks_range=(20.0, 40.0), head_fill_range=fill)
+    for seed in range(6):
+        truth = generate_phantom(config, seed).truth
+        lateral_extent_mm = truth["spacing_mm"][0] * (config.size[0] - 1)
+        assert fill[0] - 1e-9 <= truth["ofd_mm"] / lateral_extent_mm <= fill[1] + 1e-9
+
+
+def test_elevation_voxels_follow_the_drawn_ratio() -> None:
+    config = PhantomConfig(dimension=3, size=(64, 64, 96), elevation_ratio_range=(1.6, 1.7))
+    spacing = generate_phantom(config, 3).truth["spacing_mm"]
+    assert spacing[0] == spacing[1] and 1.6 <= spacing[2] / spacing[0] <= 1.7
 
 
 def test_truth_record_has_the_biometry_keys_and_every_draw() -> None:

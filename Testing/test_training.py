@@ -19,7 +19,7 @@ from FetalHeadSegLib.inference import load_model
 from FetalHeadSegLib.io import read_image
 from FetalHeadSegLib.samples import get_sample
 from training.config import TrainConfig, read_config
-from training.data import DataConfig, build_arrays, split_by_subject
+from training.data import DataConfig, build_arrays, phantom_config, split_by_subject
 from training.engine import frozen_modules
 from training.export import export
 from training.losses import DeepSupervisionLoss
@@ -222,3 +222,13 @@ def test_subject_split_keeps_subjects_together() -> None:
     train, validation = split_by_subject(subjects, 0.4, seed=1)
     assert sorted(train + validation) == list(range(8))
     assert not {subjects[i] for i in train} & {subjects[i] for i in validation}
+
+
+def test_phantom_settings_cycle_through_grids_and_are_checked_up_front() -> None:
+    settings = {"dimension": 2, "sizes": [[96, 64], [80, 80]], "head_fill_range": [0.5, 0.6]}
+    assert [phantom_config(settings, seed).size for seed in (10, 11, 12)] == [(96, 64), (80, 80), (96, 64)]
+    assert phantom_config(settings, 0).head_fill_range == (0.5, 0.6)
+    with pytest.raises(ConfigError, match="head_fill_range"):
+        DataConfig(kind="phantom", phantom={**settings, "head_fill_range": [0.9, 0.5]})
+    with pytest.raises(ConfigError, match="size needs 2 values"):
+        DataConfig(kind="phantom", phantom={**settings, "sizes": [[96, 64], [80, 80, 80]]})

@@ -38,7 +38,9 @@ class DataConfig:
         validation_fraction: share of subjects held out for validation.
         split_seed: seed of the subject split.
         max_cases: use only the first N cases (after sorting), for quick runs.
-        phantom: settings of generated cases: ``dimension``, ``size``, ``count``, ``seed``, ``ga_weeks_range``.
+        phantom: settings of generated cases: ``count`` and first ``seed``; ``dimension``; ``size`` (one grid) or
+            ``sizes`` (case with seed s gets ``sizes[s % len(sizes)]``); and ``ga_weeks_range``,
+            ``head_fill_range``, ``elevation_ratio_range`` as in :class:`FetalHeadSegLib.phantom.PhantomConfig`.
         cache: path of the preprocessed cache; built when missing, reused when present.
     """
 
@@ -59,6 +61,9 @@ class DataConfig:
             raise ConfigError(f"data.kind {self.kind!r} needs data.root (or data.list_file)")
         if not 0.0 < self.validation_fraction < 1.0:
             raise ConfigError("data.validation_fraction must lie between 0 and 1")
+        if self.kind == "phantom":
+            for seed in range(len(self.phantom.get("sizes") or [None])):
+                phantom_config(self.phantom, seed)  # every grid checked before any case is generated
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -224,6 +229,25 @@ def split_by_subject(subjects: list[str], fraction: float, seed: int) -> tuple[l
     return train, validation
 
 
+def phantom_config(settings: dict[str, Any], seed: int) -> Any:
+    """The generator config of the phantom case with ``seed`` under the data config's ``phantom`` settings.
+
+    Raises:
+        ConfigError: settings the generator refuses.
+    """
+    from FetalHeadSegLib.phantom import PhantomConfig
+
+    sizes = settings.get("sizes") or [settings.get("size", (96, 96, 96))]
+    record = {"dimension": int(settings.get("dimension", 3)), "size": sizes[seed % len(sizes)]}
+    for key in ("ga_weeks_range", "head_fill_range", "elevation_ratio_range"):
+        if key in settings:
+            record[key] = settings[key]
+    try:
+        return PhantomConfig.from_dict(record)
+    except (ValueError, TypeError, IndexError) as err:
+        raise ConfigError(f"invalid data.phantom settings: {err}") from err
+
+
 def load_case(case: Case, config: DataConfig, preprocessing: PreprocessingConfig) -> tuple[Image, Image]:
     """The case's image and label map on their original grid (before preprocessing).
 
@@ -233,16 +257,9 @@ def load_case(case: Case, config: DataConfig, preprocessing: PreprocessingConfig
     from FetalHeadSegLib.io import read_image
 
     if case.seed is not None:
-        from FetalHeadSegLib.phantom import PhantomConfig, generate_phantom
+        from FetalHeadSegLib.phantom import generate_phantom
 
-        settings = config.phantom
-        low, high = settings.get("ga_weeks_range", (14.0, 40.0))
-        phantom_config = PhantomConfig(
-            dimension=int(settings.get("dimension", 3)),
-            size=tuple(settings.get("size", (96, 96, 96))),
-            ga_weeks_range=(float(low), float(high)),
-        )
-        phantom = generate_phantom(phantom_config, case.seed)
+        phantom = generate_phantom(phantom_config(config.phantom, case.seed), case.seed)
         return phantom.image, phantom.head_mask
     assert case.image is not None and case.label is not None
     image = read_image(case.image, spacing_mm=case.spacing_mm)

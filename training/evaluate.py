@@ -6,8 +6,9 @@ data, print the numbers, and optionally write them into the bundle's model card 
   rasterised predicted ellipse against the rasterised reference ellipse.
 - ``--psfhs ROOT --run RUN_DIR``: the run's validation frames: Dice per structure and the angle-of-progression
   error against AoP measured on the expert masks.
-- ``--phantoms N``: N new 3D phantoms (seeds never used in training, several grid sizes and anisotropic
-  spacings): Dice, HD95, ASSD against the head mask; HC, BPD, OFD and volume errors against the analytic truth.
+- ``--phantoms N``: N new 3D phantoms (seeds never used in training; grid sizes, head sizes relative to the field
+  of view and elevation anisotropy over wider ranges than the training configs use): Dice, HD95, ASSD against
+  the head mask; HC, BPD, OFD and volume errors against the analytic truth.
 """
 
 from __future__ import annotations
@@ -28,14 +29,23 @@ from FetalHeadSegLib.inference import Segmenter, load_model
 from FetalHeadSegLib.io import read_image
 from FetalHeadSegLib.metrics import segmentation_metrics
 
-PHANTOM_GRIDS = (((96, 96, 96), None), ((128, 112, 96), (0.7, 0.7, 1.1)), ((112, 128, 112), (0.9, 0.8, 1.3)))
+PHANTOM_GRIDS = ((96, 96, 96), (128, 96, 112), (112, 80, 96), (144, 112, 128))
+PHANTOM_HEAD_FILL = (0.3, 1.0)
+"""Fraction of the lateral field of view the head fills (training used 0.35-0.9; near 1 it is cut)."""
+PHANTOM_ELEVATION_RATIO = (1.0, 1.8)
+"""Elevation voxel size over in-plane voxel size (training used 1-1.5)."""
 
 
 def _summary(values: list[float]) -> dict[str, float]:
     finite = [v for v in values if math.isfinite(v)]
     if not finite:
         return {"mean": float("nan"), "sd": float("nan"), "n": 0}
-    return {"mean": round(float(np.mean(finite)), 4), "sd": round(float(np.std(finite)), 4), "n": len(finite)}
+    return {
+        "mean": round(float(np.mean(finite)), 4),
+        "sd": round(float(np.std(finite)), 4),
+        "median": round(float(np.median(finite)), 4),
+        "n": len(finite),
+    }
 
 
 def evaluate_hc18(segmenter: Segmenter, root: Path, case_ids: list[str]) -> dict[str, Any]:
@@ -117,9 +127,16 @@ def evaluate_phantoms(segmenter: Segmenter, count: int, first_seed: int) -> dict
             "seconds",
         )
     }
+    cut_by_field_of_view = 0
     for index in range(count):
-        size, spacing = PHANTOM_GRIDS[index % len(PHANTOM_GRIDS)]
-        case = generate_phantom(PhantomConfig(dimension=3, size=size, spacing_mm=spacing), first_seed + index)
+        config = PhantomConfig(
+            dimension=3,
+            size=PHANTOM_GRIDS[index % len(PHANTOM_GRIDS)],
+            head_fill_range=PHANTOM_HEAD_FILL,
+            elevation_ratio_range=PHANTOM_ELEVATION_RATIO,
+        )
+        case = generate_phantom(config, first_seed + index)
+        cut_by_field_of_view += bool(case.truth["head_touches_border"])
         start = time.perf_counter()
         result = segmenter.segment(case.image, source=f"phantom {first_seed + index}")
         results["seconds"].append(time.perf_counter() - start)
@@ -135,9 +152,12 @@ def evaluate_phantoms(segmenter: Segmenter, count: int, first_seed: int) -> dict
                 abs(value - truth[truth_key]) / truth[truth_key] if value else float("nan")
             )
     return {
-        "data": f"{count} new 3D phantoms (seeds {first_seed}-{first_seed + count - 1}, grids "
-        f"{[g[0] for g in PHANTOM_GRIDS]}, spacings auto/(0.7,0.7,1.1)/(0.9,0.8,1.3) mm)",
+        "data": f"{count} new 3D phantoms (seeds {first_seed}-{first_seed + count - 1}, GA 14-40 weeks, grids "
+        f"{list(PHANTOM_GRIDS)}, head filling {PHANTOM_HEAD_FILL[0]:.0%}-{PHANTOM_HEAD_FILL[1]:.0%} of the lateral "
+        f"field of view, elevation voxels {PHANTOM_ELEVATION_RATIO[0]}-{PHANTOM_ELEVATION_RATIO[1]} times the "
+        "in-plane size)",
         "cases": count,
+        "heads_cut_by_field_of_view": cut_by_field_of_view,
         **{k: _summary(v) for k, v in results.items() if k != "seconds"},
         "cpu_seconds_per_case": _summary(results["seconds"]),
     }

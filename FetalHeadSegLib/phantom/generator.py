@@ -56,6 +56,10 @@ class PhantomConfig:
             field of view (isotropic in-plane, coarser in elevation for volumes).
         ga_weeks: fixed gestational age, or None to draw it uniformly from ``ga_weeks_range``.
         ga_weeks_range: range of the drawn gestational age (INTERGROWTH-21st standards: 14 to 40 weeks).
+        head_fill_range: with automatic spacing, the fraction of the lateral field of view the occipito-frontal
+            diameter fills, drawn uniformly from this range (above 1 the head is cut by the field of view).
+        elevation_ratio_range: with automatic spacing of volumes, how much coarser the elevation voxel size is
+            than the in-plane one, drawn uniformly from this range.
     """
 
     dimension: int = 3
@@ -63,6 +67,8 @@ class PhantomConfig:
     spacing_mm: tuple[float, ...] | None = None
     ga_weeks: float | None = None
     ga_weeks_range: tuple[float, float] = (14.0, 40.0)
+    head_fill_range: tuple[float, float] = (0.45, 0.65)
+    elevation_ratio_range: tuple[float, float] = (1.0, 1.4)
 
     def __post_init__(self) -> None:
         if self.dimension not in (2, 3):
@@ -78,20 +84,34 @@ class PhantomConfig:
             raise ValueError(f"ga_weeks_range must lie within 14-40 weeks, got {self.ga_weeks_range}")
         if self.ga_weeks is not None and not 14.0 <= self.ga_weeks <= 40.0:
             raise ValueError(f"ga_weeks must lie within 14-40 weeks, got {self.ga_weeks}")
+        low, high = self.head_fill_range
+        if not 0.1 <= low <= high <= 1.5:
+            raise ValueError(f"head_fill_range must lie within 0.1-1.5, got {self.head_fill_range}")
+        low, high = self.elevation_ratio_range
+        if not 0.5 <= low <= high <= 4.0:
+            raise ValueError(f"elevation_ratio_range must lie within 0.5-4, got {self.elevation_ratio_range}")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> PhantomConfig:
+        """The config saved by :meth:`to_dict`; keys missing from older records keep their defaults."""
+        defaults = cls()
         spacing = data.get("spacing_mm")
         return cls(
             dimension=int(data["dimension"]),
             size=tuple(int(v) for v in data["size"]),
             spacing_mm=None if spacing is None else tuple(float(v) for v in spacing),
             ga_weeks=None if data.get("ga_weeks") is None else float(data["ga_weeks"]),
-            ga_weeks_range=(float(data["ga_weeks_range"][0]), float(data["ga_weeks_range"][1])),
+            ga_weeks_range=_pair(data.get("ga_weeks_range"), defaults.ga_weeks_range),
+            head_fill_range=_pair(data.get("head_fill_range"), defaults.head_fill_range),
+            elevation_ratio_range=_pair(data.get("elevation_ratio_range"), defaults.elevation_ratio_range),
         )
+
+
+def _pair(values: Any, default: tuple[float, float]) -> tuple[float, float]:
+    return default if values is None else (float(values[0]), float(values[1]))
 
 
 @dataclass(frozen=True)
@@ -153,16 +173,16 @@ def _spacing(
     config: PhantomConfig, rng: np.random.Generator, semi_major: float, walls: Walls, size: np.ndarray
 ) -> np.ndarray:
     """The configured spacing, or one that fits the walls and the head with its occipito-frontal diameter
-    filling 45-65 % of the width (isotropic in-plane; elevation up to 1.4 times coarser for volumes)."""
+    filling a drawn fraction of the width (isotropic in-plane; elevation a drawn factor coarser for volumes)."""
     if config.spacing_mm is not None:
         values = list(config.spacing_mm)
         return np.array(values + [1.0] if config.dimension == 2 else values, dtype=np.float64)
-    lateral = 2.0 * semi_major / (rng.uniform(0.45, 0.65) * (size[0] - 1))
+    lateral = 2.0 * semi_major / (rng.uniform(*config.head_fill_range) * (size[0] - 1))
     depth = (walls.total_mm + 25.0 + 2.0 * semi_major + 10.0) / (size[1] - 1)
     in_plane = max(lateral, depth)
     if config.dimension == 2:
         return np.array([in_plane, in_plane, 1.0])
-    elevation = max(in_plane * rng.uniform(1.0, 1.4), (2.0 * semi_major + 16.0) / (size[2] - 1))
+    elevation = max(in_plane * rng.uniform(*config.elevation_ratio_range), (2.0 * semi_major + 16.0) / (size[2] - 1))
     return np.array([in_plane, in_plane, elevation])
 
 
