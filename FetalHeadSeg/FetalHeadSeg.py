@@ -95,6 +95,7 @@ class FetalHeadSegParameterNode:
     createMarkups: bool = True
     gestationalAgeWeeks: Annotated[float, WithinRange(0.0, 45.0)] = 0.0
     pixelSizeMm: Annotated[float, WithinRange(0.0, 5.0)] = 0.0
+    testTimeAugmentation: bool = False
 
 
 class FetalHeadSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
@@ -118,6 +119,10 @@ class FetalHeadSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.applyButton.connect("clicked(bool)", self.onApplyButton)
         self.ui.importModelButton.connect("clicked(bool)", self.onImportModel)
         self.ui.openModelsFolderButton.connect("clicked(bool)", self.onOpenModelsFolder)
+        self.ui.deleteModelsButton.connect("clicked(bool)", self.onDeleteModels)
+        self.ui.outputSegmentationSelector.connect(
+            "currentNodeChanged(vtkMRMLNode*)", self.ui.show3DButton.setSegmentationNode
+        )
         self.ui.copyLogButton.connect(
             "clicked(bool)", lambda: qt.QApplication.clipboard().setText(self.ui.logTextEdit.toPlainText())
         )
@@ -128,6 +133,16 @@ class FetalHeadSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.removeObservers()
         if self._task is not None:
             self.logic.cancel(self._task)
+
+    def onReload(self) -> None:
+        """Reload the helper packages as well (the default reloads only this file), dependencies first."""
+        import importlib
+
+        packages = ("FetalHeadSegLib", "FetalHeadSegSlicer")
+        for name in sorted(n for n in list(sys.modules) if n.split(".")[0] in packages):
+            if sys.modules.get(name) is not None:
+                importlib.reload(sys.modules[name])
+        ScriptedLoadableModuleWidget.onReload(self)
 
     def enter(self) -> None:
         self.initializeParameterNode()
@@ -176,20 +191,29 @@ class FetalHeadSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.applyButton.toolTip = _("Segment and measure") if ready else _("Select an input volume")
 
     def _populateModels(self) -> None:
-        from FetalHeadSegLib.catalog import list_models
-
         self.ui.modelIdComboBox.clear()
         self.ui.modelIdComboBox.addItem("")  # default for the input's dimension
-        for entry in list_models():
-            self.ui.modelIdComboBox.addItem(entry.id)
+        for modelId, description in self.logic.modelDescriptions():
+            self.ui.modelIdComboBox.addItem(modelId)
+            self.ui.modelIdComboBox.setItemData(self.ui.modelIdComboBox.count - 1, description, qt.Qt.ToolTipRole)
 
     def onApplyButton(self) -> None:
         if self._task is not None:
             self.logic.cancel(self._task)
             self._onFinished(_("Cancelled."))
             return
-        with slicer.util.tryWithErrorDisplay(_("Failed to start the segmentation."), waitCursor=True):
+        from FetalHeadSegSlicer.installer import InstallError
+
+        try:
             self.logic.setupPythonRequirements()
+        except InstallError as err:
+            if err.restart_required:
+                if slicer.util.confirmOkCancelDisplay(_("{message}\n\nRestart Slicer now?").format(message=err)):
+                    slicer.util.restart()
+            else:
+                slicer.util.errorDisplay(str(err))
+            return
+        with slicer.util.tryWithErrorDisplay(_("Failed to start the segmentation."), waitCursor=True):
             node = self._parameterNode
             self.ui.logTextEdit.clear()
             self.ui.progressBar.value = 0
@@ -202,6 +226,7 @@ class FetalHeadSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                 node.createMarkups,
                 node.gestationalAgeWeeks or None,
                 node.pixelSizeMm or None,
+                testTimeAugmentation=node.testTimeAugmentation,
                 waitForCompletion=False,
                 eventCallback=self._onEvent,
             )
@@ -217,14 +242,14 @@ class FetalHeadSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         elif kind == "imported":
             if event.get("segmentation"):
                 self._parameterNode.outputSegmentation = event["segmentation"]
+                self.ui.show3DButton.setSegmentationNode(event["segmentation"])
             if event.get("plane"):
                 self._jumpToPlane(event["plane"])
-            self._onFinished(
-                _("Done in {seconds:.1f} s on {device}.").format(
-                    seconds=float(event.get("seconds", 0.0)), device=event.get("device", "")
-                )
+            done = _("Done in {seconds:.1f} s on {device}.").format(
+                seconds=float(event.get("seconds", 0.0)), device=event.get("device", "")
             )
-        elif kind in ("error", "failed"):
+            self._onFinished(" ".join([done, *event.get("warnings", [])]))
+        elif kind == "failed":
             self._onFinished(_("Failed: {message}").format(message=event.get("message", "")))
         if kind not in ("progress",):
             self.ui.logTextEdit.appendPlainText(str(event))
@@ -246,6 +271,15 @@ class FetalHeadSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                 self.logic.importModel(Path(folder))
                 self._populateModels()
 
+    def onDeleteModels(self) -> None:
+        with slicer.util.tryWithErrorDisplay(_("The models could not be deleted."), waitCursor=True):
+            if slicer.util.confirmOkCancelDisplay(
+                _("Delete every imported model? The models bundled with the extension stay.")
+            ):
+                removed = self.logic.deleteImportedModels()
+                self.ui.statusLabel.text = _("Deleted {count} imported model(s).").format(count=len(removed))
+                self._populateModels()
+
     def onOpenModelsFolder(self) -> None:
         from FetalHeadSegLib.catalog import model_home
 
@@ -261,21 +295,44 @@ class FetalHeadSegLogic(ScriptedLoadableModuleLogic):
     ``wait``, ``cancel``, ``returncode`` and ``state`` (FetalHeadSegSlicer.runner.WorkerProcess by default).
     """
 
-    def __init__(self, workerFactory=None, pythonExecutable: str | None = None) -> None:
+    def __init__(self, workerFactory=None, pythonExecutable: str | None = None, installer=None) -> None:
         ScriptedLoadableModuleLogic.__init__(self)
+        from FetalHeadSegSlicer import installer as defaultInstaller
         from FetalHeadSegSlicer.runner import WorkerProcess
 
         self.workerFactory = workerFactory or WorkerProcess
         self.pythonExecutable = pythonExecutable or shutil.which("PythonSlicer") or sys.executable
+        self.installer = installer or defaultInstaller
 
     def getParameterNode(self):
         return FetalHeadSegParameterNode(super().getParameterNode())
 
     def setupPythonRequirements(self, interactive: bool = True) -> None:
-        from FetalHeadSegSlicer.installer import ensure_requirements, ensure_torch
+        """torch through the PyTorch extension, then the packages of requirements.txt (each after a confirmation).
 
-        ensure_torch(interactive)
-        ensure_requirements(MODULE_DIR / "Resources" / "requirements.txt", interactive)
+        Raises:
+            FetalHeadSegSlicer.installer.InstallError: declined, impossible, or finished only after a restart.
+        """
+        self.installer.ensure_torch(interactive)
+        self.installer.ensure_requirements(MODULE_DIR / "Resources" / "requirements.txt", interactive)
+
+    def modelDescriptions(self) -> list:
+        """(id, one-line description with the measured CPU time per case) of every installed model."""
+        from FetalHeadSegLib.bundle import read_bundle
+        from FetalHeadSegLib.catalog import list_models
+        from FetalHeadSegLib.errors import FetalHeadSegError
+
+        descriptions = []
+        for entry in list_models():
+            try:
+                bundle = read_bundle(entry.path)
+            except FetalHeadSegError as err:
+                descriptions.append((entry.id, _("Unreadable: {error}").format(error=err)))
+                continue
+            seconds = bundle.model_card.get("evaluation", {}).get("cpu_seconds_per_case", {}).get("mean")
+            timing = _(", about {seconds:.0f} s per case on a 2-core CPU").format(seconds=seconds) if seconds else ""
+            descriptions.append((entry.id, f"{bundle.name} {bundle.version} ({entry.dimension}D{timing})"))
+        return descriptions
 
     def process(
         self,
@@ -287,10 +344,16 @@ class FetalHeadSegLogic(ScriptedLoadableModuleLogic):
         createMarkups: bool = True,
         gestationalAgeWeeks=None,
         pixelSizeMm=None,
+        testTimeAugmentation: bool = False,
         waitForCompletion: bool = True,
         eventCallback=None,
     ):
-        """Start the segmentation of ``inputVolume``; returns the task (finished when ``waitForCompletion``)."""
+        """Start the segmentation of ``inputVolume``; returns the task (finished when ``waitForCompletion``).
+
+        The task's ``state`` goes from ``running`` to ``done`` (with ``segmentation``, ``table``, ``markups``),
+        ``failed`` (with ``message``) or ``cancelled``. ``eventCallback`` gets the worker's JSON events, then
+        ``imported`` or ``failed``.
+        """
         from FetalHeadSegSlicer.runner import SegmentationRequest, worker_command
 
         if inputVolume is None:
@@ -306,6 +369,7 @@ class FetalHeadSegLogic(ScriptedLoadableModuleLogic):
             spacing_mm=pixelSizeMm,
             compute_biometry=computeBiometry,
             ga_weeks=gestationalAgeWeeks,
+            tta=testTimeAugmentation,
         )
         environment = {
             "PYTHONPATH": os.pathsep.join([str(libraryParent()), str(MODULE_DIR), os.environ.get("PYTHONPATH", "")])
@@ -317,6 +381,7 @@ class FetalHeadSegLogic(ScriptedLoadableModuleLogic):
             "temporary": temporary,
             "callback": eventCallback,
             "timer": None,
+            "state": "running",
         }
         task["worker"] = self.workerFactory(
             worker_command(self.pythonExecutable, request), environment, on_event=eventCallback
@@ -333,32 +398,55 @@ class FetalHeadSegLogic(ScriptedLoadableModuleLogic):
         return task
 
     def _poll(self, task) -> None:
+        if task["state"] != "running":
+            return
         task["worker"].poll()
         if task["worker"].returncode is not None:
             task["timer"].stop()
-            with slicer.util.tryWithErrorDisplay(_("Importing the results failed."), waitCursor=True):
+            try:
                 self._finish(task)
+            except Exception:
+                logging.exception("FetalHeadSeg: the segmentation failed")
 
     def cancel(self, task) -> None:
         """Stop the worker and its children; nothing is imported."""
+        if task["state"] != "running":
+            return
         if task.get("timer") is not None:
             task["timer"].stop()
         task["worker"].cancel()
+        task["state"] = "cancelled"
         shutil.rmtree(task["temporary"], ignore_errors=True)
 
     def _finish(self, task) -> None:
-        state = task["worker"].poll()
+        """Import the results of a finished worker, or report why there are none.
+
+        Raises:
+            RuntimeError: the worker failed (the message says why and what to do); after the ``failed`` event.
+        """
+        from FetalHeadSegSlicer.messages import error_message, warning_message
+
+        worker = task["worker"]
+        state = worker.poll()
         callback = task["callback"] or (lambda event: None)
         try:
-            if task["worker"].returncode != 0 or state.result is None:
-                message = state.error or _("The worker stopped without a result (exit code {code}).").format(
-                    code=task["worker"].returncode
+            if worker.returncode != 0 or state.result is None:
+                task["state"], task["message"] = (
+                    "failed",
+                    error_message(state.error_code, state.error, worker.returncode, getattr(state, "last_stderr", "")),
                 )
-                callback({"event": "failed", "message": message})
-                raise RuntimeError(message)
+                callback({"event": "failed", "message": task["message"]})
+                raise RuntimeError(task["message"])
             imported = self.importResults(task, state.result["outputs"])
-            callback({"event": "imported", **imported, "seconds": state.result.get("seconds", 0.0)})
-            task.update(imported)
+            warnings = list(dict.fromkeys(warning_message(w.get("code"), w.get("message")) for w in state.warnings))
+            task.update(imported, state="done", warnings=warnings)
+            seconds = state.result.get("seconds", 0.0)
+            callback({"event": "imported", **imported, "warnings": warnings, "seconds": seconds})
+        except Exception as err:
+            if task["state"] == "running":  # the import itself failed
+                task["state"], task["message"] = "failed", _("Importing the results failed: {error}").format(error=err)
+                callback({"event": "failed", "message": task["message"]})
+            raise
         finally:
             shutil.rmtree(task["temporary"], ignore_errors=True)
 
@@ -397,20 +485,48 @@ class FetalHeadSegLogic(ScriptedLoadableModuleLogic):
             task["outputSegmentation"],
         )
         result = {"segmentation": segmentation, "device": provenance.get("device", ""), "plane": None}
+        study = self._studyItem(scene, volume)
+        self._placeInHierarchy(scene, study, [segmentation])
         if record.get("hc_mm") is not None:
             result["table"] = create_biometry_table(scene, record, f"{name} biometrics")
+            biometryNodes = [result["table"]]
             if task["createMarkups"]:
                 result["markups"] = create_markups(scene, record, name)
-                self._groupInFolder(scene, f"{name} biometry", [result["table"], *result["markups"].values()])
+                biometryNodes += list(result["markups"].values())
+            shNode = slicer.vtkMRMLSubjectHierarchyNode.GetSubjectHierarchyNode(scene)
+            self._placeInHierarchy(scene, shNode.CreateFolderItem(study, f"{name} biometry"), biometryNodes)
             result["plane"] = record.get("plane")
         return result
 
     @staticmethod
-    def _groupInFolder(scene, folderName: str, nodes) -> None:
+    def _studyItem(scene, volume) -> int:
+        """The subject hierarchy item holding the input volume (its study), else the scene."""
         shNode = slicer.vtkMRMLSubjectHierarchyNode.GetSubjectHierarchyNode(scene)
-        folder = shNode.CreateFolderItem(shNode.GetSceneItemID(), folderName)
+        item = shNode.GetItemByDataNode(volume)
+        if item == shNode.GetInvalidItemID():
+            return shNode.GetSceneItemID()
+        return shNode.GetItemParent(item)
+
+    @staticmethod
+    def _placeInHierarchy(scene, parentItem: int, nodes) -> None:
+        shNode = slicer.vtkMRMLSubjectHierarchyNode.GetSubjectHierarchyNode(scene)
         for node in nodes:
-            shNode.SetItemParent(shNode.GetItemByDataNode(node), folder)
+            item = shNode.GetItemByDataNode(node)
+            if item == shNode.GetInvalidItemID():  # no subject hierarchy plugins (scripts, tests): add the item
+                shNode.CreateItem(parentItem, node)
+            else:
+                shNode.SetItemParent(item, parentItem)
+
+    def deleteImportedModels(self) -> list:
+        """Remove every model bundle from the user's model folder (bundled models stay); returns the removed folders."""
+        from FetalHeadSegLib.catalog import model_home
+
+        folder = model_home() / "models"
+        removed = [p for p in sorted(folder.glob("*")) if (p / "bundle.json").is_file()] if folder.is_dir() else []
+        for path in removed:
+            shutil.rmtree(path)
+            logging.info("Deleted the imported model %s", path)
+        return removed
 
     def importModel(self, folder: Path) -> Path:
         """Copy a verified model bundle into the user's model folder (refused on a checksum mismatch)."""

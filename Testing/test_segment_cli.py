@@ -68,21 +68,30 @@ def test_segment_writes_slicer_ready_outputs(workspace: dict[str, Path], tmp_pat
 
 
 def test_jsonl_progress_for_a_supervising_process(workspace: dict[str, Path], tmp_path: Path, capsys) -> None:
-    code = main(
-        [
-            "segment",
-            str(workspace["volume"]),
-            "-o",
-            str(tmp_path),
-            "--model",
-            str(workspace["model"]),
-            "--progress",
-            "jsonl",
-            "--format",
-            "nii.gz",
-            "--no-qc",
-        ]
-    )
+    import torch
+
+    threads = torch.get_num_threads()
+    try:
+        code = main(
+            [
+                "segment",
+                str(workspace["volume"]),
+                "-o",
+                str(tmp_path),
+                "--model",
+                str(workspace["model"]),
+                "--progress",
+                "jsonl",
+                "--format",
+                "nii.gz",
+                "--no-qc",
+                "--threads",
+                "1",
+            ]
+        )
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(threads)
     assert code == 0
     events = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     kinds = [event["event"] for event in events]
@@ -123,7 +132,9 @@ def test_damaged_model_is_refused_and_nothing_written(workspace: dict[str, Path]
     assert not out.exists()
 
 
-@pytest.mark.parametrize("case", ["missing", "constant", "4d", "nan spacing", "unknown model", "bad device"])
+@pytest.mark.parametrize(
+    "case", ["missing", "constant", "4d", "nan spacing", "unknown model", "bad device", "bad threads"]
+)
 def test_bad_inputs_exit_2_with_one_line(
     workspace: dict[str, Path], tmp_path: Path, capsys, case: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -141,6 +152,7 @@ def test_bad_inputs_exit_2_with_one_line(
         "nan spacing": ([str(workspace["volume"]), "--spacing", "nan", *model], "spacing"),
         "unknown model": ([str(workspace["volume"]), "--model", "no-such-model"], "no model 'no-such-model'"),
         "bad device": ([str(workspace["volume"]), "--device", "cuda:7", *model], "CUDA"),
+        "bad threads": ([str(workspace["volume"]), "--threads", "0", *model], "--threads must be at least 1"),
     }[case]
     out = tmp_path / "out"
     code = main(["segment", *arguments, "-o", str(out), "--progress", "none"])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from pathlib import Path
@@ -25,6 +26,8 @@ def test_worker_runs_and_reports_progress_and_results(tmp_path: Path) -> None:
     request = SegmentationRequest(volume, tmp_path / "out", str(model), device="cpu", ga_weeks=24.0)
     command = worker_command(sys.executable, request)
     assert command[1:4] == ["-m", "FetalHeadSegLib", "segment"] and "--ga-weeks" in command
+    threads = int(command[command.index("--threads") + 1])
+    assert threads == max(1, (os.cpu_count() or 2) - 1)  # one core left for Slicer
     seen: list[str] = []
     worker = WorkerProcess(command, {"PYTHONPATH": str(REPOSITORY)}, on_event=lambda e: seen.append(e["event"]))
     state = worker.wait(timeout=120)
@@ -41,6 +44,7 @@ def test_a_bad_input_ends_with_the_error_message(tmp_path: Path) -> None:
     state = worker.wait(timeout=120)
     assert worker.returncode == 2
     assert state.error is not None and "no such file" in state.error
+    assert state.error_code == "InputImageError"  # the panel maps it to advice
 
 
 def test_cancel_kills_the_whole_process_tree(tmp_path: Path) -> None:

@@ -71,6 +71,9 @@ def test_label_map_becomes_a_segmentation_with_terminology(scene) -> None:
     assert "SCT^69536005^Head" in tag and len(tag.split("~")) == 7
     assert node.GetAttribute("FetalHeadSeg.model_id") == "fetal-head-3d-cascade"
     assert node.GetNodeReferenceID(node.GetReferenceImageGeometryReferenceRole()) == volume.GetID()
+    surface = slicer.vtkSegmentationConverter.GetSegmentationClosedSurfaceRepresentationName()
+    assert segmentation.ContainsRepresentation(surface)  # shown in 3D
+    assert segment.GetRepresentation(surface).GetNumberOfPoints() > 100
     exported = scene.AddNewNodeByClass("vtkMRMLLabelMapVolumeNode")
     extent = slicer.vtkSegmentation.EXTENT_REFERENCE_GEOMETRY
     slicer.vtkSlicerSegmentationsModuleLogic.ExportAllSegmentsToLabelmapNode(node, exported, extent)

@@ -36,6 +36,12 @@ def ensure_torch(interactive: bool = True) -> None:
     torch = logic.installTorch(askConfirmation=interactive, torchVersionRequirement=">=2.1")
     if torch is None:
         raise InstallError("PyTorch was not installed; FetalHeadSeg cannot segment without it.")
+    try:
+        import torch  # noqa: F401, F811 - importable in this session, or only after a restart
+    except ImportError as err:
+        raise InstallError(
+            "PyTorch was installed but can only be loaded after Slicer restarts.", restart_required=True
+        ) from err
 
 
 def ensure_requirements(requirements: Path, interactive: bool = True) -> None:

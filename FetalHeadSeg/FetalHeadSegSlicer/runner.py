@@ -32,6 +32,7 @@ class SegmentationRequest:
     compute_biometry: bool = True
     ga_weeks: float | None = None
     tta: bool = False
+    threads: int | None = field(default_factory=lambda: max(1, (os.cpu_count() or 2) - 1))  # one core for Slicer
 
 
 def worker_command(python: str, request: SegmentationRequest) -> list[str]:
@@ -61,6 +62,8 @@ def worker_command(python: str, request: SegmentationRequest) -> list[str]:
         command += ["--ga-weeks", f"{request.ga_weeks:g}"]
     if request.tta:
         command.append("--tta")
+    if request.threads:
+        command += ["--threads", str(request.threads)]
     return command
 
 
@@ -74,7 +77,9 @@ class WorkerState:
     stage: str = ""
     result: dict[str, Any] | None = None
     error: str | None = None
-    warnings: list[str] = field(default_factory=list)
+    error_code: str | None = None  # the library's exception class name, e.g. InputImageError
+    last_stderr: str = ""  # the last line the worker wrote to stderr (a crash's exception line)
+    warnings: list[dict[str, Any]] = field(default_factory=list)
 
 
 class WorkerProcess:
@@ -132,6 +137,8 @@ class WorkerProcess:
             event = _parse(line) if name == "stdout" else None
             if event is None:
                 self.state.log.append(line)
+                if name == "stderr":
+                    self.state.last_stderr = line
                 if name == "stderr" and line.startswith("fetalheadseg: error:"):
                     self.state.error = line.removeprefix("fetalheadseg: error:").strip()
                 continue
@@ -144,11 +151,11 @@ class WorkerProcess:
         if kind == "progress":
             state.fraction, state.stage = float(event.get("fraction", 0.0)), str(event.get("stage", ""))
         elif kind == "warning":
-            state.warnings.append(f"{event.get('code')}: {event.get('message')}")
+            state.warnings.append(event)
         elif kind == "result":
             state.result = event
         elif kind == "error":
-            state.error = str(event.get("message"))
+            state.error, state.error_code = str(event.get("message")), event.get("code")
         state.log.append(json.dumps(event))
         if self.on_event is not None:
             self.on_event(event)

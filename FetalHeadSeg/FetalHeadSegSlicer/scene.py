@@ -86,6 +86,8 @@ def import_segmentation(
         if segment_info.get("terminology_entry"):
             segment.SetTag(segment.GetTerminologyEntryTagName(), segment_info["terminology_entry"])
     scene.RemoveNode(labelmap)
+    if labels.shape[2] > 1:
+        segmentation.CreateClosedSurfaceRepresentation()  # shown in the 3D view too
     for key, value in (provenance or {}).items():
         segmentation.SetAttribute(f"FetalHeadSeg.{key}", str(value))
     return segmentation

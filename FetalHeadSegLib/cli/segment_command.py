@@ -44,6 +44,9 @@ def add_parser(subcommands: Any) -> None:
     parser.add_argument("--tile-size", type=int, metavar="N", help="always predict in tiles of N voxels")
     parser.add_argument("--no-qc", action="store_true", help="do not write the QC picture")
     parser.add_argument(
+        "--threads", type=int, metavar="N", help="CPU threads for the networks (default: torch's, all cores)"
+    )
+    parser.add_argument(
         "--progress",
         choices=["text", "jsonl", "none"],
         default="text",
@@ -117,6 +120,12 @@ def run(args: argparse.Namespace) -> int:
     spacing_table = _spacing_table(args.spacing_csv)
     if args.tile_size is not None and (args.tile_size < 8 or args.tile_size % 8):
         raise ConfigError(f"--tile-size must be a positive multiple of 8, got {args.tile_size}")
+    if args.threads is not None:
+        if args.threads < 1:
+            raise ConfigError(f"--threads must be at least 1, got {args.threads}")
+        import torch
+
+        torch.set_num_threads(args.threads)
     options = InferenceOptions(
         tta=args.tta, tile_size=args.tile_size, biometry=not args.no_biometry, ga_weeks=args.ga_weeks
     )
@@ -129,10 +138,10 @@ def run(args: argparse.Namespace) -> int:
         try:
             outputs, row = _segment_one(path, args, options, models, spacing_table, reporter)
         except FetalHeadSegError as err:
+            reporter.event("error", input=str(path), code=type(err).__name__, message=str(err))
             if len(inputs) == 1:
                 raise
             failed += 1
-            reporter.event("error", input=str(path), code=type(err).__name__, message=str(err))
             rows.append({"input": str(path), "status": "failed", "error": str(err)})
             continue
         row["seconds"] = round(time.perf_counter() - start, 2)
