@@ -29,6 +29,8 @@ from slicer.ScriptedLoadableModule import (
 from slicer.util import VTKObservationMixin
 
 MODULE_DIR = Path(__file__).resolve().parent
+FRAME_FILE = "frame{index:05d}.nrrd"
+"""File name of a sequence frame written for the worker (its index is read back from the result's input)."""
 
 
 def libraryParent() -> Path:
@@ -215,6 +217,12 @@ class FetalHeadSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             return
         with slicer.util.tryWithErrorDisplay(_("Failed to start the segmentation."), waitCursor=True):
             node = self._parameterNode
+            sequence = self.logic.sequenceOf(node.inputVolume)
+            allFrames = sequence is not None and slicer.util.confirmYesNoDisplay(
+                _("{name} shows a sequence of {count} frames. Segment every frame? (No: the shown frame only.)").format(
+                    name=node.inputVolume.GetName(), count=sequence[1].GetNumberOfDataNodes()
+                )
+            )
             self.ui.logTextEdit.clear()
             self.ui.progressBar.value = 0
             self._task = self.logic.process(
@@ -227,6 +235,7 @@ class FetalHeadSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                 node.gestationalAgeWeeks or None,
                 node.pixelSizeMm or None,
                 testTimeAugmentation=node.testTimeAugmentation,
+                allFrames=allFrames,
                 waitForCompletion=False,
                 eventCallback=self._onEvent,
             )
@@ -248,6 +257,10 @@ class FetalHeadSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             done = _("Done in {seconds:.1f} s on {device}.").format(
                 seconds=float(event.get("seconds", 0.0)), device=event.get("device", "")
             )
+            if event.get("frames"):
+                done = _("{count} frames segmented in {seconds:.1f} s.").format(
+                    count=event["frames"], seconds=float(event.get("seconds", 0.0))
+                )
             self._onFinished(" ".join([done, *event.get("warnings", [])]))
         elif kind == "failed":
             self._onFinished(_("Failed: {message}").format(message=event.get("message", "")))
@@ -345,6 +358,7 @@ class FetalHeadSegLogic(ScriptedLoadableModuleLogic):
         gestationalAgeWeeks=None,
         pixelSizeMm=None,
         testTimeAugmentation: bool = False,
+        allFrames: bool = False,
         waitForCompletion: bool = True,
         eventCallback=None,
     ):
@@ -352,15 +366,25 @@ class FetalHeadSegLogic(ScriptedLoadableModuleLogic):
 
         The task's ``state`` goes from ``running`` to ``done`` (with ``segmentation``, ``table``, ``markups``),
         ``failed`` (with ``message``) or ``cancelled``. ``eventCallback`` gets the worker's JSON events, then
-        ``imported`` or ``failed``.
+        ``imported`` or ``failed``. With ``allFrames`` and a volume that shows a sequence (``sequenceOf``), every
+        frame is segmented by one worker; the segmentations become a sequence in the same browser and the
+        measurements a table with one row per frame.
         """
         from FetalHeadSegSlicer.runner import SegmentationRequest, worker_command
 
         if inputVolume is None:
             raise ValueError(_("Select an input volume."))
+        sequence = self.sequenceOf(inputVolume) if allFrames else None
         temporary = Path(slicer.util.tempDirectory())
-        inputPath = temporary / "input.nrrd"
-        slicer.util.exportNode(inputVolume, str(inputPath), {"useCompression": 0})
+        if sequence is None:
+            inputPath = temporary / "input.nrrd"
+            self._writeVolume(inputVolume, inputPath)
+        else:
+            inputPath = temporary / "frames"
+            inputPath.mkdir()
+            frames = sequence[1]
+            for index in range(frames.GetNumberOfDataNodes()):
+                self._writeVolume(frames.GetNthDataNode(index), inputPath / FRAME_FILE.format(index=index))
         request = SegmentationRequest(
             input_path=inputPath,
             output_dir=temporary / "output",
@@ -382,6 +406,7 @@ class FetalHeadSegLogic(ScriptedLoadableModuleLogic):
             "callback": eventCallback,
             "timer": None,
             "state": "running",
+            "sequence": sequence,
         }
         task["worker"] = self.workerFactory(
             worker_command(self.pythonExecutable, request), environment, on_event=eventCallback
@@ -396,6 +421,26 @@ class FetalHeadSegLogic(ScriptedLoadableModuleLogic):
             timer.start()
             task["timer"] = timer
         return task
+
+    @staticmethod
+    def sequenceOf(volume):
+        """(browser, sequence) when ``volume`` is the proxy of a sequence of several frames, else None."""
+        scene = volume.GetScene()
+        for index in range(scene.GetNumberOfNodesByClass("vtkMRMLSequenceBrowserNode")):
+            browser = scene.GetNthNodeByClass(index, "vtkMRMLSequenceBrowserNode")
+            sequence = browser.GetSequenceNode(volume)
+            if sequence is not None and sequence.GetNumberOfDataNodes() > 1:
+                return browser, sequence
+        return None
+
+    @staticmethod
+    def _writeVolume(volume, path: Path) -> None:
+        """Uncompressed NRRD for the worker (a frame of a sequence need not be in the scene)."""
+        storage = slicer.vtkMRMLVolumeArchetypeStorageNode()
+        storage.SetFileName(str(path))
+        storage.SetUseCompression(0)
+        if not storage.WriteData(volume):
+            raise RuntimeError(_("Could not write the volume to {path}.").format(path=path))
 
     def _poll(self, task) -> None:
         if task["state"] != "running":
@@ -430,6 +475,17 @@ class FetalHeadSegLogic(ScriptedLoadableModuleLogic):
         state = worker.poll()
         callback = task["callback"] or (lambda event: None)
         try:
+            if task["sequence"] is not None and state.results:  # frames that failed are reported, not fatal
+                imported = self.importSequenceResults(task, state.results)
+                warnings = [warning_message(w.get("code"), w.get("message")) for w in state.warnings]
+                failed = task["sequence"][1].GetNumberOfDataNodes() - len(state.results)
+                if failed:
+                    warnings.insert(0, _("{count} frame(s) could not be segmented (see the log).").format(count=failed))
+                warnings = list(dict.fromkeys(warnings))
+                task.update(imported, state="done", warnings=warnings)
+                seconds = sum(float(r.get("seconds", 0.0)) for r in state.results)
+                callback({"event": "imported", **imported, "warnings": warnings, "seconds": seconds})
+                return
             if worker.returncode != 0 or state.result is None:
                 task["state"], task["message"] = (
                     "failed",
@@ -450,8 +506,9 @@ class FetalHeadSegLogic(ScriptedLoadableModuleLogic):
         finally:
             shutil.rmtree(task["temporary"], ignore_errors=True)
 
-    def importResults(self, task, outputs: dict) -> dict:
-        """Segmentation, biometry table and markups from the worker's output files."""
+    @staticmethod
+    def _readOutputs(outputs: dict):
+        """The worker's label map, biometry record and the model's segments (value, name, colour, terminology)."""
         import json
 
         from FetalHeadSegLib.catalog import find_model
@@ -459,20 +516,23 @@ class FetalHeadSegLogic(ScriptedLoadableModuleLogic):
         from FetalHeadSegLib.io import read_image
         from FetalHeadSegLib.labels import HEAD
 
+        labels = read_image(outputs["labels"])
+        record = json.loads(Path(outputs["biometry"]).read_text()) if outputs.get("biometry") else {}
+        try:
+            modelLabels = find_model(record.get("provenance", {}).get("model_id", "")).labels
+        except BundleError:
+            modelLabels = [HEAD]
+        segments = [dict(label.to_dict(), terminology_entry=label.terminology_entry) for label in modelLabels]
+        return labels, record, segments
+
+    def importResults(self, task, outputs: dict) -> dict:
+        """Segmentation, biometry table and markups from the worker's output files."""
         from FetalHeadSegSlicer.scene import create_biometry_table, create_markups, import_segmentation
 
         scene = slicer.mrmlScene
         volume = task["inputVolume"]
-        labels = read_image(outputs["labels"])
-        record = json.loads(Path(outputs["biometry"]).read_text()) if outputs.get("biometry") else {}
+        labels, record, segments = self._readOutputs(outputs)
         provenance = record.get("provenance", {})
-        try:
-            segments = [
-                dict(label.to_dict(), terminology_entry=label.terminology_entry)
-                for label in find_model(provenance.get("model_id", "")).labels
-            ]
-        except BundleError:
-            segments = [dict(HEAD.to_dict(), terminology_entry=HEAD.terminology_entry)]
         name = volume.GetName()
         segmentation = import_segmentation(
             scene,
@@ -496,6 +556,48 @@ class FetalHeadSegLogic(ScriptedLoadableModuleLogic):
             shNode = slicer.vtkMRMLSubjectHierarchyNode.GetSubjectHierarchyNode(scene)
             self._placeInHierarchy(scene, shNode.CreateFolderItem(study, f"{name} biometry"), biometryNodes)
             result["plane"] = record.get("plane")
+        return result
+
+    def importSequenceResults(self, task, results: list) -> dict:
+        """A segmentation sequence in the input's browser (frames the worker could not segment stay empty) and a
+        table with one row per frame."""
+        from FetalHeadSegSlicer.scene import create_frame_table, import_segmentation
+
+        scene = slicer.mrmlScene
+        volume = task["inputVolume"]
+        browser, frames = task["sequence"]
+        name = volume.GetName()
+        output = scene.AddNewNodeByClass("vtkMRMLSequenceNode", f"{name} fetal head sequence")
+        output.SetIndexName(frames.GetIndexName())
+        output.SetIndexUnit(frames.GetIndexUnit())
+        output.SetIndexType(frames.GetIndexType())
+        rows = []
+        for event in sorted(results, key=lambda e: Path(e["input"]).name):
+            index = int(Path(event["input"]).name.removeprefix("frame").split(".")[0])
+            indexValue = frames.GetNthIndexValue(index)
+            labels, record, segments = self._readOutputs(event["outputs"])
+            frameName = f"{name} fetal head {indexValue}"
+            provenance = record.get("provenance", {})
+            segmentation = import_segmentation(
+                scene, labels.array, labels.ijk_to_ras, segments, frameName, volume, provenance
+            )
+            output.SetDataNodeAtValue(segmentation, indexValue)  # the sequence keeps a copy
+            scene.RemoveNode(segmentation)
+            if record.get("hc_mm") is not None:
+                rows.append((indexValue, record))
+        browser.AddSynchronizedSequenceNode(output)
+        browser.SetSaveChanges(output, True)  # corrections made on the shown frame are kept
+        slicer.modules.sequences.logic().UpdateProxyNodesFromSequences(browser)
+        proxy = browser.GetProxyNode(output)
+        if proxy is not None:
+            proxy.SetName(f"{name} fetal head")
+        unit = frames.GetIndexUnit()
+        indexHeading = f"{frames.GetIndexName()} ({unit})" if unit else frames.GetIndexName()
+        result = {"segmentation": proxy, "sequence": output, "frames": len(results), "plane": None}
+        if rows:
+            result["table"] = create_frame_table(scene, rows, indexHeading, f"{name} biometrics per frame")
+        study = self._studyItem(scene, volume)
+        self._placeInHierarchy(scene, study, [output, *([result["table"]] if rows else [])])
         return result
 
     @staticmethod

@@ -91,13 +91,6 @@ class Application:
         return self.timers[-1]
 
 
-def _export_node(node: Any, path: str, properties: dict[str, Any] | None = None) -> bool:
-    storage = node.CreateDefaultStorageNode()
-    storage.SetFileName(path)
-    storage.SetUseCompression(0)
-    return bool(storage.WriteData(node))
-
-
 def _try_with_error_display(application: Application) -> Callable[..., Any]:
     """slicer.util.tryWithErrorDisplay: shows the error (recorded here) instead of raising it."""
 
@@ -118,7 +111,6 @@ def application(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Application:
     util = types.ModuleType("slicer.util")
     util.VTKObservationMixin = slicer_core.util.VTKObservationMixin  # type: ignore[attr-defined]
     util.tempDirectory = app.temp_directory  # type: ignore[attr-defined]
-    util.exportNode = _export_node  # type: ignore[attr-defined]
     util.confirmOkCancelDisplay = app.confirm  # type: ignore[attr-defined]
     util.errorDisplay = app.errors.append  # type: ignore[attr-defined]
     util.pip_install = app.pip_installed.append  # type: ignore[attr-defined]
@@ -129,6 +121,11 @@ def application(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Application:
     fake.util = util  # type: ignore[attr-defined]
     fake.mrmlScene = app.scene  # type: ignore[attr-defined]
     fake.app = types.SimpleNamespace(connect=lambda *args: None)  # type: ignore[attr-defined]
+    sequences = slicer_core.vtkSlicerSequencesLogic()
+    sequences.SetMRMLScene(app.scene)
+    fake.modules = types.SimpleNamespace(  # type: ignore[attr-defined]
+        sequences=types.SimpleNamespace(logic=lambda: sequences)
+    )
 
     bases = types.ModuleType("slicer.ScriptedLoadableModule")
 
@@ -441,3 +438,49 @@ def test_the_logic_installs_before_it_segments(application: Application, module:
     descriptions = dict(logic.modelDescriptions())
     assert set(descriptions) >= {"fetal-head-3d-cascade", "hc18-plane-2d", "psfhs-intrapartum-2d"}
     assert "per case on a 2-core CPU" in descriptions["hc18-plane-2d"]
+
+
+def test_every_frame_of_a_sequence_is_segmented_into_the_same_browser(application: Application, module: Any) -> None:
+    """Three frames (the HC18 sample, its mirror image, a blank frame) through one real worker."""
+    sample = get_sample("hc18_207_HC")
+    image = read_image(sample.image_path)
+    scene = application.scene
+    frames = scene.AddNewNodeByClass("vtkMRMLSequenceNode", "cine")
+    frames.SetIndexName("time")
+    frames.SetIndexUnit("s")
+    pictures = [image.array, image.array[::-1].copy(), np.full_like(image.array, 7)]
+    for index, picture in enumerate(pictures):
+        frame = slicer_core.vtkMRMLScalarVolumeNode()
+        frame.SetAndObserveImageData(_vtk_image(picture.astype(np.float32)))
+        frame.SetIJKToRASMatrix(_vtk_matrix(image.ijk_to_ras))
+        frames.SetDataNodeAtValue(frame, f"{0.5 * index:g}")
+    browser = scene.AddNewNodeByClass("vtkMRMLSequenceBrowserNode", "cine browser")
+    browser.SetAndObserveMasterSequenceNodeID(frames.GetID())
+    sys.modules["slicer"].modules.sequences.logic().UpdateProxyNodesFromSequences(browser)
+    proxy = browser.GetProxyNode(frames)
+    proxy.SetName("cine")
+    logic = module.FetalHeadSegLogic(pythonExecutable=sys.executable)
+    assert logic.sequenceOf(proxy) == (browser, frames)
+    events: list[dict[str, Any]] = []
+    task = logic.process(
+        proxy,
+        device="cpu",
+        pixelSizeMm=sample.info["pixel_size_mm"],
+        allFrames=True,
+        waitForCompletion=True,
+        eventCallback=events.append,
+    )
+    assert task["state"] == "done" and task["frames"] == 2
+    assert "1 frame(s) could not be segmented" in events[-1]["warnings"][0]
+    output = task["sequence"]
+    assert output.GetNumberOfDataNodes() == 2 and output.GetIndexName() == "time"
+    assert [output.GetNthIndexValue(i) for i in range(2)] == ["0", "0.5"]
+    assert browser.GetProxyNode(output) is task["segmentation"]
+    assert task["segmentation"].GetName() == "cine fetal head"
+    table = task["table"].GetTable()
+    headings = [table.GetColumnName(c) for c in range(table.GetNumberOfColumns())]
+    assert headings[:4] == ["time (s)", "HC (mm)", "BPD outer-outer (mm)", "OFD (mm)"] and headings[-1] == "flags"
+    assert table.GetNumberOfRows() == 2
+    hc = [float(table.GetValue(row, 1).ToString()) for row in range(2)]
+    assert hc[0] == pytest.approx(sample.info["reference_hc_mm"], abs=8.0)
+    assert hc[1] == pytest.approx(hc[0], abs=3.0)  # the mirrored frame measures the same head

@@ -75,7 +75,8 @@ class WorkerState:
     log: list[str] = field(default_factory=list)
     fraction: float = 0.0
     stage: str = ""
-    result: dict[str, Any] | None = None
+    result: dict[str, Any] | None = None  # the last ``result`` event
+    results: list[dict[str, Any]] = field(default_factory=list)  # every ``result`` event (one per input file)
     error: str | None = None
     error_code: str | None = None  # the library's exception class name, e.g. InputImageError
     last_stderr: str = ""  # the last line the worker wrote to stderr (a crash's exception line)
@@ -154,6 +155,7 @@ class WorkerProcess:
             state.warnings.append(event)
         elif kind == "result":
             state.result = event
+            state.results.append(event)
         elif kind == "error":
             state.error, state.error_code = str(event.get("message")), event.get("code")
         state.log.append(json.dumps(event))

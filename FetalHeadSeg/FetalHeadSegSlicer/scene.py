@@ -175,3 +175,48 @@ def create_markups(scene: Any, biometry: dict[str, Any], prefix: str) -> dict[st
         )
         nodes["AoP"] = angle
     return nodes
+
+
+def create_frame_table(scene: Any, frames: list[tuple[str, dict[str, Any]]], index_name: str, name: str) -> Any:
+    """A table node with one row per frame of a sequence: the frame's index value, then one column per
+    measurement (named with its unit and convention where two share a name), then the frame's flags.
+
+    Args:
+        frames: (index value, biometry JSON) per frame, in sequence order.
+        index_name: heading of the first column, e.g. ``time (s)``.
+    """
+    import vtk
+
+    columns: list[tuple[str, str]] = []  # (measurement, convention) in first-seen order
+    per_frame = []
+    for _, biometry in frames:
+        values = {}
+        for measurement, value, unit, _method, convention in _rows(biometry):
+            key = (measurement, convention if measurement == "BPD" else "")
+            if key not in columns:
+                columns.append(key)
+            values[key] = (value, unit)
+        per_frame.append(values)
+    units = {key: unit for values in per_frame for key, (_, unit) in values.items()}
+    headings = [index_name]
+    for measurement, convention in columns:
+        label = f"{measurement} {convention}".strip()
+        headings.append(f"{label} ({units[(measurement, convention)]})" if units[(measurement, convention)] else label)
+    headings.append("flags")
+    table_node = scene.AddNewNodeByClass("vtkMRMLTableNode", name)
+    table = table_node.GetTable()
+    for heading in headings:
+        array = vtk.vtkStringArray()
+        array.SetName(heading)
+        table.AddColumn(array)
+    for (index_value, biometry), values in zip(frames, per_frame, strict=True):
+        cells = [index_value]
+        for key in columns:
+            value = values.get(key, (None, ""))[0]
+            cells.append("" if value is None else (f"{value:.2f}" if isinstance(value, float) else str(value)))
+        cells.append("; ".join(flag["code"] for flag in biometry.get("flags", [])))
+        row = table.InsertNextBlankRow()
+        for column, cell in enumerate(cells):
+            table.SetValue(row, column, vtk.vtkVariant(cell))
+    table_node.Modified()
+    return table_node
