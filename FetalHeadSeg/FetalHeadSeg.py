@@ -206,9 +206,12 @@ class FetalHeadSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             return
         from FetalHeadSegSlicer.installer import InstallError
 
+        self.ui.statusLabel.text = _("Checking the Python packages...")
+        slicer.app.processEvents()
         try:
             self.logic.setupPythonRequirements()
         except InstallError as err:
+            self.ui.statusLabel.text = str(err)
             if err.restart_required:
                 if slicer.util.confirmOkCancelDisplay(_("{message}\n\nRestart Slicer now?").format(message=err)):
                     slicer.util.restart()
