@@ -30,7 +30,8 @@ def test_catalog_lists_the_shipped_models_with_valid_checksums() -> None:
         verify_bundle(bundle)
         assert (bundle.dimension, bundle.task) == (dimension, task)
         card = bundle.model_card
-        for key in ("intended_use", "training_data", "license", "citation", "limitations", "evaluation"):
+        keys = ("intended_use", "training_data", "license", "citation", "limitations", "retraining", "timing")
+        for key in (*keys, "evaluation"):
             assert card.get(key), f"{model_id}: model card lacks {key}"
     assert default_model(3).id == "fetal-head-3d-cascade"
     assert default_model(2).id == "hc18-plane-2d"

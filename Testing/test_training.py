@@ -143,9 +143,16 @@ def test_two_process_ddp_matches_one_process(tmp_path: Path, cache: Path) -> Non
 
 
 def test_export_gives_a_bundle_the_engine_runs(tmp_path: Path, cache: Path) -> None:
-    run(TrainConfig.from_dict(base_config(tmp_path / "run", cache, levels=2, iterations=4)))
+    from training.evaluate import write_card
+
+    config = base_config(tmp_path / "run", cache, levels=2, iterations=4)
+    config["model"] = {"retraining": "fine-tune from it on real cases", "timing": "0.1 s per case"}
+    run(TrainConfig.from_dict(config))
     bundle = export(tmp_path / "run", tmp_path / "bundle", model_id="test-2d", version="1.2.3", half_precision=True)
     assert bundle.levels == 2 and bundle.model_card["splits"]["split"] == "by subject"
+    write_card(bundle.path, {"cases": 1})
+    card = (bundle.path / "MODEL_CARD.md").read_text()
+    assert "**Retraining.** fine-tune from it on real cases" in card and "**Timing.** 0.1 s per case" in card
     segmenter = load_model(tmp_path / "bundle", "cpu")
     frame = read_image(get_sample("phantom2d_s000001").image_path)
     result = segmenter.segment(frame)

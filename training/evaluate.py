@@ -177,7 +177,7 @@ def write_card(bundle_path: Path, evaluation: dict[str, Any]) -> None:
         f"{data['dimension']}D {data['task']} model, {len(data['networks'])} cascade level(s).",
         "",
     ]
-    for key in ("intended_use", "training_data", "limitations", "license", "citation"):
+    for key in ("intended_use", "training_data", "limitations", "retraining", "timing", "license", "citation"):
         if card.get(key):
             lines += [f"**{key.replace('_', ' ').capitalize()}.** {card[key]}", ""]
     lines += [
