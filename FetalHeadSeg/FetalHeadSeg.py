@@ -282,9 +282,10 @@ class FetalHeadSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def onImportModel(self) -> None:
         with slicer.util.tryWithErrorDisplay(_("The model could not be imported."), waitCursor=True):
-            folder = qt.QFileDialog.getExistingDirectory(None, _("Model bundle folder (with bundle.json)"))
-            if folder:
-                self.logic.importModel(Path(folder))
+            path = qt.QFileDialog.getOpenFileName(None, _("Import a model"), "", _("Model bundles (*.zip bundle.json)"))
+            if path:
+                target = self.logic.importModel(Path(path))
+                self.ui.statusLabel.text = _("Imported the model into {folder}.").format(folder=target)
                 self._populateModels()
 
     def onDeleteModels(self) -> None:
@@ -624,29 +625,15 @@ class FetalHeadSegLogic(ScriptedLoadableModuleLogic):
 
     def deleteImportedModels(self) -> list:
         """Remove every model bundle from the user's model folder (bundled models stay); returns the removed folders."""
-        from FetalHeadSegLib.catalog import model_home
+        from FetalHeadSegLib.catalog import remove_imported_models
 
-        folder = model_home() / "models"
-        removed = [p for p in sorted(folder.glob("*")) if (p / "bundle.json").is_file()] if folder.is_dir() else []
-        for path in removed:
-            shutil.rmtree(path)
-            logging.info("Deleted the imported model %s", path)
-        return removed
+        return remove_imported_models()
 
-    def importModel(self, folder: Path) -> Path:
-        """Copy a verified model bundle into the user's model folder (refused on a checksum mismatch)."""
-        from FetalHeadSegLib.bundle import read_bundle, verify_bundle
-        from FetalHeadSegLib.catalog import model_home
+    def importModel(self, path: Path) -> Path:
+        """Install a model bundle (folder, its bundle.json, or a .zip) after verifying its SHA-256 checksums."""
+        from FetalHeadSegLib.catalog import import_model
 
-        bundle = read_bundle(folder)
-        verify_bundle(bundle)
-        target = model_home() / "models" / f"{bundle.id}-v{bundle.version}"
-        if target.exists():
-            shutil.rmtree(target)
-        shutil.copytree(folder, target)
-        verify_bundle(read_bundle(target))
-        logging.info("Imported model %s %s into %s", bundle.id, bundle.version, target)
-        return target
+        return import_model(path)
 
 
 class FetalHeadSegTest(ScriptedLoadableModuleTest):

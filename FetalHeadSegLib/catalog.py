@@ -1,7 +1,8 @@
 """The catalog of models: bundles shipped inside the package, and bundles the user imported.
 
 A model is named by its id (``fetal-head-3d-cascade``), optionally with a version (``...@1.0.0``), or by the
-path of a bundle folder. User models live in ``<home>/models/<id>/``; ``home`` defaults to the
+path of a bundle folder. User models live in ``<home>/models/<id>-v<version>/`` (:func:`import_model` puts them
+there); ``home`` defaults to the
 ``FETALHEADSEG_HOME`` environment variable, else ``~/.fetalheadseg`` (read when needed, never at import).
 """
 
@@ -101,3 +102,69 @@ def default_model(dimension: int, task: str = "head", home: str | os.PathLike[st
         raise BundleError(f"no {dimension}D {task} model is installed; pass --model with a bundle folder or id")
     chosen = next((e for e in matches if e.default), matches[0])
     return read_bundle(chosen.path)
+
+
+def import_model(source: str | os.PathLike[str], home: str | os.PathLike[str] | None = None) -> Path:
+    """Install a model bundle into the user's model folder, ``<home>/models/<id>-v<version>/``.
+
+    ``source`` is a bundle folder, its ``bundle.json``, or a ``.zip`` holding the folder (at its root or one level
+    down). Every weight file is verified against its SHA-256 before anything is installed; a copy of the same id
+    and version already there is replaced only once the new one is in place. Nothing is downloaded.
+
+    Raises:
+        BundleError: not a bundle, an unreadable zip, or a checksum mismatch (ChecksumError); nothing is changed.
+    """
+    import shutil
+    import tempfile
+    import zipfile
+
+    from FetalHeadSegLib.bundle import verify_bundle
+
+    source = Path(source)
+    if not source.exists():
+        raise BundleError(f"{source}: no such file or folder")
+    models = model_home(home) / "models"
+    models.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=".importing-", dir=models) as staging:
+        staged = Path(staging) / "bundle"
+        if source.is_file() and source.suffix.lower() == ".zip":
+            try:
+                with zipfile.ZipFile(source) as archive:
+                    archive.extractall(Path(staging) / "zip")  # member paths are kept inside the folder
+            except (zipfile.BadZipFile, OSError) as err:
+                raise BundleError(f"{source}: not a readable zip file ({err})") from err
+            manifests = sorted((Path(staging) / "zip").glob("bundle.json")) or sorted(
+                (Path(staging) / "zip").glob("*/bundle.json")
+            )
+            if len(manifests) != 1:
+                raise BundleError(f"{source}: the zip must hold one model bundle folder (with bundle.json)")
+            manifests[0].parent.rename(staged)
+        else:
+            folder = source.parent if source.name == "bundle.json" else source
+            shutil.copytree(folder, staged)
+        bundle = read_bundle(staged)
+        verify_bundle(bundle)
+        target = models / f"{bundle.id}-v{bundle.version}"
+        previous = Path(staging) / "previous"
+        if target.exists():
+            target.rename(previous)
+        try:
+            staged.rename(target)
+        except OSError:
+            if previous.exists():
+                previous.rename(target)  # the earlier copy stays installed
+            raise
+    logger.info("imported model %s %s into %s", bundle.id, bundle.version, target)
+    return target
+
+
+def remove_imported_models(home: str | os.PathLike[str] | None = None) -> list[Path]:
+    """Delete every bundle in the user's model folder (the bundled models stay); returns the deleted folders."""
+    import shutil
+
+    models = model_home(home) / "models"
+    removed = sorted(p for p in models.glob("*") if (p / "bundle.json").is_file()) if models.is_dir() else []
+    for path in removed:
+        shutil.rmtree(path)
+        logger.info("deleted the imported model %s", path)
+    return removed

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from FetalHeadSegLib.bundle import load_networks, read_bundle, verify_bundle
-from FetalHeadSegLib.catalog import default_model, find_model, list_models
+from FetalHeadSegLib.catalog import default_model, find_model, import_model, list_models, remove_imported_models
 from FetalHeadSegLib.errors import BundleError, ChecksumError
 
 from tiny_models import make_tiny_bundle
@@ -84,3 +84,39 @@ def test_default_model_per_dimension_and_task(tmp_path: Path) -> None:
         default_model(3, "intrapartum", home=home)
     make_tiny_bundle(home / "models" / "ip3d", model_id="tiny-3d-intrapartum", task="intrapartum")
     assert default_model(3, "intrapartum", home=home).id == "tiny-3d-intrapartum"
+
+
+def test_models_are_imported_from_a_folder_its_manifest_or_a_zip(tmp_path: Path) -> None:
+    import shutil
+
+    home = tmp_path / "home"
+    source = make_tiny_bundle(tmp_path / "download" / "tiny", model_id="tiny-import").path
+    archive = Path(shutil.make_archive(str(tmp_path / "tiny"), "zip", source.parent, "tiny"))
+    for given in (source, source / "bundle.json", archive):
+        target = import_model(given, home)
+        assert target == home / "models" / "tiny-import-v0.0.1"
+        verify_bundle(read_bundle(target))
+        assert [e.id for e in list_models(home) if e.source == "user"] == ["tiny-import"]
+    assert remove_imported_models(home) == [target]
+    assert not target.exists() and all(e.source == "bundled" for e in list_models(home))
+
+
+def test_a_damaged_or_foreign_import_changes_nothing(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    good = make_tiny_bundle(tmp_path / "good", model_id="tiny-import").path
+    installed = import_model(good, home)
+    before = {p.name: p.read_bytes() for p in installed.rglob("*") if p.is_file()}
+    damaged = make_tiny_bundle(tmp_path / "damaged", model_id="tiny-import").path
+    weights = damaged / "weights" / "level0.pt"
+    data = bytearray(weights.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    weights.write_bytes(bytes(data))
+    with pytest.raises(ChecksumError):
+        import_model(damaged, home)
+    (tmp_path / "not.zip").write_bytes(b"PK not really")
+    with pytest.raises(BundleError, match="not a readable zip"):
+        import_model(tmp_path / "not.zip", home)
+    with pytest.raises(BundleError, match="no such file"):
+        import_model(tmp_path / "missing", home)
+    assert {p.name: p.read_bytes() for p in installed.rglob("*") if p.is_file()} == before
+    assert sorted(p.name for p in (home / "models").iterdir()) == [installed.name]  # no staging left behind

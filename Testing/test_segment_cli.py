@@ -164,11 +164,11 @@ def test_bad_inputs_exit_2_with_one_line(
 def test_models_lists_and_verifies(tmp_path: Path, capsys, monkeypatch: pytest.MonkeyPatch) -> None:
     home = tmp_path / "home"
     monkeypatch.setenv("FETALHEADSEG_HOME", str(home))
-    make_tiny_bundle(home / "models" / "tiny", model_id="tiny-user-model")
-    assert main(["models", "--json"]) == 0
+    make_tiny_bundle(tmp_path / "tiny", model_id="tiny-user-model")
+    assert main(["models", "--json", "--import", str(tmp_path / "tiny")]) == 0
     rows = {row["id"]: row for row in json.loads(capsys.readouterr().out)}
     assert rows["tiny-user-model"]["status"] == "ok" and rows["tiny-user-model"]["labels"] == ["Head"]
-    weights = home / "models" / "tiny" / "weights" / "level1.pt"
+    weights = Path(rows["tiny-user-model"]["path"]) / "weights" / "level1.pt"
     weights.write_bytes(b"tampered")
     assert main(["models"]) == 2
     assert "FAILED" in capsys.readouterr().out

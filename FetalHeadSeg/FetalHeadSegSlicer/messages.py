@@ -8,8 +8,8 @@ from __future__ import annotations
 
 ERROR_ADVICE = {
     "InputImageError": "Check the input volume; for PNG/JPEG frames set the pixel size.",
-    "BundleError": "Choose another model, or import the model folder again (Advanced > Import model folder).",
-    "ChecksumError": "The model files are damaged or were changed: import the model folder again.",
+    "BundleError": "Choose another model, or import the model again (Advanced > Import model file).",
+    "ChecksumError": "The model files are damaged or were changed: import the model again.",
     "DeviceError": "Set Device to cpu, or check the GPU with the PyTorch Utils module.",
     "OutputError": "Free some disk space in Slicer's temporary folder and try again.",
     "ConfigError": "Choose another model, or report the problem with the copied log.",

@@ -1,4 +1,4 @@
-"""``fetalheadseg models``: list the installed models and verify their checksums."""
+"""``fetalheadseg models``: list the installed models and verify their checksums; ``--import`` installs one."""
 
 from __future__ import annotations
 
@@ -15,13 +15,24 @@ def add_parser(subcommands: Any) -> None:
         "dimensions, labels, sizes and SHA-256 status.",
     )
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    parser.add_argument(
+        "--import",
+        dest="import_path",
+        metavar="PATH",
+        help="first install a model: a bundle folder, its bundle.json or a .zip of it (checksums verified)",
+    )
     parser.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from FetalHeadSegLib.bundle import read_bundle, verify_bundle
-    from FetalHeadSegLib.catalog import list_models
+    from FetalHeadSegLib.catalog import import_model, list_models
     from FetalHeadSegLib.errors import BundleError
+
+    if args.import_path:
+        target = import_model(args.import_path)
+        if not args.json:
+            print(f"imported {args.import_path} into {target}")
 
     rows = []
     for entry in list_models():
