@@ -44,7 +44,7 @@ def export(
             raise BundleError(f"{weights}: missing; did training finish?")
         states.append(torch.load(weights, map_location="cpu", weights_only=True))
     meta = config.model
-    card = {
+    card: dict[str, Any] = {
         "intended_use": meta.get("intended_use", "Research use only; not a medical device."),
         "limitations": meta.get("limitations", ""),
         "training_data": meta.get("training_data", f"{config.data.kind} data in {config.data.root}"),
