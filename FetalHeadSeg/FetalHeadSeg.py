@@ -29,8 +29,6 @@ from slicer.ScriptedLoadableModule import (
 from slicer.util import VTKObservationMixin
 
 MODULE_DIR = Path(__file__).resolve().parent
-FRAME_FILE = "frame{index:05d}.nrrd"
-"""File name of a sequence frame written for the worker (its index is read back from the result's input)."""
 
 
 def libraryParent() -> Path:
@@ -257,13 +255,11 @@ class FetalHeadSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                 self.ui.show3DButton.setSegmentationNode(event["segmentation"])
             if event.get("plane"):
                 self._jumpToPlane(event["plane"])
-            done = _("Done in {seconds:.1f} s on {device}.").format(
-                seconds=float(event.get("seconds", 0.0)), device=event.get("device", "")
-            )
+            seconds = float(event.get("seconds", 0.0))
             if event.get("frames"):
-                done = _("{count} frames segmented in {seconds:.1f} s.").format(
-                    count=event["frames"], seconds=float(event.get("seconds", 0.0))
-                )
+                done = _("{count} frames segmented in {seconds:.1f} s.").format(count=event["frames"], seconds=seconds)
+            else:
+                done = _("Done in {seconds:.1f} s on {device}.").format(seconds=seconds, device=event.get("device", ""))
             self._onFinished(" ".join([done, *event.get("warnings", [])]))
         elif kind == "failed":
             self._onFinished(_("Failed: {message}").format(message=event.get("message", "")))
@@ -380,6 +376,7 @@ class FetalHeadSegLogic(ScriptedLoadableModuleLogic):
             raise ValueError(_("Select an input volume."))
         sequence = self.sequenceOf(inputVolume) if allFrames else None
         temporary = Path(slicer.util.tempDirectory())
+        frameFiles = {}  # file name -> index of the frame in the sequence
         if sequence is None:
             inputPath = temporary / "input.nrrd"
             self._writeVolume(inputVolume, inputPath)
@@ -388,7 +385,9 @@ class FetalHeadSegLogic(ScriptedLoadableModuleLogic):
             inputPath.mkdir()
             frames = sequence[1]
             for index in range(frames.GetNumberOfDataNodes()):
-                self._writeVolume(frames.GetNthDataNode(index), inputPath / FRAME_FILE.format(index=index))
+                frameFiles[f"frame{index:05d}.nrrd"] = index
+            for fileName, index in frameFiles.items():
+                self._writeVolume(frames.GetNthDataNode(index), inputPath / fileName)
         request = SegmentationRequest(
             input_path=inputPath,
             output_dir=temporary / "output",
@@ -411,6 +410,7 @@ class FetalHeadSegLogic(ScriptedLoadableModuleLogic):
             "timer": None,
             "state": "running",
             "sequence": sequence,
+            "frameFiles": frameFiles,
         }
         task["worker"] = self.workerFactory(
             worker_command(self.pythonExecutable, request), environment, on_event=eventCallback
@@ -479,28 +479,23 @@ class FetalHeadSegLogic(ScriptedLoadableModuleLogic):
         state = worker.poll()
         callback = task["callback"] or (lambda event: None)
         try:
+            warnings = []
             if task["sequence"] is not None and state.results:  # frames that failed are reported, not fatal
                 imported = self.importSequenceResults(task, state.results)
-                warnings = [warning_message(w.get("code"), w.get("message")) for w in state.warnings]
-                failed = task["sequence"][1].GetNumberOfDataNodes() - len(state.results)
+                failed = len(task["frameFiles"]) - len(state.results)
                 if failed:
-                    warnings.insert(0, _("{count} frame(s) could not be segmented (see the log).").format(count=failed))
-                warnings = list(dict.fromkeys(warnings))
-                task.update(imported, state="done", warnings=warnings)
-                seconds = sum(float(r.get("seconds", 0.0)) for r in state.results)
-                callback({"event": "imported", **imported, "warnings": warnings, "seconds": seconds})
-                return
-            if worker.returncode != 0 or state.result is None:
-                task["state"], task["message"] = (
-                    "failed",
-                    error_message(state.error_code, state.error, worker.returncode, getattr(state, "last_stderr", "")),
-                )
+                    warnings.append(_("{count} frame(s) could not be segmented (see the log).").format(count=failed))
+            elif worker.returncode != 0 or state.result is None:
+                task["state"] = "failed"
+                task["message"] = error_message(state.error_code, state.error, worker.returncode, state.last_stderr)
                 callback({"event": "failed", "message": task["message"]})
                 raise RuntimeError(task["message"])
-            imported = self.importResults(task, state.result["outputs"])
-            warnings = list(dict.fromkeys(warning_message(w.get("code"), w.get("message")) for w in state.warnings))
+            else:
+                imported = self.importResults(task, state.result["outputs"])
+            warnings += [warning_message(w.get("code"), w.get("message")) for w in state.warnings]
+            warnings = list(dict.fromkeys(warnings))
+            seconds = sum(float(r.get("seconds", 0.0)) for r in state.results)
             task.update(imported, state="done", warnings=warnings)
-            seconds = state.result.get("seconds", 0.0)
             callback({"event": "imported", **imported, "warnings": warnings, "seconds": seconds})
         except Exception as err:
             if task["state"] == "running":  # the import itself failed
@@ -576,14 +571,20 @@ class FetalHeadSegLogic(ScriptedLoadableModuleLogic):
         output.SetIndexUnit(frames.GetIndexUnit())
         output.SetIndexType(frames.GetIndexType())
         rows = []
-        for event in sorted(results, key=lambda e: Path(e["input"]).name):
-            index = int(Path(event["input"]).name.removeprefix("frame").split(".")[0])
-            indexValue = frames.GetNthIndexValue(index)
+        for event in sorted(results, key=lambda e: task["frameFiles"][Path(e["input"]).name]):
+            indexValue = frames.GetNthIndexValue(task["frameFiles"][Path(event["input"]).name])
             labels, record, segments = self._readOutputs(event["outputs"])
             frameName = f"{name} fetal head {indexValue}"
             provenance = record.get("provenance", {})
             segmentation = import_segmentation(
-                scene, labels.array, labels.ijk_to_ras, segments, frameName, volume, provenance
+                scene,
+                labels.array,
+                labels.ijk_to_ras,
+                segments,
+                frameName,
+                volume,
+                provenance,
+                closed_surface=False,  # per frame it would be discarded work; Show 3D makes it on request
             )
             output.SetDataNodeAtValue(segmentation, indexValue)  # the sequence keeps a copy
             scene.RemoveNode(segmentation)

@@ -60,18 +60,19 @@ def list_models(home: str | os.PathLike[str] | None = None) -> list[CatalogEntry
                     "bundled",
                 )
             )
-    user_models = model_home(home) / "models"
-    if user_models.is_dir():
-        for folder in sorted(p for p in user_models.iterdir() if (p / "bundle.json").is_file()):
-            try:
-                bundle = read_bundle(folder)
-            except BundleError as err:
-                logger.warning("skipping the user model in %s: %s", folder, err)
-                continue
-            entries.append(
-                CatalogEntry(bundle.id, bundle.version, bundle.dimension, bundle.task, folder, False, "user")
-            )
+    for folder in _user_bundle_folders(home):
+        try:
+            bundle = read_bundle(folder)
+        except BundleError as err:
+            logger.warning("skipping the user model in %s: %s", folder, err)
+            continue
+        entries.append(CatalogEntry(bundle.id, bundle.version, bundle.dimension, bundle.task, folder, False, "user"))
     return entries
+
+
+def _user_bundle_folders(home: str | os.PathLike[str] | None) -> list[Path]:
+    models = model_home(home) / "models"
+    return sorted(p for p in models.iterdir() if (p / "bundle.json").is_file()) if models.is_dir() else []
 
 
 def find_model(name: str | os.PathLike[str], home: str | os.PathLike[str] | None = None) -> ModelBundle:
@@ -162,8 +163,7 @@ def remove_imported_models(home: str | os.PathLike[str] | None = None) -> list[P
     """Delete every bundle in the user's model folder (the bundled models stay); returns the deleted folders."""
     import shutil
 
-    models = model_home(home) / "models"
-    removed = sorted(p for p in models.glob("*") if (p / "bundle.json").is_file()) if models.is_dir() else []
+    removed = _user_bundle_folders(home)
     for path in removed:
         shutil.rmtree(path)
         logger.info("deleted the imported model %s", path)

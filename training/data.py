@@ -12,13 +12,16 @@ import json
 import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from FetalHeadSegLib.errors import ConfigError, FetalHeadSegError, InputImageError
 from FetalHeadSegLib.image import Image
 from FetalHeadSegLib.preprocessing import PreprocessingConfig, normalise, resample, working_spacing
+
+if TYPE_CHECKING:
+    from FetalHeadSegLib.phantom import PhantomConfig
 
 KINDS = ("pairs", "hc18", "psfhs", "phantom")
 LABEL_SUFFIXES = ("_label", "_labels", "_head", "_mask", "_seg")
@@ -229,7 +232,7 @@ def split_by_subject(subjects: list[str], fraction: float, seed: int) -> tuple[l
     return train, validation
 
 
-def phantom_config(settings: dict[str, Any], seed: int) -> Any:
+def phantom_config(settings: dict[str, Any], seed: int) -> PhantomConfig:
     """The generator config of the phantom case with ``seed`` under the data config's ``phantom`` settings.
 
     Raises:

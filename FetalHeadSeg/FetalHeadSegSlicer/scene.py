@@ -44,6 +44,7 @@ def import_segmentation(
     reference_volume: Any | None = None,
     provenance: dict[str, Any] | None = None,
     segmentation: Any | None = None,
+    closed_surface: bool = True,
 ) -> Any:
     """A segmentation node made from a label map (X, Y, Z) on ``ijk_to_ras``.
 
@@ -53,6 +54,7 @@ def import_segmentation(
         reference_volume: the input volume: becomes the reference geometry (needed for DICOM SEG export).
         provenance: model id, version, SHA-256, device and seconds, stored as ``FetalHeadSeg.*`` attributes.
         segmentation: an existing segmentation node to fill (its segments are replaced); None creates one.
+        closed_surface: also make the closed surface of volumes, so the 3D view shows them.
     """
     import slicer
 
@@ -86,8 +88,8 @@ def import_segmentation(
         if segment_info.get("terminology_entry"):
             segment.SetTag(segment.GetTerminologyEntryTagName(), segment_info["terminology_entry"])
     scene.RemoveNode(labelmap)
-    if labels.shape[2] > 1:
-        segmentation.CreateClosedSurfaceRepresentation()  # shown in the 3D view too
+    if closed_surface and labels.shape[2] > 1:
+        segmentation.CreateClosedSurfaceRepresentation()
     for key, value in (provenance or {}).items():
         segmentation.SetAttribute(f"FetalHeadSeg.{key}", str(value))
     return segmentation
@@ -118,25 +120,41 @@ def _rows(biometry: dict[str, Any]) -> list[tuple[str, Any, str, str, str]]:
     return rows
 
 
-def create_biometry_table(scene: Any, biometry: dict[str, Any], name: str) -> Any:
-    """A table node with one row per measurement: measurement, value, unit, method, convention, flags."""
+def _text(value: Any) -> str:
+    return "" if value is None else (f"{value:.2f}" if isinstance(value, float) else str(value))
+
+
+def _flags(biometry: dict[str, Any]) -> str:
+    return "; ".join(flag["code"] for flag in biometry.get("flags", []))
+
+
+def _table(scene: Any, name: str, headings: list[str], rows: list[list[str]]) -> Any:
+    """A table node of text cells."""
     import vtk
 
     table_node = scene.AddNewNodeByClass("vtkMRMLTableNode", name)
     table = table_node.GetTable()
-    columns = ["measurement", "value", "unit", "method", "convention", "flags"]
-    for column in columns:
+    for heading in headings:
         array = vtk.vtkStringArray()
-        array.SetName(column)
+        array.SetName(heading)
         table.AddColumn(array)
-    flags = "; ".join(flag["code"] for flag in biometry.get("flags", []))
-    for measurement, value, unit, method, convention in _rows(biometry):
+    for cells in rows:
         row = table.InsertNextBlankRow()
-        text = "" if value is None else (f"{value:.2f}" if isinstance(value, float) else str(value))
-        for column, cell in enumerate((measurement, text, unit, method, convention, flags)):
+        for column, cell in enumerate(cells):
             table.SetValue(row, column, vtk.vtkVariant(cell))
     table_node.Modified()
     return table_node
+
+
+def create_biometry_table(scene: Any, biometry: dict[str, Any], name: str) -> Any:
+    """A table node with one row per measurement: measurement, value, unit, method, convention, flags."""
+    headings = ["measurement", "value", "unit", "method", "convention", "flags"]
+    flags = _flags(biometry)
+    rows = [
+        [measurement, _text(value), unit, method, convention, flags]
+        for measurement, value, unit, method, convention in _rows(biometry)
+    ]
+    return _table(scene, name, headings, rows)
 
 
 def _add_points(node: Any, points_ras: list[list[float]], labels: list[str] | None = None) -> None:
@@ -185,38 +203,21 @@ def create_frame_table(scene: Any, frames: list[tuple[str, dict[str, Any]]], ind
         frames: (index value, biometry JSON) per frame, in sequence order.
         index_name: heading of the first column, e.g. ``time (s)``.
     """
-    import vtk
-
-    columns: list[tuple[str, str]] = []  # (measurement, convention) in first-seen order
+    units: dict[tuple[str, str], str] = {}  # column (measurement, convention) -> unit, in first-seen order
     per_frame = []
     for _, biometry in frames:
         values = {}
         for measurement, value, unit, _method, convention in _rows(biometry):
-            key = (measurement, convention if measurement == "BPD" else "")
-            if key not in columns:
-                columns.append(key)
-            values[key] = (value, unit)
+            key = (measurement, convention if measurement == "BPD" else "")  # BPD comes outer-outer and outer-inner
+            units.setdefault(key, unit)
+            values[key] = value
         per_frame.append(values)
-    units = {key: unit for values in per_frame for key, (_, unit) in values.items()}
     headings = [index_name]
-    for measurement, convention in columns:
-        label = f"{measurement} {convention}".strip()
-        headings.append(f"{label} ({units[(measurement, convention)]})" if units[(measurement, convention)] else label)
-    headings.append("flags")
-    table_node = scene.AddNewNodeByClass("vtkMRMLTableNode", name)
-    table = table_node.GetTable()
-    for heading in headings:
-        array = vtk.vtkStringArray()
-        array.SetName(heading)
-        table.AddColumn(array)
-    for (index_value, biometry), values in zip(frames, per_frame, strict=True):
-        cells = [index_value]
-        for key in columns:
-            value = values.get(key, (None, ""))[0]
-            cells.append("" if value is None else (f"{value:.2f}" if isinstance(value, float) else str(value)))
-        cells.append("; ".join(flag["code"] for flag in biometry.get("flags", [])))
-        row = table.InsertNextBlankRow()
-        for column, cell in enumerate(cells):
-            table.SetValue(row, column, vtk.vtkVariant(cell))
-    table_node.Modified()
-    return table_node
+    for key, unit in units.items():
+        label = " ".join(key).strip()
+        headings.append(f"{label} ({unit})" if unit else label)
+    rows = [
+        [index_value, *(_text(values.get(key)) for key in units), _flags(biometry)]
+        for (index_value, biometry), values in zip(frames, per_frame, strict=True)
+    ]
+    return _table(scene, name, [*headings, "flags"], rows)
