@@ -8,7 +8,7 @@ between ``S - V`` and ``p - V``, where V is the inferior apex and S the superior
 from __future__ import annotations
 
 from dataclasses import dataclass
-from enum import Enum
+from enum import StrEnum
 from typing import Any
 
 import numpy as np
@@ -22,7 +22,7 @@ PSFHS_SYMPHYSIS_LABEL = 1
 PSFHS_HEAD_LABEL = 2
 
 
-class ProbeSide(str, Enum):
+class ProbeSide(StrEnum):
     """Image edge the transducer (perineum) is on; the symphysis end nearer to it is the inferior apex V."""
 
     TOP = "top"

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from enum import Enum
+from enum import StrEnum
 from typing import TYPE_CHECKING
 
 from FetalHeadSegLib.errors import DeviceError
@@ -11,7 +11,7 @@ if TYPE_CHECKING:
     import torch
 
 
-class Device(str, Enum):
+class Device(StrEnum):
     AUTO = "auto"
     CPU = "cpu"
     CUDA = "cuda"

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass
-from enum import Enum
+from enum import StrEnum
 from typing import Any
 
 HADLOCK_RANGE_WEEKS = (14.0, 42.0)
@@ -25,7 +25,7 @@ WONG_BPD_OI_FROM_OO = (-0.403458, 0.9714153)
 """Population conversion BPD_oi = c0 + c1 * BPD_oo in mm (Wong et al., Australas J Ultrasound Med 2018)."""
 
 
-class HeadMeasure(str, Enum):
+class HeadMeasure(StrEnum):
     """Head measures with INTERGROWTH-21st size standards."""
 
     HC = "hc"
