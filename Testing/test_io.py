@@ -10,7 +10,8 @@ import SimpleITK as sitk
 
 from FetalHeadSegLib.errors import InputImageError, OutputError
 from FetalHeadSegLib.image import Image, make_ijk_to_ras
-from FetalHeadSegLib.io import read_image, write_image, write_labelmap
+from FetalHeadSegLib.io import read_image, read_image_frames, write_image, write_labelmap
+from FetalHeadSegLib.spacing import SpacingSource
 
 from shapes import rotation_matrix
 
@@ -166,3 +167,37 @@ def test_a_frame_stored_as_identical_slices_reads_as_a_frame(tmp_path: Path) -> 
     different = np.stack([frame, frame, frame[::-1]])
     sitk.WriteImage(sitk.GetImageFromArray(different), str(tmp_path / "volume.mha"))
     assert read_image(tmp_path / "volume.mha").shape == (5, 6, 3)
+
+
+@pytest.mark.parametrize(("suffix", "channels"), [(".mha", 3), (".nrrd", 3), (".mha", 4), (".nii.gz", 3)])
+def test_a_colour_2d_frame_becomes_grey_in_any_format(tmp_path: Path, suffix: str, channels: int) -> None:
+    colour = np.random.default_rng(7).integers(0, 256, size=(4, 6, channels), dtype=np.uint8)
+    itk_image = sitk.GetImageFromArray(colour, isVector=True)
+    itk_image.SetSpacing((0.3, 0.2))
+    sitk.WriteImage(itk_image, str(tmp_path / f"rgb{suffix}"))
+    image = read_image(tmp_path / f"rgb{suffix}")
+    assert image.shape == (6, 4, 1)
+    assert image.spacing_mm[:2] == pytest.approx((0.3, 0.2))
+    weighted = 0.299 * colour[..., 0].astype(float) + 0.587 * colour[..., 1] + 0.114 * colour[..., 2]
+    np.testing.assert_array_equal(image.array[:, :, 0], np.rint(weighted).astype(np.uint8).T)
+
+
+def test_a_colour_single_slice_volume_is_a_frame_but_a_colour_volume_is_refused(tmp_path: Path) -> None:
+    slab = np.full((1, 4, 6, 3), (10, 20, 30), dtype=np.uint8)
+    sitk.WriteImage(sitk.GetImageFromArray(slab, isVector=True), str(tmp_path / "slab.mha"))
+    assert read_image(tmp_path / "slab.mha").array[0, 0, 0] == round(0.299 * 10 + 0.587 * 20 + 0.114 * 30)
+    volume = np.zeros((3, 4, 6, 3), dtype=np.uint8)
+    sitk.WriteImage(sitk.GetImageFromArray(volume, isVector=True), str(tmp_path / "rgb_volume.mha"))
+    with pytest.raises(InputImageError, match="3 components"):
+        read_image(tmp_path / "rgb_volume.mha")
+
+
+def test_read_image_frames_says_where_the_spacing_comes_from(tmp_path: Path) -> None:
+    sitk.WriteImage(sitk.GetImageFromArray(np.zeros((4, 6), dtype=np.uint8)), str(tmp_path / "frame.png"))
+    raster = read_image_frames(tmp_path / "frame.png")
+    assert raster.spacing_source is SpacingSource.NONE and not raster.is_cine and len(raster.frames) == 1
+    path = write_image(oblique_image(), tmp_path / "volume.nii.gz")
+    volume = read_image_frames(path)
+    assert volume.spacing_source is SpacingSource.HEADER and not volume.is_cine
+    np.testing.assert_allclose(volume.frames[0].ijk_to_ras, read_image(path).ijk_to_ras)
+    assert volume.frames[0].spacing_mm == pytest.approx((0.7, 1.3, 2.1), abs=1e-5)
