@@ -208,7 +208,10 @@ def _grey_pixels(dataset: Dataset, file: Path) -> np.ndarray:
     if frames == 1:
         array = array[np.newaxis]
     if photometric == "PALETTE COLOR":
-        array, colour = apply_color_lut(array, dataset), True
+        try:
+            array, colour = apply_color_lut(array, dataset), True
+        except (ValueError, AttributeError) as err:
+            raise InputImageError(f"{file}: the palette colour lookup table cannot be used ({err})") from err
     if colour:
         return colour_to_grey(array)
     if photometric == "MONOCHROME1":

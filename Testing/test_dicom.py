@@ -119,6 +119,19 @@ def test_ybr_frame_becomes_its_luminance(tmp_path: Path, photometric: str) -> No
     assert np.abs(difference).max() <= 1, difference
 
 
+def test_palette_colour_frame_becomes_the_luminance_of_its_lookup(tmp_path: Path) -> None:
+    indices = np.random.default_rng(8).integers(0, 4, size=(5, 7)).astype(np.uint8)
+    lut = np.array([[0, 0, 0], [65535, 0, 0], [0, 40000, 1000], [30000, 30000, 60000]], dtype=np.uint16)
+    ds = dataset()
+    set_pixel_data(ds, indices, "PALETTE COLOR", 8)
+    for channel, colour in enumerate(("Red", "Green", "Blue")):
+        setattr(ds, f"{colour}PaletteColorLookupTableDescriptor", [4, 0, 16])
+        setattr(ds, f"{colour}PaletteColorLookupTableData", lut[:, channel].astype("<u2").tobytes())
+    image = read_image(save(ds, tmp_path / "palette.dcm"))
+    weighted = np.rint(lut.astype(float) @ [0.299, 0.587, 0.114]).astype(np.uint16)
+    np.testing.assert_array_equal(image.array[:, :, 0], weighted[indices].T)
+
+
 @pytest.mark.parametrize(("dtype", "bits"), [(np.uint8, 8), (np.uint16, 12)])
 def test_monochrome1_is_inverted(tmp_path: Path, dtype: type, bits: int) -> None:
     stored = np.random.default_rng(3).integers(0, 2**bits, size=(9, 7)).astype(dtype)
@@ -154,34 +167,37 @@ def test_read_image_refuses_a_cine_and_names_the_way_out(tmp_path: Path) -> None
     assert str(path) in str(info.value)
 
 
-def enhanced_volume(pixels: np.ndarray, positions: list[list[float]], orientation: list[float]) -> Dataset:
+def enhanced_volume(
+    pixels: np.ndarray, positions: list[list[float]], orientation: list[float], frame: str = "Patient"
+) -> Dataset:
     ds = dataset(ENHANCED_US_VOLUME)
     set_pixel_data(ds, pixels, "MONOCHROME2", 16)
     shared = Dataset()
     measures, plane = Dataset(), Dataset()
     measures.PixelSpacing = [0.4, 0.3]  # (between rows, between columns)
     measures.SliceThickness = 1.0
-    plane.ImageOrientationPatient = orientation
-    shared.PixelMeasuresSequence, shared.PlaneOrientationSequence = Sequence([measures]), Sequence([plane])
+    setattr(plane, f"ImageOrientation{frame}", orientation)
+    shared.PixelMeasuresSequence = Sequence([measures])
+    setattr(shared, "PlaneOrientationSequence" if frame == "Patient" else "PlaneOrientationVolumeSequence", [plane])
     ds.SharedFunctionalGroupsSequence = Sequence([shared])
     per_frame = []
     for position in positions:
         item, where = Dataset(), Dataset()
-        where.ImagePositionPatient = [f"{value:.6f}" for value in position]
-        item.PlanePositionSequence = Sequence([where])
+        setattr(where, f"ImagePosition{frame}", [f"{v:.6f}" if frame == "Patient" else v for v in position])
+        setattr(item, "PlanePositionSequence" if frame == "Patient" else "PlanePositionVolumeSequence", [where])
         per_frame.append(item)
     ds.PerFrameFunctionalGroupsSequence = Sequence(per_frame)
     return ds
 
 
-@pytest.mark.parametrize("step_mm", [2.5, -2.5])
-def test_enhanced_frames_on_an_even_stack_become_one_volume(tmp_path: Path, step_mm: float) -> None:
+@pytest.mark.parametrize(("step_mm", "frame"), [(2.5, "Patient"), (-2.5, "Patient"), (2.5, "Volume")])
+def test_enhanced_frames_on_an_even_stack_become_one_volume(tmp_path: Path, step_mm: float, frame: str) -> None:
     pixels = np.random.default_rng(5).integers(0, 4000, size=(4, 6, 8)).astype(np.uint16)
     row_axis, column_axis = np.array([0.0, 0.8, 0.6]), np.array([1.0, 0.0, 0.0])  # LPS directions of x and y
     normal = np.cross(row_axis, column_axis)
     first = np.array([10.0, -20.0, 5.0])
     positions = [(first + k * step_mm * normal).tolist() for k in range(4)]
-    ds = enhanced_volume(pixels, positions, [*row_axis, *column_axis])
+    ds = enhanced_volume(pixels, positions, [*row_axis, *column_axis], frame)
     loaded = read_image_frames(save(ds, tmp_path / "volume.dcm"))
     assert not loaded.is_cine and loaded.spacing_source is SpacingSource.HEADER
     (volume,) = loaded.frames
