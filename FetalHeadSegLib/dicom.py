@@ -212,8 +212,8 @@ def _grey_pixels(dataset: Dataset, file: Path) -> np.ndarray:
             array, colour = apply_color_lut(array, dataset), True
         except (ValueError, AttributeError) as err:
             raise InputImageError(f"{file}: the palette colour lookup table cannot be used ({err})") from err
-    if colour:
-        return colour_to_grey(array)
+    if colour:  # frame by frame: a long colour cine would not fit in memory as float64
+        return np.stack([colour_to_grey(frame) for frame in array])
     if photometric == "MONOCHROME1":
         array = _invert(array, dataset)
     if _has_modality_lut(dataset):
