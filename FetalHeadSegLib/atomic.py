@@ -14,13 +14,17 @@ from pathlib import Path
 
 from FetalHeadSegLib.errors import OutputError
 
+STAGING_PREFIX = ".fetalheadseg-"
+
 
 @contextlib.contextmanager
-def atomic_output_dir(destination_dir: str | os.PathLike[str]) -> Iterator[Path]:
+def atomic_output_dir(destination_dir: str | os.PathLike[str], last: str | None = None) -> Iterator[Path]:
     """Yield a fresh staging folder inside ``destination_dir``; on success move its files into place.
 
     Files written into the staging folder appear in ``destination_dir`` only when the ``with`` block ends without
-    an exception; otherwise the staging folder is removed and the destination is left as it was.
+    an exception; otherwise the staging folder is removed and the destination is left as it was. Each file is
+    renamed into place (never half-written); the file named ``last`` goes last, so its presence means all the
+    others are there (a completion marker for a process killed in between).
 
     Raises:
         OutputError: the destination folder cannot be created or written.
@@ -28,12 +32,13 @@ def atomic_output_dir(destination_dir: str | os.PathLike[str]) -> Iterator[Path]
     destination = Path(destination_dir)
     try:
         destination.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=".fetalheadseg-", dir=destination))
+        remove_stale_staging(destination)
+        staging = Path(tempfile.mkdtemp(prefix=f"{STAGING_PREFIX}{os.getpid()}-", dir=destination))
     except OSError as err:
         raise OutputError(f"{destination}: cannot write to this folder ({err.strerror or err})") from err
     try:
         yield staging
-        for item in sorted(staging.iterdir()):
+        for item in sorted(staging.iterdir(), key=lambda path: (path.name == last, path.name)):
             os.replace(item, destination / item.name)
     except OSError as err:
         raise OutputError(f"{destination}: writing the outputs failed ({err.strerror or err})") from err
@@ -51,3 +56,22 @@ def write_text_atomic(path: str | os.PathLike[str], text: str) -> Path:
     with atomic_output_dir(target.parent) as staging:
         (staging / target.name).write_text(text, encoding="utf-8")
     return target
+
+
+def remove_stale_staging(directory: Path) -> None:
+    """Remove staging folders left in ``directory`` by processes that no longer run (killed with SIGKILL).
+
+    Only on POSIX, where signal 0 asks whether a process exists (on Windows ``os.kill`` would end it).
+    """
+    if os.name != "posix":
+        return
+    for staging in directory.glob(f"{STAGING_PREFIX}*-*"):
+        pid_text = staging.name[len(STAGING_PREFIX) :].split("-", 1)[0]
+        if not pid_text.isdigit() or not staging.is_dir():
+            continue
+        try:
+            os.kill(int(pid_text), 0)
+        except ProcessLookupError:
+            shutil.rmtree(staging, ignore_errors=True)
+        except PermissionError:
+            continue  # another user's live process

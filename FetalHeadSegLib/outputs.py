@@ -9,10 +9,12 @@ from typing import Any
 
 from FetalHeadSegLib.atomic import atomic_output_dir
 from FetalHeadSegLib.biometry import BIOMETRY_JSON_KEYS
+from FetalHeadSegLib.cohort import LABEL_SUFFIXES
 from FetalHeadSegLib.image import Image
 from FetalHeadSegLib.inference import Segmentation
+from FetalHeadSegLib.spacing import SpacingChoice, SpacingSource, with_spacing_record
 
-LABEL_FORMATS = ("seg.nrrd", "nii.gz")
+LABEL_FORMATS = tuple(LABEL_SUFFIXES)
 EMPTY_BIOMETRY: dict[str, Any] = {key: None for key in BIOMETRY_JSON_KEYS} | {"ga_weeks": {}, "flags": []}
 
 
@@ -32,28 +34,42 @@ def write_outputs(
     label_format: str = "seg.nrrd",
     qc: bool = True,
     source: str = "",
+    spacing: SpacingChoice | None = None,
 ) -> dict[str, Path]:
-    """Write ``<stem>.seg.nrrd`` (or ``.nii.gz``), ``<stem>_biometry.json``, ``<stem>_<name>.mrk.json`` and
-    ``<stem>_qc.png``; all appear together or none does. Returns the paths by kind."""
-    from FetalHeadSegLib.io import write_labelmap
+    """Write one case's outputs: ``<stem>.seg.nrrd`` (or ``<stem>_seg.nii.gz``), ``<stem>_<name>.mrk.json``,
+    ``<stem>_qc.png``, ``<stem>_uncertainty.nii.gz`` (with test-time augmentation) and, last,
+    ``<stem>_biometry.json``. Each file appears whole; the JSON's presence means the case is complete.
+
+    Args:
+        spacing: where the pixel size came from (recorded in the JSON); in pixel units no markups are written
+            and lengths are reported under ``_px`` keys. None: the image header's spacing, in mm.
+
+    Returns:
+        The paths written, by kind.
+    """
+    from FetalHeadSegLib.io import write_image, write_labelmap
     from FetalHeadSegLib.markups import biometry_markups
     from FetalHeadSegLib.qc import qc_picture
     from FetalHeadSegLib.segfile import write_seg_nrrd
 
-    if label_format not in LABEL_FORMATS:
-        raise ValueError(f"unknown label format {label_format!r}; use one of {', '.join(LABEL_FORMATS)}")
+    if label_format not in LABEL_SUFFIXES:
+        raise ValueError(f"unknown label format {label_format!r}; use one of {', '.join(LABEL_SUFFIXES)}")
+    choice = spacing or SpacingChoice(None, SpacingSource.HEADER)
     directory = Path(output_dir)
-    names: dict[str, str] = {}
-    with atomic_output_dir(directory) as staging:
-        names["labels"] = f"{stem}.{label_format}"
+    names: dict[str, str] = {"biometry": f"{stem}_biometry.json"}
+    with atomic_output_dir(directory, last=names["biometry"]) as staging:
+        names["labels"] = f"{stem}{LABEL_SUFFIXES[label_format]}"
         if label_format == "seg.nrrd":
             write_seg_nrrd(result.labels, result.model.labels, staging / names["labels"])
         else:
             write_labelmap(result.labels.array, result.labels, staging / names["labels"])
-        names["biometry"] = f"{stem}_biometry.json"
-        record = biometry_record(result, source)
+        if result.uncertainty is not None:
+            names["uncertainty"] = f"{stem}_uncertainty.nii.gz"
+            write_image(result.uncertainty, staging / names["uncertainty"])
+        spacing_mm = image.spacing_mm[:2] if image.is_2d else image.spacing_mm
+        record = with_spacing_record(biometry_record(result, source), choice, spacing_mm)
         (staging / names["biometry"]).write_text(json.dumps(record, indent=2, allow_nan=False) + "\n", "utf-8")
-        if result.biometry is not None:
+        if result.biometry is not None and choice.in_mm:
             for key, document in biometry_markups(result.biometry).items():
                 names[f"markups_{key}"] = f"{stem}_{key}.mrk.json"
                 (staging / names[f"markups_{key}"]).write_text(json.dumps(document, indent=2), "utf-8")
@@ -63,5 +79,6 @@ def write_outputs(
             head_value = next((lb.value for lb in result.model.labels if lb.name == "Head"), 1)
             head = result.labels.with_array((result.labels.array == head_value).astype("uint8"))
             names["qc"] = f"{stem}_qc.png"
-            write_png(qc_picture(image, head, result.biometry), staging / names["qc"])
+            unit = "mm" if choice.in_mm else "px"
+            write_png(qc_picture(image, head, result.biometry, unit=unit), staging / names["qc"])
     return {kind: directory / name for kind, name in names.items()}

@@ -8,17 +8,23 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from FetalHeadSegLib.image import Image
-from FetalHeadSegLib.preview import OUTLINE_RGB, orthogonal_slices
+from FetalHeadSegLib.preview import orthogonal_slices
 from FetalHeadSegLib.section import PlaneGrid, sample_on_plane
 
 if TYPE_CHECKING:
     from FetalHeadSegLib.biometry import Biometry
 
-HC_RGB, BPD_RGB, OFD_RGB = (255, 200, 0), (60, 220, 60), (60, 160, 255)
+SEGMENTATION_RGB = (255, 70, 200)
+HC_RGB, BPD_RGB, OFD_RGB = (255, 210, 0), (60, 220, 60), (60, 160, 255)
+CAPTION_FONT_PX = 15
 
 
-def qc_picture(image: Image, head_mask: Image, biometry: Biometry | None) -> np.ndarray:
-    """An RGB (rows, columns, 3) uint8 picture; without biometry, orthogonal slices with the outline only."""
+def qc_picture(image: Image, head_mask: Image, biometry: Biometry | None, unit: str = "mm") -> np.ndarray:
+    """An RGB (rows, columns, 3) uint8 picture; without biometry, orthogonal slices with the outline only.
+
+    The segmentation's outline (pink) and the fitted HC ellipse (yellow) have their own colours, named in the
+    caption with the numbers in ``unit`` (``px`` when no pixel size is known).
+    """
     if biometry is None:
         return orthogonal_slices(image, head_mask)
     plane = biometry.plane
@@ -43,7 +49,7 @@ def qc_picture(image: Image, head_mask: Image, biometry: Biometry | None) -> np.
         tiles.append(rgb.transpose(1, 0, 2))
     gap = np.zeros((size, 4, 3), dtype=np.uint8)
     picture = np.concatenate([part for tile in tiles for part in (tile, gap)][:-1], axis=1)
-    return _caption(picture, biometry)
+    return _caption(picture, biometry, unit)
 
 
 def _to_unit(image: Image) -> Image:
@@ -55,7 +61,7 @@ def _to_unit(image: Image) -> Image:
 def _draw_outline(rgb: np.ndarray, mask: np.ndarray) -> None:
     from scipy import ndimage
 
-    rgb[mask & ~ndimage.binary_erosion(mask)] = OUTLINE_RGB
+    rgb[mask & ~ndimage.binary_erosion(mask)] = SEGMENTATION_RGB
 
 
 def _to_pixels(points_ras: np.ndarray, grid: PlaneGrid) -> np.ndarray:
@@ -81,26 +87,39 @@ def _draw_landmarks(rgb: np.ndarray, biometry: Biometry, grid: PlaneGrid) -> Non
     _draw_polyline(rgb, _to_pixels(landmarks.ofd_ras, grid), OFD_RGB, closed=False)
 
 
-def _caption(picture: np.ndarray, biometry: Biometry) -> np.ndarray:
+def _caption(picture: np.ndarray, biometry: Biometry, unit: str) -> np.ndarray:
     from PIL import Image as PilImage
-    from PIL import ImageDraw
+    from PIL import ImageDraw, ImageFont
 
     parts = [
-        f"HC {biometry.hc_mm:.1f} mm",
-        f"BPD {biometry.bpd_mm:.1f} mm",
-        f"OFD {biometry.ofd_mm:.1f} mm",
+        f"HC {biometry.hc_mm:.1f} {unit}",
+        f"BPD {biometry.bpd_mm:.1f} {unit}",
+        f"OFD {biometry.ofd_mm:.1f} {unit}",
         f"CI {biometry.cephalic_index:.1f}",
     ]
-    if biometry.head_volume_ml is not None:
+    if biometry.head_volume_ml is not None and unit == "mm":
         parts.append(f"volume {biometry.head_volume_ml:.1f} mL")
     if biometry.aop is not None:
         parts.append(f"AoP {biometry.aop.aop_deg:.1f} deg")
     flags = ", ".join(flag.code for flag in biometry.flags)
-    band = np.zeros((34, max(picture.shape[1], 420), 3), dtype=np.uint8)
+    font = ImageFont.load_default(size=CAPTION_FONT_PX)
+    line = CAPTION_FONT_PX + 5
+    band = np.zeros((3 * line + 6, max(picture.shape[1], 640), 3), dtype=np.uint8)
     canvas = PilImage.fromarray(band)
     draw = ImageDraw.Draw(canvas)
-    draw.text((4, 3), "   ".join(parts), fill=(255, 255, 255))
-    draw.text((4, 18), f"flags: {flags or 'none'}", fill=(255, 180, 120) if flags else (160, 160, 160))
+    draw.text((4, 3), "   ".join(parts), fill=(255, 255, 255), font=font)
+    x = 4
+    for text, colour in (
+        ("segmentation outline", SEGMENTATION_RGB),
+        ("HC ellipse fit", HC_RGB),
+        ("BPD", BPD_RGB),
+        ("OFD", OFD_RGB),
+    ):
+        draw.text((x, 3 + line), text, fill=colour, font=font)
+        x += int(draw.textlength(text, font=font)) + 16
+    draw.text(
+        (4, 3 + 2 * line), f"flags: {flags or 'none'}", fill=(255, 180, 120) if flags else (160, 160, 160), font=font
+    )
     body = np.zeros((picture.shape[0], band.shape[1], 3), dtype=np.uint8)
     body[:, : picture.shape[1]] = picture
     return np.concatenate([body, np.asarray(canvas)], axis=0)

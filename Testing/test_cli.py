@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -69,16 +70,47 @@ def test_inner_label_adds_bpd_outer_inner(tmp_path: Path) -> None:
     assert result["ga_weeks"]["hadlock1984_bpd"]["reason"] is None
 
 
-def test_png_mask_with_spacing_and_warning_without(tmp_path: Path, capsys) -> None:
+def test_png_mask_needs_a_pixel_size_or_pixel_units(tmp_path: Path, capsys) -> None:
     frame = make_ellipse_frame((45.0, 36.0), 0.3, spacing_mm=(0.2, 0.2))
     png = write_image(frame.with_array(frame.array * 255), tmp_path / "mask.png")
     assert main(["biometry", str(png), "--spacing", "0.2", "--json", str(tmp_path / "a.json")]) == 0
-    assert json.loads((tmp_path / "a.json").read_text())["hc_mm"] == pytest.approx(255.3, rel=0.003)
+    record = json.loads((tmp_path / "a.json").read_text())
+    assert record["hc_mm"] == pytest.approx(255.3, rel=0.003)
+    assert record["spacing_mm"] == [0.2, 0.2] and record["spacing_source"] == "command_line"
     capsys.readouterr()
-    assert main(["biometry", str(png), "--json", str(tmp_path / "b.json")]) == 0
-    assert "no pixel size" in capsys.readouterr().err
-    flags = json.loads((tmp_path / "b.json").read_text())["flags"]
-    assert "spacing_unknown" in {flag["code"] for flag in flags}
+    # No pixel size anywhere: refused with one line saying how to give it, nothing written.
+    assert main(["biometry", str(png), "--json", str(tmp_path / "b.json")]) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and str(png) in lines[0] and "--spacing" in lines[0]
+    assert not (tmp_path / "b.json").exists()
+    # Asked for pixel units: every length says so; nothing is labelled mm.
+    assert main(["biometry", str(png), "--pixel-units", "--json", str(tmp_path / "c.json")]) == 0
+    record = json.loads((tmp_path / "c.json").read_text())
+    assert record["hc_px"] == pytest.approx(255.3 / 0.2, rel=0.003) and record["units"] == "px"
+    assert not [key for key, value in record.items() if key.endswith("_mm") and value is not None]
+    assert record["ga_weeks"] == {} and record["spacing_source"] == "none"
+    assert "spacing_unknown" in {flag["code"] for flag in record["flags"]}
+
+
+def test_spacing_that_contradicts_the_header_must_be_chosen(tmp_path: Path, capsys) -> None:
+    frame = make_ellipse_frame((45.0, 36.0), 0.3, spacing_mm=(0.2, 0.2))
+    nifti = write_image(frame, tmp_path / "mask.nii.gz")
+    assert main(["biometry", str(nifti), "--spacing", "0.1"]) == 2
+    message = capsys.readouterr().err.strip()
+    assert "image header gives 0.2x0.2 mm" in message and "--spacing-source" in message
+    assert main(["biometry", str(nifti), "--spacing", "0.1", "--spacing-source", "command_line"]) == 0
+    assert main(["biometry", str(nifti), "--spacing", "0.2", "--json", str(tmp_path / "m.json")]) == 0  # agrees
+    record = json.loads((tmp_path / "m.json").read_text())
+    assert record["hc_mm"] == pytest.approx(255.3, rel=0.003) and record["spacing_source"] == "header"
+
+
+def test_an_image_is_not_measured_as_a_mask(tmp_path: Path, capsys) -> None:
+    rng = np.random.default_rng(0)
+    image = Image(rng.integers(0, 255, (64, 48, 1)).astype(np.uint8), make_ijk_to_ras((0.2, 0.2, 1.0)))
+    path = write_image(image, tmp_path / "scan.nii.gz")
+    assert main(["biometry", str(path)]) == 2
+    line = capsys.readouterr().err.strip()
+    assert "an image, not a segmentation" in line and str(path) in line and "Traceback" not in line
 
 
 def test_intrapartum_adds_the_angle_of_progression(tmp_path: Path) -> None:
@@ -207,3 +239,17 @@ def test_console_entry_point_and_module_run() -> None:
     assert done.returncode == 0 and done.stdout.startswith("fetalheadseg ")
     usage = subprocess.run([sys.executable, "-m", "FetalHeadSegLib", "biometry"], capture_output=True, text=True)
     assert usage.returncode == 2 and "usage" in usage.stderr
+
+
+def test_verbose_after_the_command_and_a_closed_pipe(tmp_path: Path) -> None:
+    frame = make_ellipse_frame((45.0, 36.0), 0.3, spacing_mm=(0.2, 0.2))
+    nifti = write_image(frame, tmp_path / "mask.nii.gz")
+    assert main(["biometry", str(nifti), "-v"]) == 0
+    assert main(["-v", "biometry", str(nifti)]) == 0
+    # `fetalheadseg models --json | head -c 0`: the reader is gone before anything is written.
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    code = "from FetalHeadSegLib.cli import main; raise SystemExit(main(['models', '--json']))"
+    finished = subprocess.run([sys.executable, "-c", code], stdout=write_end, stderr=subprocess.PIPE, timeout=120)
+    os.close(write_end)
+    assert finished.returncode == 0 and b"Traceback" not in finished.stderr and b"BrokenPipe" not in finished.stderr

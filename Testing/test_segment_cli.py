@@ -99,7 +99,7 @@ def test_jsonl_progress_for_a_supervising_process(workspace: dict[str, Path], tm
     fractions = [event["fraction"] for event in events if event["event"] == "progress"]
     assert fractions and all(0.0 <= f <= 1.0 for f in fractions)
     assert {"load", "stage1", "stage2", "postprocess", "biometry"} <= {e.get("stage") for e in events}
-    assert Path(events[-2]["outputs"]["labels"]).name == "case.nii.gz"
+    assert Path(events[-2]["outputs"]["labels"]).name == "case_seg.nii.gz"  # never the name of an input scan
     assert not (tmp_path / "case_qc.png").exists()
 
 
@@ -172,3 +172,25 @@ def test_models_lists_and_verifies(tmp_path: Path, capsys, monkeypatch: pytest.M
     weights.write_bytes(b"tampered")
     assert main(["models"]) == 2
     assert "FAILED" in capsys.readouterr().out
+
+
+def test_a_frame_without_pixel_size_is_refused_unless_pixel_units(tmp_path: Path, capsys) -> None:
+    frame_case = generate_phantom(PhantomConfig(dimension=2, size=(96, 64)), seed=4)
+    png = write_image(frame_case.image, tmp_path / "frame.png")
+    model = make_tiny_bundle(tmp_path / "model2d", dimension=2, levels=1).path
+    arguments = ["segment", str(png), "--model", str(model), "--no-qc"]
+    assert main([*arguments, "-o", str(tmp_path / "a")]) == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()  # one line, printed once, in text mode too
+    assert str(png) in line and "--spacing" in line and "--pixel-units" in line
+    assert not (tmp_path / "a").exists()
+    assert main([*arguments, "-o", str(tmp_path / "b"), "--spacing", "0.3"]) == 0
+    record = json.loads((tmp_path / "b" / "frame_biometry.json").read_text())
+    assert record["spacing_mm"] == [0.3, 0.3] and record["spacing_source"] == "command_line"
+    assert main([*arguments, "-o", str(tmp_path / "c"), "--pixel-units"]) == 0
+    record = json.loads((tmp_path / "c" / "frame_biometry.json").read_text())
+    assert record["units"] == "px" and record["spacing_source"] == "none"
+    if record["hc_px"] is not None:
+        assert not [key for key, value in record.items() if key.endswith("_mm") and value is not None]
+    assert not list((tmp_path / "c").glob("*.mrk.json"))  # markups are in mm: none in pixel units
+    stderr = capsys.readouterr().err
+    assert "\r" not in stderr and "model tiny-test-model" in stderr  # a log file gets lines, not a live bar

@@ -38,6 +38,16 @@ def add_parser(subcommands: Any) -> None:
         help="pixel/voxel size in mm (1, 2 or 3 values); needed for PNG/JPEG masks",
     )
     parser.add_argument(
+        "--spacing-source",
+        choices=["header", "dicom_region", "command_line"],
+        help="use this pixel size when the file's and --spacing disagree (otherwise an error)",
+    )
+    parser.add_argument(
+        "--pixel-units",
+        action="store_true",
+        help="a mask without pixel size is measured in pixels (keys *_px) instead of refused",
+    )
+    parser.add_argument(
         "--ga-weeks",
         type=float,
         metavar="W",
@@ -62,14 +72,14 @@ def add_parser(subcommands: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     from FetalHeadSegLib.aop import PSFHS_HEAD_LABEL, angle_of_progression
     from FetalHeadSegLib.biometry import measure_biometry
-    from FetalHeadSegLib.io import is_raster_path, read_image
     from FetalHeadSegLib.quality import Flag
+    from FetalHeadSegLib.spacing import with_spacing_record
 
     if args.ga_weeks is not None and not (math.isfinite(args.ga_weeks) and 0 < args.ga_weeks < 50):
         raise InputImageError(f"--ga-weeks must be a gestational age in weeks, got {args.ga_weeks}")
     if args.intrapartum and args.label is not None:
         raise InputImageError("--intrapartum fixes the labels (1 = pubic symphysis, 2 = fetal head); drop --label")
-    labels = read_image(args.mask, spacing_mm=args.spacing)
+    labels, choice = _read_mask(args)
     if args.intrapartum and not labels.is_2d:
         raise InputImageError(f"{args.mask}: --intrapartum measures 2D frames; this image is 3D {labels.shape}")
     head_label = PSFHS_HEAD_LABEL if args.intrapartum else args.label
@@ -84,30 +94,72 @@ def run(args: argparse.Namespace) -> int:
             biometry = biometry.with_aop(angle_of_progression(labels, probe_side=args.probe_side))
     except FetalHeadSegError as err:
         raise type(err)(f"{args.mask}: {err}") from err
-    if args.spacing is None and is_raster_path(args.mask):
-        message = "the file carries no pixel size: lengths are in pixels, not mm (give --spacing)"
+    if not choice.in_mm:
+        message = "the file carries no pixel size: lengths are in pixels (keys *_px)"
         print(f"fetalheadseg: warning: {args.mask}: {message}", file=sys.stderr)
         biometry = biometry.with_flags([Flag("spacing_unknown", message)])
-    result = {"input": str(args.mask), **biometry.to_dict()}
-    write_outputs(result, biometry, args.json, args.markups, output_stem(args.mask))
+    spacing_mm = labels.spacing_mm[: 2 if labels.is_2d else 3]
+    result = with_spacing_record({"input": str(args.mask), **biometry.to_dict()}, choice, spacing_mm)
+    write_outputs(result, biometry if choice.in_mm else None, args.json, args.markups, output_stem(args.mask))
     from FetalHeadSegLib.cli.report import biometry_table
 
-    spacing = " x ".join(f"{s:g}" for s in labels.spacing_mm[: 2 if labels.is_2d else 3])
     kind = "2D frame" if labels.is_2d else "3D volume"
-    print(biometry_table(result, f"{args.mask.name} ({kind}, spacing {spacing} mm)"))
+    spacing = " x ".join(f"{s:g}" for s in spacing_mm) + f" mm from the {choice.source.value.replace('_', ' ')}"
+    print(biometry_table(result, f"{args.mask.name} ({kind}, {spacing if choice.in_mm else 'pixel units'})"))
     return 0
+
+
+MAX_LABELS = 32
+"""A mask or label map has a few values; more than this (or fractions) is an image, not a segmentation."""
+
+
+def _read_mask(args: argparse.Namespace) -> tuple[Any, Any]:
+    """The mask with the pixel size in force, and where it came from.
+
+    Raises:
+        InputImageError: a cine, no pixel size (without --pixel-units), disagreeing sizes, or a file that is an
+            image rather than a mask.
+    """
+    from FetalHeadSegLib.io import read_image_frames
+    from FetalHeadSegLib.spacing import SpacingSource, apply_spacing, choose_spacing
+
+    read = read_image_frames(args.mask)
+    if len(read.frames) > 1:
+        raise InputImageError(f"{args.mask}: holds {len(read.frames)} frames; measure one mask at a time")
+    labels = read.frames[0]
+    choice = choose_spacing(
+        str(args.mask),
+        read.spacing_source,
+        labels.spacing_mm[:2] if labels.is_2d else labels.spacing_mm,
+        command_line_mm=args.spacing,
+        prefer=SpacingSource(args.spacing_source) if args.spacing_source else None,
+        allow_pixels=args.pixel_units,
+    )
+    if choice.spacing_mm is not None:
+        labels = apply_spacing(labels, choice.spacing_mm)
+    values = labels.array
+    distinct = np.unique(values)
+    if (np.issubdtype(values.dtype, np.floating) and not np.all(distinct == np.round(distinct))) or (
+        distinct.size > MAX_LABELS
+    ):
+        raise InputImageError(
+            f"{args.mask}: holds {distinct.size} different values: an image, not a segmentation; give a head "
+            "mask or a label map (--label N picks one label)"
+        )
+    return labels, choice
 
 
 def write_outputs(
     result: dict[str, Any], biometry: Any, json_path: Path | None, markups_dir: Path | None, stem: str
 ) -> list[Path]:
-    """Write the JSON and markups; if any output fails, remove the ones already written."""
+    """Write the JSON and markups (none without ``biometry``: pixel units); if any output fails, remove the ones
+    already written."""
     from FetalHeadSegLib.atomic import write_text_atomic
     from FetalHeadSegLib.markups import write_markups
 
     written: list[Path] = []
     try:
-        if markups_dir is not None:
+        if markups_dir is not None and biometry is not None:
             written += write_markups(biometry, markups_dir, stem)
         if json_path is not None:
             written.append(write_text_atomic(json_path, json.dumps(result, indent=2, allow_nan=False) + "\n"))
@@ -129,8 +181,6 @@ def _select_label(array: np.ndarray, label: int | None) -> np.ndarray:
 
 def output_stem(path: Path) -> str:
     """The file name without its image suffix (``case.nii.gz`` -> ``case``)."""
-    name = path.name
-    for suffix in (".nii.gz", ".seg.nrrd"):
-        if name.lower().endswith(suffix):
-            return name[: -len(suffix)]
-    return path.stem
+    from FetalHeadSegLib.cohort import image_stem
+
+    return image_stem(path)

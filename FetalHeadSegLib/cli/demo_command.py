@@ -59,12 +59,15 @@ def _segment_sample(
     from FetalHeadSegLib.io import read_image
     from FetalHeadSegLib.outputs import write_outputs
     from FetalHeadSegLib.samples import get_sample
+    from FetalHeadSegLib.spacing import SpacingChoice, SpacingSource
 
     sample = get_sample(name)
     segmenter = Segmenter(default_model(dimension, task), args.device)
     image = read_image(sample.image_path, spacing_mm=spacing_mm)
     result = segmenter.segment(image, source=str(sample.image_path))
-    write_outputs(result, image, args.output, name, source=str(sample.image_path))
+    # The HC18 frame's pixel size comes from the data set's CSV (recorded in samples.json).
+    spacing = SpacingChoice(None, SpacingSource.HEADER if spacing_mm is None else SpacingSource.CSV)
+    write_outputs(result, image, args.output, name, source=str(sample.image_path), spacing=spacing)
     bundle = segmenter.bundle
     print(f"{name} with {bundle.id}@{bundle.version} on {result.device} ({result.seconds:.1f} s)")
     if result.biometry is not None and task == "head":

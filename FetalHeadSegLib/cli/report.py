@@ -10,18 +10,20 @@ def _number(value: float | None, unit: str, digits: int = 1) -> str:
 
 
 def biometry_table(result: dict[str, Any], title: str) -> str:
-    """Format a biometry JSON dictionary as an aligned table with flags underneath."""
+    """Format a biometry JSON dictionary as an aligned table with flags underneath (lengths in the record's
+    ``units``: ``px`` records carry ``hc_px``-style keys)."""
+    unit = result.get("units", "mm")
     rows: list[tuple[str, str, str]] = [
-        ("HC", _number(result["hc_mm"], "mm"), "Ramanujan I perimeter of the fitted outer ellipse"),
-        ("BPD", _number(result["bpd_mm"], "mm"), "outer-outer"),
+        ("HC", _number(result[f"hc_{unit}"], unit), "Ramanujan I perimeter of the fitted outer ellipse"),
+        ("BPD", _number(result[f"bpd_{unit}"], unit), "outer-outer"),
     ]
-    if result.get("bpd_outer_inner_mm") is not None:
-        rows.append(("BPD", _number(result["bpd_outer_inner_mm"], "mm"), "outer-inner"))
+    if result.get(f"bpd_outer_inner_{unit}") is not None:
+        rows.append(("BPD", _number(result[f"bpd_outer_inner_{unit}"], unit), "outer-inner"))
     rows += [
-        ("OFD", _number(result["ofd_mm"], "mm"), "outer-outer"),
+        ("OFD", _number(result[f"ofd_{unit}"], unit), "outer-outer"),
         ("Cephalic index", _number(result["cephalic_index"], ""), "100 x BPD / OFD"),
     ]
-    if result["dimension"] == 3:
+    if result["dimension"] == 3 and unit == "mm":
         rows.append(("Head volume", _number(result["head_volume_ml"], "mL"), "voxel count x voxel volume"))
     for key, estimate in result["ga_weeks"].items():
         label = {

@@ -3,44 +3,72 @@
 from __future__ import annotations
 
 import argparse
-import csv
-import glob
-import io
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from FetalHeadSegLib.errors import ConfigError, FetalHeadSegError, InputImageError
+from FetalHeadSegLib.errors import ConfigError, FetalHeadSegError
+
+if TYPE_CHECKING:
+    from FetalHeadSegLib.cohort import Case
+    from FetalHeadSegLib.image import Image
+    from FetalHeadSegLib.inference import InferenceOptions, Segmentation
+    from FetalHeadSegLib.quality import Flag
+    from FetalHeadSegLib.spacing import SpacingChoice
+
+INTRAPARTUM_HINT = "for an intrapartum (transperineal) frame use --model psfhs-intrapartum-2d"
 
 
 def add_parser(subcommands: Any) -> None:
     parser = subcommands.add_parser(
         "segment",
         help="segment the fetal head and measure it (files, folders or globs)",
-        description="Segment the fetal head in 3D volumes or 2D frames and measure it. For each input, writes "
-        "the label map, the biometry JSON, Slicer markups and a QC picture into OUTDIR; for several inputs also "
-        "summary.csv. A failing input is reported and the others go on; the exit code is 2 if any failed.",
+        description="Segment the fetal head in 3D volumes or 2D frames (also ultrasound DICOM, cines frame by "
+        "frame) and measure it. For each input, writes the label map, the biometry JSON, Slicer markups and a QC "
+        "picture, in a folder that mirrors the input's folder below the inputs' common root; and summary.csv. "
+        "Outputs that exist are never replaced unless asked (--overwrite, --skip-existing), and no input is ever "
+        "written over. A failing input is reported and the others go on; the exit code is 2 if any failed.",
     )
     parser.add_argument("inputs", nargs="+", help="image files, folders of images, or glob patterns")
     parser.add_argument("-o", "--output", type=Path, required=True, help="output folder")
     parser.add_argument(
         "--model",
-        help="model id (see `fetalheadseg models`) or bundle folder "
-        "(default: the installed model for the input's dimension)",
+        help="model id (see `fetalheadseg models`) or bundle folder (default: the installed model for the "
+        f"input's dimension: a standard-plane model for 2D frames; {INTRAPARTUM_HINT})",
     )
     parser.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:N or mps")
-    parser.add_argument("--spacing", type=float, nargs="+", metavar="MM", help="pixel/voxel size for all inputs")
-    parser.add_argument(
+    spacing = parser.add_argument_group("pixel size (lengths are in mm only when it is known)")
+    spacing.add_argument("--spacing", type=float, nargs="+", metavar="MM", help="pixel/voxel size for all inputs")
+    spacing.add_argument(
         "--spacing-csv",
         type=Path,
         metavar="FILE",
         help="per-file pixel sizes (HC18 style: filename,pixel size(mm)[,...])",
     )
+    spacing.add_argument(
+        "--spacing-source",
+        choices=[source.value for source in _choosable()],
+        help="use this source when several give a pixel size and they disagree (otherwise an error)",
+    )
+    spacing.add_argument(
+        "--pixel-units",
+        action="store_true",
+        help="measure files that carry no pixel size in pixels (keys *_px) instead of refusing them",
+    )
+    existing = parser.add_mutually_exclusive_group()
+    existing.add_argument("--overwrite", action="store_true", help="replace outputs that exist already")
+    existing.add_argument(
+        "--skip-existing",
+        action="store_true",
+        help="keep the cases whose outputs are complete and do the rest (resumes an interrupted run)",
+    )
     parser.add_argument("--format", choices=["seg.nrrd", "nii.gz"], default="seg.nrrd", help="label map format")
     parser.add_argument("--ga-weeks", type=float, metavar="W", help="known gestational age (z-scores, centiles)")
     parser.add_argument("--no-biometry", action="store_true", help="segment only")
-    parser.add_argument("--tta", action="store_true", help="test-time flips: uncertainty map and a quality flag")
+    parser.add_argument(
+        "--tta", action="store_true", help="test-time flips: writes <name>_uncertainty.nii.gz and a quality flag"
+    )
     parser.add_argument("--tile-size", type=int, metavar="N", help="always predict in tiles of N voxels")
     parser.add_argument("--no-qc", action="store_true", help="do not write the QC picture")
     parser.add_argument(
@@ -55,30 +83,20 @@ def add_parser(subcommands: Any) -> None:
     parser.set_defaults(run=run)
 
 
-def expand_inputs(patterns: list[str]) -> list[Path]:
-    """Files named, images inside named folders (sorted), and matches of glob patterns, without duplicates."""
-    from FetalHeadSegLib.io import SUPPORTED_SUFFIXES
+def _choosable() -> tuple[Any, ...]:
+    from FetalHeadSegLib.spacing import CHOOSABLE
 
-    found: list[Path] = []
-    for pattern in patterns:
-        path = Path(pattern)
-        if path.is_dir():
-            found += sorted(p for p in path.iterdir() if p.is_file() and p.name.lower().endswith(SUPPORTED_SUFFIXES))
-        elif any(ch in pattern for ch in "*?[") and not path.exists():
-            found += sorted(Path(p) for p in glob.glob(pattern))
-        else:
-            found.append(path)
-    unique: dict[Path, None] = dict.fromkeys(found)
-    if not unique:
-        raise InputImageError(f"no input images found in {' '.join(patterns)}")
-    return list(unique)
+    return CHOOSABLE
 
 
 class _Reporter:
-    """Progress as text on stderr, JSON lines on stdout, or nothing."""
+    """Progress as text on stderr (a live line on a terminal, one line per case in a log), JSON lines on stdout,
+    or nothing."""
 
     def __init__(self, mode: str, total: int) -> None:
         self.mode, self.total, self.index, self.name = mode, total, 0, ""
+        self.live = mode == "text" and sys.stderr.isatty()
+        self.models_named: set[str] = set()
 
     def start_input(self, index: int, path: Path) -> None:
         self.index, self.name = index, path.name
@@ -88,36 +106,92 @@ class _Reporter:
 
         if self.mode == "jsonl":
             emit("progress", input=self.name, stage=stage, fraction=round(fraction, 4), message=message)
-        elif self.mode == "text":
+        elif self.live:
             overall = (self.index + 0.5) / self.total
             bar = "#" * int(24 * overall)
-            print(
-                f"\r[{bar:<24}] {self.index + 1}/{self.total} {self.name}: {stage} {message:<28}",
-                end="",
-                file=sys.stderr,
-                flush=True,
-            )
+            text = f"[{bar:<24}] {self.index + 1}/{self.total} {self.name}: {stage} {message}"
+            print(f"\r{text[:100]:<100}", end="", file=sys.stderr, flush=True)
+
+    def model(self, model_id: str, version: str, task: str, dimension: int) -> None:
+        """Say once per model which one runs (and, for the standard-plane 2D model, how to pick the other)."""
+        if self.mode != "text" or model_id in self.models_named:
+            return
+        self.models_named.add(model_id)
+        hint = f"; {INTRAPARTUM_HINT}" if dimension == 2 and task != "intrapartum" else ""
+        self.line(f"model {model_id} {version} ({dimension}D, task {task}){hint}")
 
     def event(self, event: str, **fields: Any) -> None:
         from FetalHeadSegLib.protocol import emit
 
         if self.mode == "jsonl":
             emit(event, **fields)
-        elif self.mode == "text" and event in ("result", "error", "warning"):
+        elif self.mode == "text" and event in ("result", "error", "warning", "skipped"):
             text = {
                 "result": lambda: f"ok ({fields['seconds']:.1f} s)",
                 "error": lambda: f"FAILED: {fields['message']}",
                 "warning": lambda: f"warning {fields['code']}: {fields['message']}",
+                "skipped": lambda: "kept (outputs complete)",
             }[event]()
-            print(f"\r{' ' * 100}\r{self.index + 1}/{self.total} {self.name}: {text}", file=sys.stderr, flush=True)
+            self.line(f"{self.index + 1}/{self.total} {self.name}: {text}")
+
+    def line(self, text: str) -> None:
+        prefix = f"\r{' ' * 100}\r" if self.live else ""
+        print(f"{prefix}{text}", file=sys.stderr, flush=True)
 
 
 def run(args: argparse.Namespace) -> int:
-    from FetalHeadSegLib._version import __version__
+    from FetalHeadSegLib.cohort import SUMMARY_NAME, ExistingOutputs, existing_outputs_error, expand_inputs, plan_cases
     from FetalHeadSegLib.inference import InferenceOptions
+    from FetalHeadSegLib.summary import failed_row, write_summary
 
-    inputs = expand_inputs(args.inputs)
+    cases = plan_cases(expand_inputs(args.inputs), args.output)
+    policy = (
+        ExistingOutputs.OVERWRITE
+        if args.overwrite
+        else ExistingOutputs.SKIP
+        if args.skip_existing
+        else ExistingOutputs.REFUSE
+    )
+    summary_path = args.output / SUMMARY_NAME
+    if policy is ExistingOutputs.REFUSE:
+        for case in cases:
+            if _existing(case):
+                raise existing_outputs_error(case)
+        if summary_path.exists():
+            raise ConfigError(f"{summary_path}: exists already; use --overwrite or --skip-existing")
     spacing_table = _spacing_table(args.spacing_csv)
+    _check_options(args)
+    options = InferenceOptions(
+        tta=args.tta, tile_size=args.tile_size, biometry=not args.no_biometry, ga_weeks=args.ga_weeks
+    )
+    reporter = _Reporter(args.progress, len(cases))
+    models = _ModelCache(args.model, args.device)
+    rows: list[dict[str, Any]] = []
+    failed = 0
+    for index, case in enumerate(cases):
+        reporter.start_input(index, case.input)
+        if policy is ExistingOutputs.SKIP and _complete_rows(case):
+            rows += _complete_rows(case)
+            reporter.event("skipped", input=str(case.input))
+            continue
+        try:
+            rows += _segment_case(case, args, options, models, spacing_table, reporter)
+        except FetalHeadSegError as err:
+            if len(cases) == 1:
+                if args.progress == "jsonl":
+                    reporter.event("error", input=str(case.input), code=type(err).__name__, message=str(err))
+                raise
+            reporter.event("error", input=str(case.input), code=type(err).__name__, message=str(err))
+            failed += 1
+            rows.append(failed_row(str(case.input), str(err)))
+        write_summary(rows, summary_path)
+    reporter.event("done", succeeded=len(cases) - failed, failed=failed)
+    if args.progress == "text":
+        reporter.line(f"{len(cases) - failed} of {len(cases)} segmented; outputs in {args.output}")
+    return 0 if failed == 0 else 2
+
+
+def _check_options(args: argparse.Namespace) -> None:
     if args.tile_size is not None and (args.tile_size < 8 or args.tile_size % 8):
         raise ConfigError(f"--tile-size must be a positive multiple of 8, got {args.tile_size}")
     if args.threads is not None:
@@ -126,39 +200,32 @@ def run(args: argparse.Namespace) -> int:
         import torch
 
         torch.set_num_threads(args.threads)
-    options = InferenceOptions(
-        tta=args.tta, tile_size=args.tile_size, biometry=not args.no_biometry, ga_weeks=args.ga_weeks
-    )
-    reporter = _Reporter(args.progress, len(inputs))
-    models = _ModelCache(args.model, args.device)
-    rows, failed = [], 0
-    for index, path in enumerate(inputs):
-        reporter.start_input(index, path)
-        start = time.perf_counter()
+
+
+def _existing(case: Case) -> list[Path]:
+    """Outputs of a case (or of its cine frames) that exist now."""
+    frames = sorted(case.directory.glob(f"{case.stem}_frame[0-9][0-9][0-9][0-9]_*"))
+    return [*case.existing_outputs(), *frames]
+
+
+def _complete_rows(case: Case) -> list[dict[str, Any]]:
+    """Summary rows of a case whose outputs are complete (every cine frame's too); empty when it is not."""
+    import json
+
+    from FetalHeadSegLib.summary import summary_row
+
+    markers = [case.marker] if case.is_complete() else []
+    markers += sorted(case.directory.glob(f"{case.stem}_frame[0-9][0-9][0-9][0-9]_biometry.json"))
+    rows = []
+    for marker in markers:
         try:
-            outputs, row = _segment_one(path, args, options, models, spacing_table, reporter)
-        except FetalHeadSegError as err:
-            reporter.event("error", input=str(path), code=type(err).__name__, message=str(err))
-            if len(inputs) == 1:
-                raise
-            failed += 1
-            rows.append({"input": str(path), "status": "failed", "error": str(err)})
-            continue
-        row["seconds"] = round(time.perf_counter() - start, 2)
-        rows.append(row)
-        reporter.event(
-            "result",
-            input=str(path),
-            outputs={k: str(v) for k, v in outputs.items()},
-            seconds=row["seconds"],
-            version=__version__,
-        )
-    if len(inputs) > 1 and len(rows) > failed:
-        _write_summary(rows, args.output / "summary.csv")
-    reporter.event("done", succeeded=len(inputs) - failed, failed=failed)
-    if args.progress == "text":
-        print(f"{len(inputs) - failed} of {len(inputs)} segmented; outputs in {args.output}", file=sys.stderr)
-    return 0 if failed == 0 else 2
+            record = json.loads(marker.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return []
+        if record.get("frames_total") not in (None, len(markers)):
+            return []
+        rows.append(summary_row(record) | {"outputs": str(marker.parent)})
+    return rows
 
 
 class _ModelCache:
@@ -179,50 +246,108 @@ class _ModelCache:
         return self.loaded[key]
 
 
-def _segment_one(
-    path: Path,
+def _segment_case(
+    case: Case,
     args: argparse.Namespace,
-    options: Any,
+    options: InferenceOptions,
     models: _ModelCache,
     spacing_table: dict[str, float],
     reporter: _Reporter,
-) -> tuple[dict[str, Path], dict[str, Any]]:
-    from FetalHeadSegLib.cli.biometry_command import output_stem
-    from FetalHeadSegLib.io import is_raster_path, read_image
+) -> list[dict[str, Any]]:
+    """Segment one input (every frame of a cine) and write its outputs; returns its summary rows."""
+    from FetalHeadSegLib.io import read_image_frames
+    from FetalHeadSegLib.spacing import SpacingSource, apply_spacing, choose_spacing
+
+    path = case.input
+    read = read_image_frames(path)
+    first = read.frames[0]
+    choice = choose_spacing(
+        str(path),
+        read.spacing_source,
+        first.spacing_mm[:2] if first.is_2d else first.spacing_mm,
+        command_line_mm=args.spacing,
+        csv_mm=spacing_table.get(path.name),
+        prefer=SpacingSource(args.spacing_source) if args.spacing_source else None,
+        allow_pixels=args.pixel_units,
+    )
+    frames = [apply_spacing(f, choice.spacing_mm) if choice.spacing_mm else f for f in read.frames]
+    rows = []
+    for number, image in enumerate(frames):
+        frame_case = case.with_frame(number) if read.is_cine else case
+        frame = number if read.is_cine else None
+        extra = {"frame": frame, "frames_total": len(frames)} if read.is_cine else {}
+        rows.append(_segment_image(image, frame_case, frame, extra, choice, args, options, models, reporter))
+    return rows
+
+
+def _segment_image(
+    image: Image,
+    case: Case,
+    frame: int | None,
+    extra: dict[str, Any],
+    choice: SpacingChoice,
+    args: argparse.Namespace,
+    options: InferenceOptions,
+    models: _ModelCache,
+    reporter: _Reporter,
+) -> dict[str, Any]:
+    from FetalHeadSegLib._version import __version__
     from FetalHeadSegLib.outputs import write_outputs
     from FetalHeadSegLib.quality import Flag
+    from FetalHeadSegLib.summary import summary_row
 
-    spacing = args.spacing if args.spacing else spacing_table.get(path.name)
-    image = read_image(path, spacing_mm=spacing)
+    path = case.input
+    start = time.perf_counter()
     segmenter = models.get(2 if image.is_2d else 3)
+    bundle = segmenter.bundle
+    reporter.model(bundle.id, bundle.version, bundle.task, bundle.dimension)
     reporter.event(
         "start",
         input=str(path),
-        model_id=segmenter.bundle.id,
-        model_sha256=segmenter.bundle.fingerprint,
+        frame=frame,
+        model_id=bundle.id,
+        model_sha256=bundle.fingerprint,
         device=str(segmenter.device),
     )
     result = segmenter.segment(image, options, progress=reporter.progress, source=str(path))
-    if spacing is None and is_raster_path(path):
-        flag = Flag("spacing_unknown", "the file carries no pixel size: lengths are in pixels, not mm")
-        result.flags.append(flag)
-        if result.biometry is not None:
-            result.biometry = result.biometry.with_flags([flag])
+    if not choice.in_mm:
+        _add_flag(result, Flag("spacing_unknown", "no pixel size is known: lengths are in pixels (keys *_px)"))
+    if image.is_2d and bundle.task != "intrapartum" and _implausible(result):
+        _add_flag(
+            result, Flag("model_mismatch_possible", f"the head is implausible for a standard plane; {INTRAPARTUM_HINT}")
+        )
     for flag in result.flags:
         reporter.event("warning", input=str(path), code=flag.code, message=flag.message)
+    if result.biometry is not None and extra:
+        result.biometry.extra.update(extra)
     outputs = write_outputs(
-        result, image, args.output, output_stem(path), args.format, qc=not args.no_qc, source=str(path)
+        result, image, case.directory, case.stem, args.format, qc=not args.no_qc, source=str(path), spacing=choice
     )
+    seconds = round(time.perf_counter() - start, 2)
+    reporter.event(
+        "result",
+        input=str(path),
+        frame=frame,
+        outputs={kind: str(value) for kind, value in outputs.items()},
+        seconds=seconds,
+        version=__version__,
+    )
+    import json
+
+    record = json.loads(outputs["biometry"].read_text(encoding="utf-8"))
+    return summary_row(record | extra) | {"seconds": seconds, "outputs": str(case.directory)}
+
+
+def _add_flag(result: Segmentation, flag: Flag) -> None:
+    result.flags.append(flag)
+    if result.biometry is not None:
+        result.biometry = result.biometry.with_flags([flag])
+
+
+def _implausible(result: Segmentation) -> bool:
+    """True when the standard-plane model measured a head no fetus has (HC above 400 mm or below 40 mm)."""
     measured = result.biometry
-    row: dict[str, Any] = {"input": str(path), "status": "ok", "error": ""}
-    if measured is not None:
-        record = measured.to_dict()
-        row.update(
-            {key: record[key] for key in ("hc_mm", "bpd_mm", "ofd_mm", "cephalic_index", "head_volume_ml", "aop_deg")}
-        )
-        row["ga_intergrowth_weeks"] = (record["ga_weeks"].get("intergrowth21_2016_hc") or {}).get("weeks")
-    row["flags"] = ";".join(flag.code for flag in (measured.flags if measured is not None else result.flags))
-    return outputs, row
+    return measured is not None and not 40.0 <= measured.hc_mm <= 400.0
 
 
 def _spacing_table(path: Path | None) -> dict[str, float]:
@@ -231,29 +356,3 @@ def _spacing_table(path: Path | None) -> dict[str, float]:
     from FetalHeadSegLib.hc18 import read_pixel_size_csv
 
     return {name: row.pixel_size_mm for name, row in read_pixel_size_csv(path).items()}
-
-
-SUMMARY_COLUMNS = [
-    "input",
-    "status",
-    "hc_mm",
-    "bpd_mm",
-    "ofd_mm",
-    "cephalic_index",
-    "head_volume_ml",
-    "aop_deg",
-    "ga_intergrowth_weeks",
-    "flags",
-    "seconds",
-    "error",
-]
-
-
-def _write_summary(rows: list[dict[str, Any]], path: Path) -> None:
-    from FetalHeadSegLib.atomic import write_text_atomic
-
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=SUMMARY_COLUMNS, extrasaction="ignore")
-    writer.writeheader()
-    writer.writerows(rows)
-    write_text_atomic(path, buffer.getvalue())
