@@ -310,3 +310,34 @@ def test_writing_dicom_is_refused(tmp_path: Path) -> None:
     image = Image(np.zeros((4, 4, 1), dtype=np.uint8), make_ijk_to_ras((1.0, 1.0, 1.0)))
     with pytest.raises(OutputError, match="DICOM"):
         write_image(image, tmp_path / "out.dcm")
+
+
+def test_the_command_line_segments_every_cine_frame(tmp_path: Path) -> None:
+    """A suffix-less cine in a folder: found, one calibrated result per frame, one summary row per frame."""
+    import csv
+    import json
+
+    from FetalHeadSegLib.cli import main
+    from FetalHeadSegLib.phantom import PhantomConfig, generate_phantom
+
+    from tiny_models import make_tiny_bundle
+
+    frame = generate_phantom(PhantomConfig(dimension=2, size=(96, 64)), seed=4).image.array[:, :, 0]
+    frames = np.stack([frame.T, frame.T[::-1], frame.T]).astype(np.uint8)
+    folder = tmp_path / "study"
+    folder.mkdir()
+    write_frames(
+        folder / "IM_0001",
+        frames,
+        sop_class=US_MULTIFRAME,
+        SequenceOfUltrasoundRegions=Sequence([region((0, 0, 95, 63), (0.03, 0.03))]),
+    )
+    model = make_tiny_bundle(tmp_path / "model", dimension=2, levels=1).path
+    out = tmp_path / "out"
+    assert main(["segment", str(folder), "-o", str(out), "--model", str(model), "--progress", "none"]) == 0
+    rows = list(csv.DictReader((out / "summary.csv").open()))
+    assert [row["frame"] for row in rows] == ["0", "1", "2"]
+    assert {row["spacing_source"] for row in rows} == {"dicom_region"}
+    for number in range(3):
+        record = json.loads((out / f"IM_0001_frame{number:04d}_biometry.json").read_text())
+        assert record["spacing_mm"] == [0.3, 0.3] and record["spacing_source"] == "dicom_region"
