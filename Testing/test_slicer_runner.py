@@ -75,3 +75,31 @@ def test_command_options(tmp_path: Path, biometry: bool) -> None:
     command = worker_command("PythonSlicer", request)
     assert ("--no-biometry" in command) != biometry and "--tta" in command and command[0] == "PythonSlicer"
     assert "--model" not in command and command[command.index("--spacing") + 1] == "0.12"
+
+
+def test_the_run_is_finished_only_when_its_output_is_read(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The process exits before the reader threads queue its lines (as under Slicer's GIL): not finished yet."""
+    import threading
+
+    import slicer_fakes
+
+    hold = threading.Event()
+    monkeypatch.setattr(WorkerProcess, "_read", slicer_fakes.late_reader(hold))
+    worker = WorkerProcess([sys.executable, "-c", 'print(\'{"event": "result", "outputs": {}}\')'])
+    worker._process.wait(30)
+    assert worker.returncode == 0 and worker.poll().result is None and not worker.finished
+    hold.set()
+    state = worker.wait(30)
+    assert worker.finished and state.result == {"event": "result", "outputs": {}}
+
+
+def test_undecodable_output_does_not_stop_the_reader() -> None:
+    """A byte that is not UTF-8 (a path in the Windows code page) is replaced; the lines after it still arrive."""
+    script = (
+        "import sys; sys.stdout.buffer.write(b'C:\\\\Users\\\\J\\xf6rg\\n'); sys.stdout.flush(); "
+        'print(\'{"event": "result", "outputs": {}}\')'
+    )
+    worker = WorkerProcess([sys.executable, "-c", script])
+    state = worker.wait(30)
+    assert worker.finished and state.result is not None
+    assert state.log[0] == "C:\\Users\\J\ufffdrg"

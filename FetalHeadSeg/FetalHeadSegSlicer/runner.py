@@ -13,6 +13,7 @@ import queue
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -28,7 +29,7 @@ class SegmentationRequest:
     output_dir: Path
     model: str = ""  # id or bundle folder; empty: the installed default for the input's dimension
     device: str = "auto"
-    spacing_mm: float | None = None  # pixel size for frames that carry none
+    spacing_mm: float | None = None  # pixel size for files that carry none (the module writes it into the file)
     compute_biometry: bool = True
     ga_weeks: float | None = None
     tta: bool = False
@@ -83,8 +84,15 @@ class WorkerState:
     warnings: list[dict[str, Any]] = field(default_factory=list)
 
 
+EOF_MARK = "\0eof"
+
+
 class WorkerProcess:
     """A running worker: feed its output lines into events with :meth:`poll`, stop it with :meth:`cancel`.
+
+    The run is over when :attr:`finished`: the process has exited *and* both reader threads have reached the end of
+    its output. In Slicer these threads run only while the main thread runs Python (Qt's event loop keeps the GIL),
+    so the process often exits before its last lines are queued; ending on the exit code alone loses the result.
 
     Args:
         command: the worker's command line.
@@ -101,22 +109,32 @@ class WorkerProcess:
         self.command, self.on_event = command, on_event
         self.state = WorkerState()
         self._lines: queue.Queue[tuple[str, str]] = queue.Queue()
+        self._ended_streams = 0
+        windows = sys.platform == "win32"
         self._process = subprocess.Popen(
             command,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
+            encoding="utf-8",  # the worker writes UTF-8 (PYTHONIOENCODING); never the Windows ANSI code page
+            errors="replace",  # an undecodable byte must not stop the reader (the pipe would fill and block)
             bufsize=1,
-            env={**os.environ, **(environment or {})},
-            start_new_session=sys.platform != "win32",  # its own process group: cancel reaches every child
+            env={**os.environ, "PYTHONIOENCODING": "utf-8", **(environment or {})},
+            cwd=tempfile.gettempdir(),  # python -m puts the working directory first on sys.path
+            start_new_session=not windows,  # its own process group: cancel reaches every child
+            creationflags=subprocess.CREATE_NO_WINDOW if windows else 0,  # PythonSlicer is a console program
         )
-        for stream, name in ((self._process.stdout, "stdout"), (self._process.stderr, "stderr")):
-            threading.Thread(target=self._read, args=(stream, name), daemon=True).start()
+        self._threads = [
+            threading.Thread(target=self._read, args=(stream, name), daemon=True)
+            for stream, name in ((self._process.stdout, "stdout"), (self._process.stderr, "stderr"))
+        ]
+        for thread in self._threads:
+            thread.start()
 
     def _read(self, stream: Any, name: str) -> None:
         for line in stream:
             self._lines.put((name, line.rstrip("\n")))
-        self._lines.put((name, "\0eof"))
+        self._lines.put((name, EOF_MARK))
 
     @property
     def pid(self) -> int:
@@ -126,6 +144,11 @@ class WorkerProcess:
     def returncode(self) -> int | None:
         return self._process.poll()
 
+    @property
+    def finished(self) -> bool:
+        """The process has exited and all its output has been consumed by :meth:`poll`."""
+        return self.returncode is not None and self._ended_streams == 2
+
     def poll(self) -> WorkerState:
         """Consume the lines printed so far (never blocks) and return the updated state."""
         while True:
@@ -133,7 +156,10 @@ class WorkerProcess:
                 name, line = self._lines.get_nowait()
             except queue.Empty:
                 return self.state
-            if line == "\0eof" or not line.strip():
+            if line == EOF_MARK:
+                self._ended_streams += 1
+                continue
+            if not line.strip():
                 continue
             event = _parse(line) if name == "stdout" else None
             if event is None:
@@ -163,10 +189,14 @@ class WorkerProcess:
             self.on_event(event)
 
     def wait(self, timeout: float | None = None) -> WorkerState:
-        """Block until the worker ends (for scripts and tests), then consume its remaining output."""
+        """Block until the worker ends and its output is read (for scripts and tests), then consume that output.
+
+        ``timeout`` bounds the wait for the process; its reader threads then get up to 5 s more (a child that
+        outlives the worker and holds its pipes open must not block Slicer forever).
+        """
         self._process.wait(timeout)
-        for _ in range(2):  # the reader threads finish right after the process
-            threading.Event().wait(0.05)
+        for thread in self._threads:
+            thread.join(5.0)
         return self.poll()
 
     def cancel(self) -> None:

@@ -31,6 +31,7 @@ class TruthMaskWorker:
 
         self.state = WorkerState()
         self.returncode = 0
+        self.finished = True  # everything below is reported before this returns
         source = Path(command[4])
         output = Path(command[command.index("-o") + 1])
         mask = read_image(self.mask_path)
