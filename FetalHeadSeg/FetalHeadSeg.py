@@ -3,7 +3,12 @@
 Thin by design: the work happens in FetalHeadSegLib, run by a background worker process (PythonSlicer -m
 FetalHeadSegLib segment), and FetalHeadSegSlicer turns the worker's outputs into MRML nodes. Nothing heavy is
 imported or installed until Apply is pressed.
+
+Requires 3D Slicer 5.10 or later (Python 3.12): the library and scikit-image 0.26 need Python 3.11. On an older
+Slicer the module loads, says so, and does nothing else.
 """
+
+from __future__ import annotations  # Slicer's parameterNodeWrapper resolves string annotations (get_type_hints)
 
 import hashlib
 import logging
@@ -29,6 +34,17 @@ from slicer.ScriptedLoadableModule import (
 from slicer.util import VTKObservationMixin
 
 MODULE_DIR = Path(__file__).resolve().parent
+MINIMUM_PYTHON = (3, 11)
+
+
+def unsupportedSlicerMessage(versionInfo=sys.version_info) -> str | None:
+    """Why this Slicer cannot run the module (Slicer 5.8 ships Python 3.9), or None when it can."""
+    if tuple(versionInfo[:2]) >= MINIMUM_PYTHON:
+        return None
+    return _(
+        "Fetal Head Segmentation requires 3D Slicer 5.10 or later; this Slicer runs Python {version}. "
+        "Install a current Slicer from download.slicer.org."
+    ).format(version=".".join(str(v) for v in versionInfo[:3]))
 
 
 def libraryParent() -> Path:
@@ -58,6 +74,10 @@ class FetalHeadSeg(ScriptedLoadableModule):
             "al.). 2D models trained on HC18 (van den Heuvel et al., PLoS ONE 2018, CC BY 4.0) and PSFHS (Chen et al., "
             "Sci Data 2024, CC BY 4.0); the 3D model on simulated volumes."
         )
+        if unsupportedSlicerMessage():
+            self.parent.helpText = unsupportedSlicerMessage()
+            logging.error(unsupportedSlicerMessage())
+            return
         slicer.app.connect("startupCompleted()", registerSampleData)
 
 
@@ -109,6 +129,11 @@ class FetalHeadSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def setup(self) -> None:
         ScriptedLoadableModuleWidget.setup(self)
+        if unsupportedSlicerMessage():
+            label = qt.QLabel(unsupportedSlicerMessage())
+            label.wordWrap = True
+            self.layout.addWidget(label)
+            return
         uiWidget = slicer.util.loadUI(self.resourcePath("UI/FetalHeadSeg.ui"))
         self.layout.addWidget(uiWidget)
         self.ui = slicer.util.childWidgetVariables(uiWidget)
@@ -117,6 +142,10 @@ class FetalHeadSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.StartCloseEvent, self.onSceneStartClose)
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, self.onSceneEndClose)
         self.ui.applyButton.connect("clicked(bool)", self.onApplyButton)
+        # modelId is synced by hand: Slicer binds a str to a combo box only with a Choice, which would clear the
+        # combo box and refill it with fixed items (guiConnectors.py, QComboBoxToStringableConnector); the model
+        # list changes when models are imported, and each item has a tooltip.
+        self.ui.modelIdComboBox.connect("currentIndexChanged(int)", self._onModelIndexChanged)
         self.ui.importModelButton.connect("clicked(bool)", self.onImportModel)
         self.ui.openModelsFolderButton.connect("clicked(bool)", self.onOpenModelsFolder)
         self.ui.deleteModelsButton.connect("clicked(bool)", self.onDeleteModels)
@@ -135,13 +164,15 @@ class FetalHeadSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.logic.cancel(self._task)
 
     def onReload(self) -> None:
-        """Reload the helper packages as well (the default reloads only this file), dependencies first."""
-        import importlib
+        """Reload the helper packages as well (the default reloads only this file).
 
+        They are forgotten rather than reloaded one by one: reloading in any fixed order leaves some module with
+        another's old classes (e.g. an old BundleError that ``except`` no longer matches). The lazy imports then
+        load fresh, consistent copies.
+        """
         packages = ("FetalHeadSegLib", "FetalHeadSegSlicer")
-        for name in sorted(n for n in list(sys.modules) if n.split(".")[0] in packages):
-            if sys.modules.get(name) is not None:
-                importlib.reload(sys.modules[name])
+        for name in [n for n in sys.modules if n.split(".")[0] in packages]:
+            del sys.modules[name]
         ScriptedLoadableModuleWidget.onReload(self)
 
     def enter(self) -> None:
@@ -166,9 +197,12 @@ class FetalHeadSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def initializeParameterNode(self) -> None:
         self.setParameterNode(self.logic.getParameterNode())
         if not self._parameterNode.inputVolume:
-            firstVolume = slicer.mrmlScene.GetFirstNodeByClass("vtkMRMLScalarVolumeNode")
-            if firstVolume:
-                self._parameterNode.inputVolume = firstVolume
+            # GetFirstNodeByClass would also return label maps and vector volumes, which the selector hides
+            volumes = slicer.mrmlScene.GetNodesByClass("vtkMRMLScalarVolumeNode")
+            plain = [volumes.GetItemAsObject(i) for i in range(volumes.GetNumberOfItems())]
+            plain = [v for v in plain if v.GetClassName() == "vtkMRMLScalarVolumeNode"]
+            if plain:
+                self._parameterNode.inputVolume = plain[0]
 
     def setParameterNode(self, inputParameterNode: FetalHeadSegParameterNode | None) -> None:
         if self._parameterNode:
@@ -181,6 +215,7 @@ class FetalHeadSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self._checkCanApply()
 
     def _checkCanApply(self, caller=None, event=None) -> None:
+        self._showModelId()
         if self._task is not None:
             self.ui.applyButton.text = _("Cancel")
             self.ui.applyButton.enabled = True
@@ -191,20 +226,75 @@ class FetalHeadSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.applyButton.toolTip = _("Segment and measure") if ready else _("Select an input volume")
 
     def _populateModels(self) -> None:
-        self.ui.modelIdComboBox.clear()
-        self.ui.modelIdComboBox.addItem("")  # default for the input's dimension
-        for modelId, description in self.logic.modelDescriptions():
-            self.ui.modelIdComboBox.addItem(modelId)
-            self.ui.modelIdComboBox.setItemData(self.ui.modelIdComboBox.count - 1, description, qt.Qt.ToolTipRole)
+        combo = self.ui.modelIdComboBox
+        wasBlocked = combo.blockSignals(True)  # rebuilding the list is not a choice of the user
+        try:
+            combo.clear()
+            combo.addItem("")  # default for the input's dimension
+            for modelId, description in self.logic.modelDescriptions():
+                combo.addItem(modelId)
+                combo.setItemData(combo.count - 1, description, qt.Qt.ToolTipRole)
+        finally:
+            combo.blockSignals(wasBlocked)
+        self._showModelId()
+
+    def _onModelIndexChanged(self, index: int) -> None:
+        if self._parameterNode is not None:
+            self._parameterNode.modelId = self.ui.modelIdComboBox.currentText
+
+    def _showModelId(self) -> None:
+        """Show the parameter node's model in the combo box (a model no longer installed shows the default)."""
+        combo = self.ui.modelIdComboBox
+        index = max(combo.findText(self._parameterNode.modelId), 0) if self._parameterNode else 0
+        if combo.currentIndex != index:
+            wasBlocked = combo.blockSignals(True)
+            combo.currentIndex = index
+            combo.blockSignals(wasBlocked)
 
     def onApplyButton(self) -> None:
         if self._task is not None:
             self.logic.cancel(self._task)
             self._onFinished(_("Cancelled."))
             return
+        node = self._parameterNode
+        sequence = self.logic.sequenceOf(node.inputVolume)
+        allFrames = sequence is not None and slicer.util.confirmYesNoDisplay(
+            _("{name} shows a sequence of {count} frames. Segment every frame? (No: the shown frame only.)").format(
+                name=node.inputVolume.GetName(), count=sequence[1].GetNumberOfDataNodes()
+            )
+        )
+        if not self._installRequirements():
+            return
+        self.ui.logTextEdit.clear()
+        self.ui.progressBar.value = 0
+        self.ui.statusLabel.text = _("Starting the segmentation...")
+        with slicer.util.tryWithErrorDisplay(_("Failed to start the segmentation."), waitCursor=True):
+            try:
+                self._task = self.logic.process(
+                    node.inputVolume,
+                    node.outputSegmentation,
+                    node.modelId,
+                    node.device,
+                    node.computeBiometry,
+                    node.createMarkups,
+                    node.gestationalAgeWeeks or None,
+                    node.pixelSizeMm or None,
+                    testTimeAugmentation=node.testTimeAugmentation,
+                    allFrames=allFrames,
+                    waitForCompletion=False,
+                    eventCallback=self._onEvent,
+                )
+            except Exception:
+                self.ui.statusLabel.text = _("Failed to start the segmentation.")
+                raise
+            self._checkCanApply()
+
+    def _installRequirements(self) -> bool:
+        """Install what the worker needs (dialogs for what fails); False when the run cannot start."""
         from FetalHeadSegSlicer.installer import InstallError
 
         self.ui.statusLabel.text = _("Checking the Python packages...")
+        self.ui.applyButton.enabled = False  # pip and PyTorchUtils process events: no second click meanwhile
         slicer.app.processEvents()
         try:
             self.logic.setupPythonRequirements()
@@ -215,32 +305,10 @@ class FetalHeadSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                     slicer.util.restart()
             else:
                 slicer.util.errorDisplay(str(err))
-            return
-        with slicer.util.tryWithErrorDisplay(_("Failed to start the segmentation."), waitCursor=True):
-            node = self._parameterNode
-            sequence = self.logic.sequenceOf(node.inputVolume)
-            allFrames = sequence is not None and slicer.util.confirmYesNoDisplay(
-                _("{name} shows a sequence of {count} frames. Segment every frame? (No: the shown frame only.)").format(
-                    name=node.inputVolume.GetName(), count=sequence[1].GetNumberOfDataNodes()
-                )
-            )
-            self.ui.logTextEdit.clear()
-            self.ui.progressBar.value = 0
-            self._task = self.logic.process(
-                node.inputVolume,
-                node.outputSegmentation,
-                node.modelId,
-                node.device,
-                node.computeBiometry,
-                node.createMarkups,
-                node.gestationalAgeWeeks or None,
-                node.pixelSizeMm or None,
-                testTimeAugmentation=node.testTimeAugmentation,
-                allFrames=allFrames,
-                waitForCompletion=False,
-                eventCallback=self._onEvent,
-            )
+            return False
+        finally:
             self._checkCanApply()
+        return True
 
     def _onEvent(self, event: dict) -> None:
         kind = event.get("event")
@@ -253,14 +321,14 @@ class FetalHeadSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             if event.get("segmentation"):
                 self._parameterNode.outputSegmentation = event["segmentation"]
                 self.ui.show3DButton.setSegmentationNode(event["segmentation"])
-            if event.get("plane"):
-                self._jumpToPlane(event["plane"])
             seconds = float(event.get("seconds", 0.0))
             if event.get("frames"):
                 done = _("{count} frames segmented in {seconds:.1f} s.").format(count=event["frames"], seconds=seconds)
             else:
                 done = _("Done in {seconds:.1f} s on {device}.").format(seconds=seconds, device=event.get("device", ""))
-            self._onFinished(" ".join([done, *event.get("warnings", [])]))
+            self._onFinished(" ".join([done, *event.get("warnings", [])]))  # first: the run is over either way
+            if event.get("plane"):
+                self._jumpToPlane(event["plane"])
         elif kind == "failed":
             self._onFinished(_("Failed: {message}").format(message=event.get("message", "")))
         if kind not in ("progress",):
@@ -272,8 +340,10 @@ class FetalHeadSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._checkCanApply()
 
     def _jumpToPlane(self, plane: dict) -> None:
-        """Show the measurement plane in the red slice view."""
-        sliceNode = slicer.app.layoutManager().sliceWidget("Red").mrmlSliceNode()
+        """Show the measurement plane (world RAS) in the red slice view, when the layout has one."""
+        sliceNode = slicer.mrmlScene.GetNodeByID("vtkMRMLSliceNodeRed")
+        if sliceNode is None:  # no main window, or a layout without the red view
+            return
         sliceNode.SetSliceToRASByNTP(*plane["normal_ras"], *plane["ofd_axis_ras"], *plane["origin_ras"], 0)
 
     def onImportModel(self) -> None:
@@ -305,15 +375,19 @@ class FetalHeadSegLogic(ScriptedLoadableModuleLogic):
     """Headless facade: ``process`` segments a volume in a worker process and imports the results.
 
     Collaborators are injected: ``workerFactory(command, environment, on_event)`` returns a worker with ``poll``,
-    ``wait``, ``cancel``, ``returncode`` and ``state`` (FetalHeadSegSlicer.runner.WorkerProcess by default).
+    ``wait``, ``cancel``, ``returncode``, ``finished`` and ``state`` (FetalHeadSegSlicer.runner.WorkerProcess by
+    default, which needs torch; another worker, such as the self-test's, does not).
     """
 
     def __init__(self, workerFactory=None, pythonExecutable: str | None = None, installer=None) -> None:
         ScriptedLoadableModuleLogic.__init__(self)
+        if str(libraryParent()) not in sys.path:  # a source checkout: Slicer adds only the module's folder
+            sys.path.append(str(libraryParent()))
         from FetalHeadSegSlicer import installer as defaultInstaller
         from FetalHeadSegSlicer.runner import WorkerProcess
 
         self.workerFactory = workerFactory or WorkerProcess
+        self.requiresTorch = workerFactory is None
         self.pythonExecutable = pythonExecutable or shutil.which("PythonSlicer") or sys.executable
         self.installer = installer or defaultInstaller
 
@@ -321,12 +395,14 @@ class FetalHeadSegLogic(ScriptedLoadableModuleLogic):
         return FetalHeadSegParameterNode(super().getParameterNode())
 
     def setupPythonRequirements(self, interactive: bool = True) -> None:
-        """torch through the PyTorch extension, then the packages of requirements.txt (each after a confirmation).
+        """torch through the PyTorch extension (when the worker needs it), then the packages of requirements.txt
+        (each after a confirmation).
 
         Raises:
-            FetalHeadSegSlicer.installer.InstallError: declined, impossible, or finished only after a restart.
+            FetalHeadSegSlicer.installer.InstallError: declined, failed, or finished only after a restart.
         """
-        self.installer.ensure_torch(interactive)
+        if self.requiresTorch:
+            self.installer.ensure_torch(interactive)
         self.installer.ensure_requirements(MODULE_DIR / "Resources" / "requirements.txt", interactive)
 
     def modelDescriptions(self) -> list:
@@ -377,6 +453,17 @@ class FetalHeadSegLogic(ScriptedLoadableModuleLogic):
         sequence = self.sequenceOf(inputVolume) if allFrames else None
         temporary = Path(slicer.util.tempDirectory())
         frameFiles = {}  # file name -> index of the frame in the sequence
+        notes = []
+        if pixelSizeMm:  # on the volume Slicer shows, so the file the worker reads and the results agree with it
+            frameNodes = (
+                [sequence[1].GetNthDataNode(i) for i in range(sequence[1].GetNumberOfDataNodes())] if sequence else []
+            )
+            if any([self.applyPixelSize(node, pixelSizeMm) for node in [inputVolume, *frameNodes]]):
+                notes.append(
+                    _("The pixel size of {name} was set to {size:g} mm.").format(
+                        name=inputVolume.GetName(), size=pixelSizeMm
+                    )
+                )
         if sequence is None:
             inputPath = temporary / "input.nrrd"
             self._writeVolume(inputVolume, inputPath)
@@ -390,10 +477,9 @@ class FetalHeadSegLogic(ScriptedLoadableModuleLogic):
                 self._writeVolume(frames.GetNthDataNode(index), inputPath / fileName)
         request = SegmentationRequest(
             input_path=inputPath,
-            output_dir=temporary / "output",
+            output_dir=temporary / "output",  # a new folder per run: nothing to overwrite
             model=modelId,
-            device="cuda" if device == "gpu" else device,
-            spacing_mm=pixelSizeMm,
+            device=self._workerDevice(device),
             compute_biometry=computeBiometry,
             ga_weeks=gestationalAgeWeeks,
             tta=testTimeAugmentation,
@@ -411,6 +497,7 @@ class FetalHeadSegLogic(ScriptedLoadableModuleLogic):
             "state": "running",
             "sequence": sequence,
             "frameFiles": frameFiles,
+            "notes": notes,
         }
         task["worker"] = self.workerFactory(
             worker_command(self.pythonExecutable, request), environment, on_event=eventCallback
@@ -425,6 +512,25 @@ class FetalHeadSegLogic(ScriptedLoadableModuleLogic):
             timer.start()
             task["timer"] = timer
         return task
+
+    @staticmethod
+    def applyPixelSize(volume, pixelSizeMm: float) -> bool:
+        """Give ``volume`` the user's pixel size, as the worker's ``--spacing`` rule does: in-plane for a 2D frame
+        (one slice), isotropic for a 3D volume; the origin and axes are kept. Returns whether anything changed."""
+        dimensions = volume.GetImageData().GetDimensions() if volume.GetImageData() else (0, 0, 0)
+        spacing = volume.GetSpacing()
+        wanted = (pixelSizeMm, pixelSizeMm, spacing[2] if dimensions[2] == 1 else pixelSizeMm)
+        if all(abs(a - b) <= 1e-6 * b for a, b in zip(spacing, wanted, strict=True)):
+            return False
+        volume.SetSpacing(*wanted)
+        return True
+
+    @staticmethod
+    def _workerDevice(device: str) -> str:
+        """The panel's "gpu" is CUDA, or Metal on a Mac (the library's "mps")."""
+        if device != "gpu":
+            return device
+        return "mps" if sys.platform == "darwin" else "cuda"
 
     @staticmethod
     def sequenceOf(volume):
@@ -450,7 +556,7 @@ class FetalHeadSegLogic(ScriptedLoadableModuleLogic):
         if task["state"] != "running":
             return
         task["worker"].poll()
-        if task["worker"].returncode is not None:
+        if task["worker"].finished:  # exited, and every line it printed has been read
             task["timer"].stop()
             try:
                 self._finish(task)
@@ -476,10 +582,10 @@ class FetalHeadSegLogic(ScriptedLoadableModuleLogic):
         from FetalHeadSegSlicer.messages import error_message, warning_message
 
         worker = task["worker"]
-        state = worker.poll()
+        state = worker.wait(timeout=5)  # the process has ended: collect what its reader threads still hold
         callback = task["callback"] or (lambda event: None)
         try:
-            warnings = []
+            warnings = list(task["notes"])
             if task["sequence"] is not None and state.results:  # frames that failed are reported, not fatal
                 imported = self.importSequenceResults(task, state.results)
                 failed = len(task["frameFiles"]) - len(state.results)
@@ -542,6 +648,7 @@ class FetalHeadSegLogic(ScriptedLoadableModuleLogic):
             volume,
             provenance,
             task["outputSegmentation"],
+            transform_node_id=volume.GetTransformNodeID(),  # the worker's RAS is the volume's local frame
         )
         result = {"segmentation": segmentation, "device": provenance.get("device", ""), "plane": None}
         study = self._studyItem(scene, volume)
@@ -550,12 +657,24 @@ class FetalHeadSegLogic(ScriptedLoadableModuleLogic):
             result["table"] = create_biometry_table(scene, record, f"{name} biometrics")
             biometryNodes = [result["table"]]
             if task["createMarkups"]:
-                result["markups"] = create_markups(scene, record, name)
+                result["markups"] = create_markups(scene, record, name, volume.GetTransformNodeID())
                 biometryNodes += list(result["markups"].values())
             shNode = slicer.vtkMRMLSubjectHierarchyNode.GetSubjectHierarchyNode(scene)
             self._placeInHierarchy(scene, shNode.CreateFolderItem(study, f"{name} biometry"), biometryNodes)
-            result["plane"] = record.get("plane")
+            result["plane"] = self._planeInWorld(record.get("plane"), volume)
         return result
+
+    @staticmethod
+    def _planeInWorld(plane, volume):
+        """The measurement plane (origin, normal, OFD axis) moved by the volume's parent transforms, if any."""
+        if not plane:
+            return None
+        toWorld = vtk.vtkMatrix4x4()
+        slicer.vtkMRMLTransformNode.GetMatrixTransformBetweenNodes(volume.GetParentTransformNode(), None, toWorld)
+        origin = toWorld.MultiplyPoint([*plane["origin_ras"], 1.0])[:3]
+        normal = toWorld.MultiplyPoint([*plane["normal_ras"], 0.0])[:3]
+        axis = toWorld.MultiplyPoint([*plane["ofd_axis_ras"], 0.0])[:3]
+        return {**plane, "origin_ras": list(origin), "normal_ras": list(normal), "ofd_axis_ras": list(axis)}
 
     def importSequenceResults(self, task, results: list) -> dict:
         """A segmentation sequence in the input's browser (frames the worker could not segment stay empty) and a
@@ -585,17 +704,22 @@ class FetalHeadSegLogic(ScriptedLoadableModuleLogic):
                 volume,
                 provenance,
                 closed_surface=False,  # per frame it would be discarded work; Show 3D makes it on request
+                display=False,  # the item leaves the scene at once; the proxy gets its own display nodes
             )
             output.SetDataNodeAtValue(segmentation, indexValue)  # the sequence keeps a copy
             scene.RemoveNode(segmentation)
             if record.get("hc_mm") is not None:
                 rows.append((indexValue, record))
         browser.AddSynchronizedSequenceNode(output)
+        # A frame without a segmentation gets an empty one: Slicer's default (MissingItemCreateFromPrevious) would
+        # copy the previous frame's head into it, and save that copy (vtkSlicerSequencesLogic.cxx).
+        browser.SetMissingItemMode(output, slicer.vtkMRMLSequenceBrowserNode.MissingItemCreateFromDefault)
         browser.SetSaveChanges(output, True)  # corrections made on the shown frame are kept
         slicer.modules.sequences.logic().UpdateProxyNodesFromSequences(browser)
         proxy = browser.GetProxyNode(output)
         if proxy is not None:
             proxy.SetName(f"{name} fetal head")
+            proxy.SetAndObserveTransformNodeID(volume.GetTransformNodeID())
         unit = frames.GetIndexUnit()
         indexHeading = f"{frames.GetIndexName()} ({unit})" if unit else frames.GetIndexName()
         result = {"segmentation": proxy, "sequence": output, "frames": len(results), "plane": None}
@@ -638,10 +762,12 @@ class FetalHeadSegLogic(ScriptedLoadableModuleLogic):
 
 
 class FetalHeadSegTest(ScriptedLoadableModuleTest):
-    """Runs the module's logic on the bundled phantom volume: segmentation, terminology, table and markups.
+    """The panel's path on the bundled phantom: Apply installs what the worker needs, the worker runs in the
+    background while the event loop turns, and the segmentation, table and markups land in the scene.
 
-    With torch installed the real worker and default model run; without it, a stand-in worker writes the same
-    outputs from the phantom's exact head mask, so the Slicer side is always exercised.
+    With torch installed the real worker and default model run. Without it (the test never installs torch: it is
+    large), a stand-in worker writes the same outputs from the phantom's exact head mask, so the Slicer side is
+    always exercised. scikit-image and the other packages of requirements.txt are installed as on a first Apply.
     """
 
     def setUp(self) -> None:
@@ -649,20 +775,36 @@ class FetalHeadSegTest(ScriptedLoadableModuleTest):
 
     def runTest(self) -> None:
         self.setUp()
-        self.test_FetalHeadSeg_phantom()
+        self.test_FetalHeadSeg_panel()
 
-    def test_FetalHeadSeg_phantom(self) -> None:
-        self.delayDisplay("Segmenting the bundled phantom")
+    def test_FetalHeadSeg_panel(self) -> None:
+        import time
+
+        from FetalHeadSegSlicer.installer import installed_version
+
+        self.delayDisplay("Segmenting the bundled phantom from the panel")
         volume = slicer.util.loadVolume(str(samplesDir() / "phantom3d_s000001_image.nii.gz"))
-        try:
-            import torch  # noqa: F401
-
-            logic = FetalHeadSegLogic()
-        except ImportError:
+        widget = slicer.util.getModuleWidget("FetalHeadSeg")
+        if installed_version("torch") is None:
             from FetalHeadSegSlicer.testing import TruthMaskWorker
 
-            logic = FetalHeadSegLogic(workerFactory=TruthMaskWorker(samplesDir() / "phantom3d_s000001_head.nii.gz"))
-        task = logic.process(volume, device="cpu", waitForCompletion=True)
+            widget.logic = FetalHeadSegLogic(
+                workerFactory=TruthMaskWorker(samplesDir() / "phantom3d_s000001_head.nii.gz")
+            )
+        widget.initializeParameterNode()
+        widget.ui.inputVolumeSelector.setCurrentNode(volume)
+        widget.ui.deviceComboBox.currentIndex = widget.ui.deviceComboBox.findText("cpu")
+        self.assertTrue(widget.ui.applyButton.enabled, "the panel's widgets are not bound to the parameter node")
+        widget.ui.applyButton.click()
+        task = widget._task
+        self.assertIsNotNone(task, widget.ui.statusLabel.text)
+        deadline = time.monotonic() + 600
+        while task["state"] == "running" and time.monotonic() < deadline:
+            slicer.app.processEvents()  # the panel's timer polls the worker
+            time.sleep(0.05)
+        self.assertEqual(task["state"], "done", task.get("message"))
+        self.assertIsNone(widget._task)
+        self.assertEqual(widget.ui.applyButton.text, "Apply")
         segmentation = task["segmentation"].GetSegmentation()
         self.assertEqual(segmentation.GetNumberOfSegments(), 1)
         segment = segmentation.GetSegment(segmentation.GetNthSegmentID(0))

@@ -9,7 +9,6 @@ any network access.
 
 from __future__ import annotations
 
-import contextlib
 import importlib.util
 import io
 import itertools
@@ -24,6 +23,8 @@ from typing import Any
 
 import numpy as np
 import pytest
+import slicer_fakes
+import vtk
 
 from FetalHeadSegLib.io import read_image
 from FetalHeadSegLib.samples import get_sample
@@ -92,37 +93,38 @@ class Application:
         return self.timers[-1]
 
 
-def _try_with_error_display(application: Application) -> Callable[..., Any]:
-    """slicer.util.tryWithErrorDisplay: shows the error (recorded here) instead of raising it."""
-
-    @contextlib.contextmanager
-    def display(message: str, waitCursor: bool = False) -> Iterator[None]:  # noqa: N803 - Slicer's name
-        try:
-            yield
-        except Exception as err:
-            application.errors.append(f"{message} {err}")
-
-    return display
-
-
 @pytest.fixture
 def application(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Application:
     """Fake Slicer application modules in ``sys.modules`` (restored afterwards) around the real MRML."""
     app = Application(tmp_path)
+    factory = slicer_core.vtkSegmentationConverterFactory.GetInstance()
+    if not factory.GetConverterRules():  # Slicer registers these at startup (the Segmentations module)
+        for rule in ("BinaryLabelmapToClosedSurface", "ClosedSurfaceToBinaryLabelmap"):
+            factory.RegisterConverterRule(getattr(slicer_core, f"vtk{rule}ConversionRule")())
     util = types.ModuleType("slicer.util")
     util.VTKObservationMixin = slicer_core.util.VTKObservationMixin  # type: ignore[attr-defined]
     util.tempDirectory = app.temp_directory  # type: ignore[attr-defined]
     util.confirmOkCancelDisplay = app.confirm  # type: ignore[attr-defined]
     util.errorDisplay = app.errors.append  # type: ignore[attr-defined]
     util.pip_install = app.pip_installed.append  # type: ignore[attr-defined]
-    util.tryWithErrorDisplay = _try_with_error_display(app)  # type: ignore[attr-defined]
+    util.tryWithErrorDisplay = slicer_fakes.try_with_error_display(app.errors)  # type: ignore[attr-defined]
+    util.confirmYesNoDisplay = app.confirm  # type: ignore[attr-defined]
+    util.loadUI = slicer_fakes.loadUI  # type: ignore[attr-defined]
+    util.childWidgetVariables = slicer_fakes.childWidgetVariables  # type: ignore[attr-defined]
     util.loadVolume = lambda path: _add_volume(app.scene, Path(path), Path(path).name.split(".")[0])  # type: ignore[attr-defined]
 
     fake = types.ModuleType("slicer")
     fake.__getattr__ = lambda name: getattr(slicer_core, name)  # type: ignore[attr-defined]
     fake.util = util  # type: ignore[attr-defined]
     fake.mrmlScene = app.scene  # type: ignore[attr-defined]
-    fake.app = types.SimpleNamespace(connect=lambda *args: None)  # type: ignore[attr-defined]
+    fake.app = types.SimpleNamespace(  # type: ignore[attr-defined]
+        connect=lambda *args: None,
+        processEvents=lambda: [timer.fire() for timer in app.timers],  # Qt's event loop runs the timers
+        layoutManager=lambda: None,  # as with --no-main-window
+        setOverrideCursor=lambda cursor: None,
+        restoreOverrideCursor=lambda: None,
+        testingEnabled=lambda: False,
+    )
     sequences = slicer_core.vtkSlicerSequencesLogic()
     sequences.SetMRMLScene(app.scene)
     fake.modules = types.SimpleNamespace(  # type: ignore[attr-defined]
@@ -133,22 +135,41 @@ def application(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Application:
 
     class ScriptedLoadableModuleLogic:
         def getParameterNode(self) -> Any:  # noqa: N802 - Slicer's name
-            return app.scene.AddNewNodeByClass("vtkMRMLScriptedModuleNode")
+            """One parameter node per module and scene, as Slicer's logic keeps it."""
+            node = app.scene.GetSingletonNode("FetalHeadSeg", "vtkMRMLScriptedModuleNode")
+            if node is None:
+                node = slicer_core.vtkMRMLScriptedModuleNode()
+                node.SetSingletonTag("FetalHeadSeg")
+                node = app.scene.AddNode(node)
+            return node
+
+    class ScriptedLoadableModuleWidget:
+        def __init__(self, parent: Any = None) -> None:
+            self.parent = parent or types.SimpleNamespace(isEntered=True)
+            self.layout = types.SimpleNamespace(addWidget=lambda widget: None)
+
+        def setup(self) -> None:
+            pass
+
+        def resourcePath(self, filename: str) -> str:  # noqa: N802 - Slicer's name
+            return str(MODULE_FILE.parent / "Resources" / filename)
 
     bases.ScriptedLoadableModule = type("ScriptedLoadableModule", (), {})  # type: ignore[attr-defined]
-    bases.ScriptedLoadableModuleWidget = type("ScriptedLoadableModuleWidget", (), {})  # type: ignore[attr-defined]
+    bases.ScriptedLoadableModuleWidget = ScriptedLoadableModuleWidget  # type: ignore[attr-defined]
     bases.ScriptedLoadableModuleLogic = ScriptedLoadableModuleLogic  # type: ignore[attr-defined]
     bases.ScriptedLoadableModuleTest = type(  # type: ignore[attr-defined]
         "ScriptedLoadableModuleTest", (unittest.TestCase,), {"delayDisplay": lambda self, message: None}
     )
     wrapper = types.ModuleType("slicer.parameterNodeWrapper")
-    wrapper.parameterNodeWrapper = lambda cls: cls  # type: ignore[attr-defined]
-    wrapper.Choice = wrapper.WithinRange = lambda *args: None  # type: ignore[attr-defined]
+    wrapper.parameterNodeWrapper = slicer_fakes.parameterNodeWrapper  # type: ignore[attr-defined]
+    wrapper.Choice = slicer_fakes.Choice  # type: ignore[attr-defined]
+    wrapper.WithinRange = slicer_fakes.WithinRange  # type: ignore[attr-defined]
     i18n = types.ModuleType("slicer.i18n")
     i18n.tr = lambda text: text  # type: ignore[attr-defined]
     i18n.translate = lambda context, text: text  # type: ignore[attr-defined]
     qt = types.ModuleType("qt")
     qt.QTimer = app.timer  # type: ignore[attr-defined]
+    qt.Qt = types.SimpleNamespace(ToolTipRole=3, WaitCursor=16)  # type: ignore[attr-defined]
 
     modules = {
         "slicer": fake,
@@ -164,13 +185,27 @@ def application(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Application:
 
 
 @pytest.fixture
-def module(application: Application) -> Any:
-    """FetalHeadSeg/FetalHeadSeg.py imported under the fake application."""
+def module(application: Application, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
+    """FetalHeadSeg/FetalHeadSeg.py imported under the fake application, as Slicer loads it: put in sys.modules,
+    then executed (qSlicerScriptedUtils::loadSourceAsModule), so string annotations resolve."""
     spec = importlib.util.spec_from_file_location("FetalHeadSeg_under_test", MODULE_FILE)
     assert spec is not None and spec.loader is not None
     loaded = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, "FetalHeadSeg_under_test", loaded)
     spec.loader.exec_module(loaded)
-    return loaded
+    widgets: list[Any] = []
+
+    def get_module_widget(name: str) -> Any:
+        """slicer.util.getModuleWidget: the module's widget, created and set up on first use."""
+        if not widgets:
+            widgets.append(loaded.FetalHeadSegWidget())
+            widgets[0].setup()
+        return widgets[0]
+
+    sys.modules["slicer"].util.getModuleWidget = get_module_widget
+    yield loaded
+    for widget in widgets:
+        widget.cleanup()  # as Slicer does when the module is unloaded: its scene observers go
 
 
 def _add_volume(scene: Any, path: Path, name: str) -> Any:
@@ -193,6 +228,10 @@ class ScriptedWorker:
     def __call__(self, command: list[str], environment: dict[str, str], on_event: Any = None) -> ScriptedWorker:
         self.command = command
         return self
+
+    @property
+    def finished(self) -> bool:
+        return self.returncode is not None
 
     def poll(self) -> WorkerState:
         return self.state
@@ -356,46 +395,65 @@ def test_a_real_worker_segments_without_network_access(
 
 
 class FakePyTorchUtils:
-    """PyTorchUtils' logic: torch installed or not, and what installTorch answers."""
+    """PyTorchUtils' logic: what installTorch does (returns torch or None, or raises as pip does when offline)."""
 
-    def __init__(self, installed: bool, install_result: Any) -> None:
-        self.installed, self.install_result, self.install_calls = installed, install_result, 0
+    def __init__(self, install_result: Any, installs: str | None = None, error: Exception | None = None) -> None:
+        self.install_result, self.installs, self.error = install_result, installs, error
+        self.install_calls: list[str] = []
+        self.versions: dict[str, str | None] = {}
 
     def PyTorchUtilsLogic(self) -> FakePyTorchUtils:  # noqa: N802 - the extension's name
         return self
 
     def torchInstalled(self) -> bool:  # noqa: N802
-        return self.installed
+        raise AssertionError("torchInstalled() imports torch into Slicer")
 
     def installTorch(self, askConfirmation: bool, torchVersionRequirement: str) -> Any:  # noqa: N802, N803
-        self.install_calls += 1
+        self.install_calls.append(torchVersionRequirement)
+        if self.error is not None:
+            raise self.error
+        if self.installs is not None:
+            self.versions["torch"] = self.installs
         return self.install_result
 
 
 def test_torch_comes_only_through_the_pytorch_extension(application: Application, monkeypatch) -> None:
+    """torch's version is read from its metadata (never imported into Slicer); PyTorchUtils installs it."""
     from FetalHeadSegSlicer import installer
 
+    versions: dict[str, str | None] = {"torch": None}
+    monkeypatch.setattr(installer, "installed_version", lambda name: versions.get(name))
     monkeypatch.setitem(sys.modules, "PyTorchUtils", None)  # extension not installed
     with pytest.raises(InstallError, match="Extensions Manager") as missing:
         installer.ensure_torch()
     assert not missing.value.restart_required
-    present = FakePyTorchUtils(installed=True, install_result=None)
-    monkeypatch.setitem(sys.modules, "PyTorchUtils", present)
-    installer.ensure_torch()
-    assert present.install_calls == 0  # never reinstalled
-    declined = FakePyTorchUtils(installed=False, install_result=None)
+    versions["torch"] = "2.4.1"
+    installer.ensure_torch()  # recent enough: PyTorchUtils is not even needed
+    versions["torch"] = "2.0.1"  # left by another extension: too old
+    declined = FakePyTorchUtils(install_result=None)
     monkeypatch.setitem(sys.modules, "PyTorchUtils", declined)
     with pytest.raises(InstallError, match="not installed"):
         installer.ensure_torch()
-    installed_now = FakePyTorchUtils(installed=False, install_result=object())
-    monkeypatch.setitem(sys.modules, "PyTorchUtils", installed_now)
-    monkeypatch.setitem(sys.modules, "torch", None)  # installed, but not importable until Slicer restarts
+    assert declined.install_calls == [">=2.2"]
+    offline = FakePyTorchUtils(install_result=None, error=subprocess.CalledProcessError(1, ["pip", "install"]))
+    monkeypatch.setitem(sys.modules, "PyTorchUtils", offline)
+    with pytest.raises(InstallError, match="Installing PyTorch failed"):
+        installer.ensure_torch()
+    later = FakePyTorchUtils(install_result=object())  # installed, but the old one stays loaded until a restart
+    monkeypatch.setitem(sys.modules, "PyTorchUtils", later)
     with pytest.raises(InstallError, match="[Rr]estart") as restart:
         installer.ensure_torch()
-    assert restart.value.restart_required and installed_now.install_calls == 1
+    assert restart.value.restart_required
+    now = FakePyTorchUtils(install_result=object(), installs="2.5.0")
+    monkeypatch.setattr(installer, "installed_version", lambda name: now.versions.get(name, versions.get(name)))
+    monkeypatch.setitem(sys.modules, "PyTorchUtils", now)
+    installer.ensure_torch()
+    assert now.install_calls == [">=2.2"]
 
 
-def test_missing_packages_are_installed_once_after_one_confirmation(application: Application, tmp_path) -> None:
+def test_missing_packages_are_installed_once_after_one_confirmation(
+    application: Application, tmp_path, monkeypatch
+) -> None:
     from FetalHeadSegSlicer import installer
 
     requirements = tmp_path / "requirements.txt"
@@ -408,16 +466,33 @@ def test_missing_packages_are_installed_once_after_one_confirmation(application:
     application.confirm_answer = True
     installer.ensure_requirements(requirements)
     assert application.pip_installed == [["no-such-package-fetalheadseg>=1.0"]]
+
+    def offline(requirements: list[str]) -> None:  # slicer.util.pip_install raises when pip fails
+        raise subprocess.CalledProcessError(1, ["pip", "install", *requirements])
+
+    monkeypatch.setattr(sys.modules["slicer"].util, "pip_install", offline)
+    with pytest.raises(InstallError, match="not installed"):
+        installer.ensure_requirements(requirements)
     requirements.write_text("pytest>=1.0\n")
     asked = len(application.questions)
     installer.ensure_requirements(requirements)
     assert len(application.questions) == asked and len(application.pip_installed) == 1  # nothing to do
     calls: list[Any] = []
-    sys.modules["slicer"].packaging = types.SimpleNamespace(  # Slicer >= 5.11
-        load_requirements=lambda path: ["pytest>=1.0"], pip_ensure=lambda reqs, requester: calls.append(reqs)
-    )
-    installer.ensure_requirements(requirements)
-    assert calls == [["pytest>=1.0"]] and len(application.pip_installed) == 1
+
+    def pip_ensure(requirements: list[str], prompt_install: bool, requester: str, skip_in_testing: bool) -> None:
+        calls.append((requirements, prompt_install, skip_in_testing))
+        if not application.confirm_answer:
+            raise RuntimeError("User declined package installation")
+
+    packaging = types.ModuleType("slicer.packaging")  # Slicer >= 5.12: a submodule that must be imported
+    packaging.load_requirements = lambda path: ["pytest>=1.0"]  # type: ignore[attr-defined]
+    packaging.pip_ensure = pip_ensure  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "slicer.packaging", packaging)
+    installer.ensure_requirements(requirements, interactive=False)
+    assert calls == [(["pytest>=1.0"], False, False)] and len(application.pip_installed) == 1
+    application.confirm_answer = False
+    with pytest.raises(InstallError, match="declined"):
+        installer.ensure_requirements(requirements)
 
 
 def test_the_logic_installs_before_it_segments(application: Application, module: Any) -> None:
@@ -465,7 +540,7 @@ def test_every_frame_of_a_sequence_is_segmented_into_the_same_browser(applicatio
         eventCallback=events.append,
     )
     assert task["state"] == "done" and task["frames"] == 2
-    assert "1 frame(s) could not be segmented" in events[-1]["warnings"][0]
+    assert any("1 frame(s) could not be segmented" in warning for warning in events[-1]["warnings"])
     output = task["sequence"]
     assert output.GetNumberOfDataNodes() == 2 and output.GetIndexName() == "time"
     assert [output.GetNthIndexValue(i) for i in range(2)] == ["0", "0.5"]
@@ -478,9 +553,161 @@ def test_every_frame_of_a_sequence_is_segmented_into_the_same_browser(applicatio
     hc = [float(table.GetValue(row, 1).ToString()) for row in range(2)]
     assert hc[0] == pytest.approx(sample.info["reference_hc_mm"], abs=8.0)
     assert hc[1] == pytest.approx(hc[0], abs=3.0)  # the mirrored frame measures the same head
+    browser.SetSelectedItemNumber(2)  # the blank frame, which could not be segmented
+    sys.modules["slicer"].modules.sequences.logic().UpdateProxyNodesFromSequences(browser)
+    shown = browser.GetProxyNode(output)
+    assert shown.GetSegmentation().GetNumberOfSegments() == 0  # not the previous frame's head
+    browser.SetSelectedItemNumber(0)
+    sys.modules["slicer"].modules.sequences.logic().UpdateProxyNodesFromSequences(browser)
+    assert browser.GetProxyNode(output).GetSegmentation().GetNumberOfSegments() == 1
 
 
 def test_the_modules_self_test_passes(application: Application, module: Any) -> None:
     """FetalHeadSegTest, which Slicer's ctest runs, on the same logic path (real worker, shipped 3D model)."""
     result = unittest.TextTestRunner(stream=io.StringIO(), verbosity=0).run(module.FetalHeadSegTest("runTest"))
     assert result.wasSuccessful(), [str(error) for _, error in result.failures + result.errors]
+
+
+def test_the_panel_binds_its_widgets_and_enables_apply(application: Application, module: Any) -> None:
+    """The widget built from the real .ui under Slicer's binding rules (a str bound to a combo box needs Choice)."""
+    widget = module.FetalHeadSegWidget()
+    widget.setup()
+    ui, parameters = widget.ui, widget._parameterNode
+    assert not ui.applyButton.enabled  # no volume yet
+    volume = _add_volume(application.scene, get_sample("phantom3d_s000001").image_path, "phantom")
+    ui.inputVolumeSelector.setCurrentNode(volume)
+    assert parameters.inputVolume is volume and ui.applyButton.enabled
+    assert [ui.deviceComboBox.itemText(i) for i in range(ui.deviceComboBox.count)] == ["auto", "cpu", "gpu"]
+    models = [ui.modelIdComboBox.itemText(i) for i in range(ui.modelIdComboBox.count)]
+    assert models[0] == "" and {"hc18-plane-2d", "psfhs-intrapartum-2d"} <= set(models)
+    assert "per case" in ui.modelIdComboBox.itemData(models.index("hc18-plane-2d"), 3)  # tooltips are kept
+    ui.modelIdComboBox.currentIndex = models.index("hc18-plane-2d")
+    assert parameters.modelId == "hc18-plane-2d"
+    parameters.modelId = "psfhs-intrapartum-2d"  # e.g. a script, or a scene that is loaded
+    assert ui.modelIdComboBox.currentText == "psfhs-intrapartum-2d"
+    widget._populateModels()  # after an import: the list is rebuilt, the choice stays
+    assert ui.modelIdComboBox.currentText == parameters.modelId == "psfhs-intrapartum-2d"
+    ui.pixelSizeSpinBox.value = 0.1
+    assert parameters.pixelSizeMm == pytest.approx(0.1)
+    widget.exit()
+    widget.enter()  # bound again on every visit of the module
+    assert ui.modelIdComboBox.currentText == "psfhs-intrapartum-2d" and ui.applyButton.enabled
+    widget.cleanup()
+
+
+def _world_to_ijk(volume: Any) -> np.ndarray:
+    """World RAS -> the volume's IJK, through its parent transforms."""
+    ijk_to_ras, to_world = vtk.vtkMatrix4x4(), vtk.vtkMatrix4x4()
+    volume.GetIJKToRASMatrix(ijk_to_ras)
+    slicer_core.vtkMRMLTransformNode.GetMatrixTransformBetweenNodes(volume.GetParentTransformNode(), None, to_world)
+    return np.linalg.inv(
+        slicer_core.util.arrayFromVTKMatrix(to_world) @ slicer_core.util.arrayFromVTKMatrix(ijk_to_ras)
+    )
+
+
+def _voxels(points_world: np.ndarray, volume: Any) -> np.ndarray:
+    homogeneous = np.c_[points_world, np.ones(len(points_world))]
+    return np.rint((homogeneous @ _world_to_ijk(volume).T)[:, :3]).astype(int)
+
+
+def _segment_voxels_world(segmentation: Any) -> np.ndarray:
+    """World RAS of every voxel of the segmentation's first segment."""
+    from vtk.util import numpy_support
+
+    image = slicer_core.vtkOrientedImageData()
+    segmentation.GetBinaryLabelmapRepresentation(segmentation.GetSegmentation().GetNthSegmentID(0), image)
+    dims = image.GetDimensions()
+    values = numpy_support.vtk_to_numpy(image.GetPointData().GetScalars()).reshape(dims[::-1]).transpose(2, 1, 0)
+    extent = image.GetExtent()
+    ijk = np.argwhere(values > 0) + [extent[0], extent[2], extent[4]]
+    image_to_node, node_to_world = vtk.vtkMatrix4x4(), vtk.vtkMatrix4x4()
+    image.GetImageToWorldMatrix(image_to_node)
+    slicer_core.vtkMRMLTransformNode.GetMatrixTransformBetweenNodes(
+        segmentation.GetParentTransformNode(), None, node_to_world
+    )
+    matrix = slicer_core.util.arrayFromVTKMatrix(node_to_world) @ slicer_core.util.arrayFromVTKMatrix(image_to_node)
+    return (np.c_[ijk, np.ones(len(ijk))] @ matrix.T)[:, :3]
+
+
+def _assert_on_the_head(task: Any, volume: Any, head: np.ndarray) -> None:
+    """The segmentation covers ``head`` (a mask on the volume's voxels) and the calipers lie on its outline, in RAS."""
+    from scipy import ndimage
+
+    inside = _voxels(_segment_voxels_world(task["segmentation"]), volume)
+    valid = np.all((inside >= 0) & (inside < head.shape), axis=1)
+    hits = head[tuple(inside[valid].T)]
+    assert valid.mean() > 0.99 and hits.mean() > 0.9, "the segmentation is not drawn over the head"
+    assert 0.8 < len(inside) / head.sum() < 1.25
+    extent = max(np.ptp(np.argwhere(head), axis=0))
+    band = ndimage.binary_dilation(head, iterations=max(2, int(0.05 * extent))) & ~ndimage.binary_erosion(
+        head, iterations=max(2, int(0.05 * extent))
+    )
+    for name, markup in task["markups"].items():
+        if name == "plane":
+            continue
+        points = np.array([markup.GetNthControlPointPositionWorld(i) for i in range(markup.GetNumberOfControlPoints())])
+        ijk = np.clip(_voxels(points, volume), 0, np.array(head.shape) - 1)
+        assert band[tuple(ijk.T)].mean() > 0.95, f"the {name} markup is not on the head's outline"
+    table = task["table"].GetTable()
+    rows = {table.GetValue(r, 0).ToString(): float(table.GetValue(r, 1).ToString() or "nan") for r in range(4)}
+    assert task["markups"]["BPD"].GetLineLengthWorld() == pytest.approx(rows["BPD"], rel=0.01)  # rulers agree
+
+
+def test_a_frame_with_a_pixel_size_is_drawn_on_the_head(application: Application, module: Any) -> None:
+    """A PNG frame (1 mm in Slicer) with the panel's pixel size: results lie on the head, and lengths are in mm."""
+    from scipy import ndimage
+
+    sample = get_sample("hc18_207_HC")
+    volume = _add_volume(application.scene, sample.image_path, "frame")
+    head = ndimage.binary_fill_holes(read_image(sample.annotation_path).array[:, :, 0] > 0)[:, :, None]  # outline
+    logic = module.FetalHeadSegLogic(pythonExecutable=sys.executable)
+    pixel = sample.info["pixel_size_mm"]
+    task = logic.process(volume, device="cpu", pixelSizeMm=pixel, waitForCompletion=True)
+    assert task["state"] == "done"
+    assert "--spacing" not in task["worker"].command  # the file the worker reads carries the pixel size
+    assert volume.GetSpacing()[:2] == pytest.approx((pixel, pixel))  # the frame Slicer shows has it too
+    _assert_on_the_head(task, volume, head)
+
+
+def test_a_transformed_volume_has_its_results_under_the_same_transform(application: Application, module: Any) -> None:
+    """A 3D volume under a parent transform (tracked ultrasound): segmentation and markups follow it."""
+    sample = get_sample("phantom3d_s000001")
+    volume = _add_volume(application.scene, sample.image_path, "phantom")
+    transform = application.scene.AddNewNodeByClass("vtkMRMLLinearTransformNode", "ImageToReference")
+    matrix = vtk.vtkMatrix4x4()
+    rotation = vtk.vtkTransform()
+    rotation.Translate(40.0, -25.0, 60.0)
+    rotation.RotateWXYZ(35.0, 0.3, 1.0, 0.2)
+    rotation.GetMatrix(matrix)
+    transform.SetMatrixTransformToParent(matrix)
+    volume.SetAndObserveTransformNodeID(transform.GetID())
+    logic = module.FetalHeadSegLogic(workerFactory=TruthMaskWorker(sample.annotation_path))
+    task = logic.process(volume, waitForCompletion=True)
+    assert task["state"] == "done"
+    _assert_on_the_head(task, volume, read_image(sample.annotation_path).array > 0)
+
+
+def test_the_run_ends_only_after_the_last_output_line_is_read(
+    application: Application, module: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The worker exits before its reader threads have queued its last lines (the order Slicer's GIL allows)."""
+    import threading
+
+    from FetalHeadSegSlicer import runner
+
+    hold = threading.Event()
+    monkeypatch.setattr(runner.WorkerProcess, "_read", slicer_fakes.late_reader(hold))
+    sample = get_sample("hc18_207_HC")
+    volume = _add_volume(application.scene, sample.image_path, "frame")
+    logic = module.FetalHeadSegLogic(pythonExecutable=sys.executable)
+    task = logic.process(volume, device="cpu", pixelSizeMm=sample.info["pixel_size_mm"], waitForCompletion=False)
+    task["worker"]._process.wait(120)  # the worker has exited ...
+    timer = application.timers[-1]
+    timer.fire()
+    assert task["state"] == "running"  # ... but its result line has not been read: not finished yet
+    hold.set()
+    deadline = time.monotonic() + 30
+    while task["state"] == "running" and time.monotonic() < deadline:
+        time.sleep(0.05)
+        timer.fire()
+    assert task["state"] == "done", task.get("message")
