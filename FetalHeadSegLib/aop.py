@@ -17,9 +17,10 @@ import numpy.typing as npt
 from FetalHeadSegLib.ellipse import mask_edge_points
 from FetalHeadSegLib.errors import InputImageError
 from FetalHeadSegLib.image import Image
+from FetalHeadSegLib.labels import FETAL_HEAD, PUBIC_SYMPHYSIS
 
-PSFHS_SYMPHYSIS_LABEL = 1
-PSFHS_HEAD_LABEL = 2
+PSFHS_SYMPHYSIS_LABEL = PUBIC_SYMPHYSIS.value
+PSFHS_HEAD_LABEL = FETAL_HEAD.value
 
 
 class ProbeSide(StrEnum):

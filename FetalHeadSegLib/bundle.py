@@ -25,13 +25,13 @@ from FetalHeadSegLib.errors import BundleError, ChecksumError
 from FetalHeadSegLib.labels import Label
 from FetalHeadSegLib.network_config import NetworkConfig
 from FetalHeadSegLib.preprocessing import PreprocessingConfig
+from FetalHeadSegLib.tasks import Task, task_spec
 
 if TYPE_CHECKING:
     import torch
     from torch import nn
 
 FORMAT_VERSION = 1
-TASKS = ("head", "intrapartum")
 
 
 @dataclass(frozen=True)
@@ -43,13 +43,18 @@ class ModelBundle:
     version: str
     name: str
     dimension: int
-    task: str
+    task: Task
     networks: list[NetworkConfig]
     preprocessing: PreprocessingConfig
     labels: list[Label]
     tile_size: int = 128
     model_card: dict[str, Any] = field(default_factory=dict)
     sha256: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def head_label(self) -> int:
+        """The label value of the fetal head (from the task registry)."""
+        return task_spec(self.task).head_label
 
     @property
     def levels(self) -> int:
@@ -117,7 +122,7 @@ def read_bundle(path: str | os.PathLike[str]) -> ModelBundle:
             version=str(data["version"]),
             name=str(data.get("name", data["id"])),
             dimension=int(data["dimension"]),
-            task=str(data["task"]),
+            task=Task(str(data["task"])),
             networks=[NetworkConfig.from_dict(network) for network in data["networks"]],
             preprocessing=PreprocessingConfig.from_dict(data["preprocessing"]),
             labels=[Label.from_dict(label) for label in data["labels"]],
@@ -127,8 +132,11 @@ def read_bundle(path: str | os.PathLike[str]) -> ModelBundle:
         )
     except (KeyError, TypeError, ValueError) as err:
         raise BundleError(f"{manifest}: invalid model description ({err})") from err
-    if bundle.task not in TASKS or bundle.dimension not in (2, 3) or not bundle.networks:
-        raise BundleError(f"{manifest}: task must be one of {TASKS}, dimension 2 or 3, and at least one network")
+    if bundle.dimension not in (2, 3) or not bundle.networks:
+        raise BundleError(f"{manifest}: dimension must be 2 or 3, with at least one network")
+    expected = task_spec(bundle.task).label_values
+    if [label.value for label in bundle.labels] != expected:
+        raise BundleError(f"{manifest}: task {bundle.task.value} has labels {expected}, the bundle lists others")
     missing = [name for name in bundle.weight_files if name not in bundle.sha256]
     if missing:
         raise BundleError(f"{manifest}: no SHA-256 recorded for {', '.join(missing)}")

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from FetalHeadSegLib.bundle import ModelBundle, read_bundle
 from FetalHeadSegLib.errors import BundleError
+from FetalHeadSegLib.tasks import Task
 
 logger = logging.getLogger(__name__)
 
@@ -54,7 +55,7 @@ def list_models(home: str | os.PathLike[str] | None = None) -> list[CatalogEntry
                     item["id"],
                     item["version"],
                     int(item["dimension"]),
-                    item["task"],
+                    Task(item["task"]),
                     BUNDLED_MODELS / item["path"],
                     bool(item.get("default", False)),
                     "bundled",
@@ -92,15 +93,19 @@ def find_model(name: str | os.PathLike[str], home: str | os.PathLike[str] | None
     raise BundleError(f"no model {str(name)!r}: give a bundle folder or a known id ({known})")
 
 
-def default_model(dimension: int, task: str = "head", home: str | os.PathLike[str] | None = None) -> ModelBundle:
+def default_model(
+    dimension: int, task: Task | str = Task.HEAD, home: str | os.PathLike[str] | None = None
+) -> ModelBundle:
     """The default model for an input of this dimension and task.
 
     Raises:
         BundleError: no model is installed for it.
     """
-    matches = [e for e in list_models(home) if e.dimension == dimension and e.task == task]
+    matches = [e for e in list_models(home) if e.dimension == dimension and e.task == Task(task)]
     if not matches:
-        raise BundleError(f"no {dimension}D {task} model is installed; pass --model with a bundle folder or id")
+        raise BundleError(
+            f"no {dimension}D {Task(task).value} model is installed; pass --model with a bundle folder or id"
+        )
     chosen = next((e for e in matches if e.default), matches[0])
     return read_bundle(chosen.path)
 

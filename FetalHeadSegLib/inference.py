@@ -1,16 +1,23 @@
 """The inference engine: from an image to a label map, probabilities and biometry, on any device.
 
-Pipeline (``method.md`` §1.7): check the image; resample to the model's grid; normalise; pad to a multiple of
-the network's size; run every cascade level on the whole volume (level n > 0 sees the image and level n - 1's
-foreground probability); on a GPU out-of-memory error retry in overlapping tiles, then on the CPU; optional
-flip test-time augmentation whose disagreement is an uncertainty map; crop; resample the class probabilities
-back onto the input grid; keep each label's largest component with holes filled; measure.
+Named stages (``method.md`` §1.7):
+
+1. ``prepare`` (:mod:`FetalHeadSegLib.preprocessing`): check the image; resample to the model's working grid;
+   normalise; quantise to the 256 input levels; pad to the cascade's size multiple.
+2. ``run_cascade`` (:mod:`FetalHeadSegLib.cascade`): every level on the whole volume (level n > 0 sees the image
+   and level n - 1's foreground probability); on a GPU out-of-memory error retry in overlapping tiles, then on
+   CPU copies of the networks; optional flip test-time augmentation whose disagreement is an uncertainty map.
+3. postprocess: crop; resample the class probabilities back onto the input grid; keep each label's largest
+   component with holes filled.
+4. measure through the task registry (:mod:`FetalHeadSegLib.tasks`).
+
+Training's validation calls stages 1 and 2 (``to_working_grid``, ``predict_unpadded``), so what it measures is
+what ``segment`` returns.
 """
 
 from __future__ import annotations
 
 import logging
-import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -19,10 +26,11 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from FetalHeadSegLib.bundle import ModelBundle, load_networks
+from FetalHeadSegLib.cascade import forward_probabilities, run_cascade
 from FetalHeadSegLib.errors import Cancelled, InputImageError
 from FetalHeadSegLib.image import Image
 from FetalHeadSegLib.postprocessing import clean_label_map
-from FetalHeadSegLib.preprocessing import check_image, normalise, pad_to_multiple, resample, resample_like
+from FetalHeadSegLib.preprocessing import Padding, Prepared, cascade_size_multiple, check_image, prepare
 from FetalHeadSegLib.quality import Flag
 from FetalHeadSegLib.tiling import sliding_window
 
@@ -90,7 +98,11 @@ class Segmentation:
 
 
 class Segmenter:
-    """A model loaded on a device, ready to segment any number of images."""
+    """A model loaded on a device, ready to segment any number of images.
+
+    The networks it holds are never moved or changed by a segmentation: a run that falls back to the CPU after
+    an out-of-memory error uses CPU copies for that image only, and says so in its provenance.
+    """
 
     def __init__(self, bundle: ModelBundle, device: str | torch.device = "auto") -> None:
         from FetalHeadSegLib.device import resolve_device
@@ -98,8 +110,9 @@ class Segmenter:
         self.bundle = bundle
         self.device = resolve_device(device)
         self.networks = load_networks(bundle, self.device)
-        multiples = [bundle.preprocessing.pad_multiple] + [n.size_multiple for n in bundle.networks]
-        self.size_multiple = math.lcm(*multiples)
+        self.size_multiple = cascade_size_multiple(
+            bundle.preprocessing.pad_multiple, [n.size_multiple for n in bundle.networks]
+        )
 
     def segment(
         self,
@@ -109,52 +122,46 @@ class Segmenter:
         cancel: Callable[[], bool] | None = None,
         source: str = "the image",
     ) -> Segmentation:
-        """Segment ``image`` and measure the head.
+        """Segment ``image`` and measure the head: prepare, predict the cascade (with flips for TTA),
+        postprocess, measure.
+
+        Args:
+            image: a 3D volume or a 2D frame (shape (X, Y, 1)) of the model's dimension, any spacing.
+            options: TTA, tiling, biometry, GA; defaults when None.
+            progress: ``progress(stage, fraction, message)`` callback.
+            cancel: polled between steps; True stops with :class:`Cancelled`.
+            source: the image's name in error messages.
+
+        Returns:
+            Labels, head probability and (TTA) uncertainty on the input's exact grid, biometry, flags, provenance.
 
         Raises:
             InputImageError: the image cannot be segmented (constant, NaN, absurd spacing, wrong dimension).
             Cancelled: ``cancel()`` returned True between two steps.
         """
         options = options or InferenceOptions()
-        run = _Run(self, options, progress, cancel)
+        run = InferenceRun(self, options, progress, cancel)
         start = time.perf_counter()
         check_image(image, source)
         if image.is_2d != (self.bundle.dimension == 2):
             kind = "a 2D frame" if image.is_2d else "a 3D volume"
             raise InputImageError(f"{source}: is {kind}, but model {self.bundle.id} is {self.bundle.dimension}D")
         run.report("load", 0.0, "preparing the image")
-        from FetalHeadSegLib.preprocessing import working_spacing
-
-        spacing = working_spacing(image, self.bundle.preprocessing)
-        working = resample(image, spacing) if spacing is not None else image
-        values = normalise(working.array, self.bundle.preprocessing.clip_percentiles)
-        padded, padding = pad_to_multiple(values, self.size_multiple, image.is_2d)
+        prepared = prepare(image, self.bundle.preprocessing, self.size_multiple)
         run.lap("preprocess")
-
-        flips = [()] + ([(axis,) for axis in range(1, 3 if image.is_2d else 4)] if options.tta else [])
-        passes = []
-        for number, axes in enumerate(flips):
-            flipped = np.flip(padded[np.newaxis], axes) if axes else padded[np.newaxis]
-            probabilities = run.cascade(np.ascontiguousarray(flipped), number, len(flips))
-            passes.append(np.flip(probabilities, axes) if axes else probabilities)
+        passes = predict_with_flips(run, prepared, options.tta)
         run.lap("networks")
         run.report("postprocess", 0.0, "building the label map")
-        mean = np.mean(passes, axis=0)
-        class_probabilities = padding.crop(mean)
-        if spacing is not None:
-            class_probabilities = np.stack(
-                [resample_like(working.with_array(channel), image).array for channel in class_probabilities]
-            )
-        values_present = [label.value for label in self.bundle.labels]
-        labels = clean_label_map(np.argmax(class_probabilities, axis=0).astype(np.uint8), values_present)
-        foreground = 1.0 - class_probabilities[0]
+        class_probabilities = prepared.restore(np.mean(passes, axis=0))
+        labels = clean_label_map(
+            np.argmax(class_probabilities, axis=0).astype(np.uint8), [label.value for label in self.bundle.labels]
+        )
         uncertainty = None
         if len(passes) > 1:
-            votes = np.stack([padding.crop(p)[0] < 0.5 for p in passes])
+            votes = np.stack([prepared.padding.crop(p)[0] < 0.5 for p in passes])
             disagreement = np.minimum(votes.mean(axis=0), 1.0 - votes.mean(axis=0))  # 0 = unanimous, 0.5 = split
-            if spacing is not None:
-                disagreement = resample_like(working.with_array(disagreement.astype(np.float32)), image).array
-            uncertainty = image.with_array(disagreement.astype(np.float32))
+            padded = prepared.padding.pad(disagreement.astype(np.float32))
+            uncertainty = image.with_array(prepared.restore(padded[np.newaxis])[0])
             run.flags += _tta_flags(votes)
         run.lap("postprocess")
         biometry = None
@@ -164,7 +171,7 @@ class Segmenter:
             run.lap("biometry")
         return Segmentation(
             labels=image.with_array(labels),
-            probability=image.with_array(foreground.astype(np.float32)),
+            probability=image.with_array((1.0 - class_probabilities[0]).astype(np.float32)),
             uncertainty=uncertainty,
             biometry=biometry,
             flags=run.flags,
@@ -175,8 +182,32 @@ class Segmenter:
         )
 
 
-class _Run:
-    """State of one segmentation: progress, cancellation, device fallbacks and their flags, timings."""
+def predict_with_flips(run: InferenceRun, prepared: Prepared, tta: bool) -> list[np.ndarray]:
+    """The cascade's class probabilities on the padded working grid, once, or once per flipped axis (TTA)."""
+    dims = 2 if prepared.image.is_2d else 3
+    flips = [()] + ([(axis,) for axis in range(1, dims + 1)] if tta else [])
+    passes = []
+    for number, axes in enumerate(flips):
+        image = prepared.values[np.newaxis]
+        flipped = np.ascontiguousarray(np.flip(image, axes)) if axes else image
+        padding = prepared.padding
+        if axes:  # a flip swaps the padding before and after along the flipped axes
+            before, after = list(padding.before), list(padding.after)
+            for axis in axes:
+                before[axis - 1], after[axis - 1] = after[axis - 1], before[axis - 1]
+            padding = Padding((before[0], before[1], before[2]), (after[0], after[1], after[2]))
+
+        def predict(level: int, inputs: np.ndarray, number: int = number) -> np.ndarray:
+            return run.predict(level, inputs, number, len(flips))
+
+        probabilities = run_cascade(predict, flipped, padding, len(run.segmenter.networks))
+        passes.append(np.flip(probabilities, axes) if axes else probabilities)
+    return passes
+
+
+class InferenceRun:
+    """State of one segmentation: progress, cancellation, the device this image runs on (after out-of-memory
+    fallbacks), its flags and timings. It never changes the :class:`Segmenter`'s networks."""
 
     def __init__(
         self,
@@ -191,6 +222,7 @@ class _Run:
         self.cancel = cancel
         self.flags: list[Flag] = []
         self.device_used = segmenter.device
+        self.networks: list[nn.Module] = list(segmenter.networks)
         self.timings: dict[str, float] = {}
         self._lap = time.perf_counter()
 
@@ -205,44 +237,41 @@ class _Run:
         self.timings[name] = self.timings.get(name, 0.0) + now - self._lap
         self._lap = now
 
-    def cascade(self, image: np.ndarray, pass_number: int, passes: int) -> np.ndarray:
-        """Class probabilities (K, *spatial) of the last level for a (1, *spatial) normalised image."""
-        networks = self.segmenter.networks
-        context: np.ndarray | None = None
-        probabilities = np.empty(0)
-        for level, network in enumerate(networks):
-            stage = f"stage{level + 1}"
-            self.report(stage, pass_number / passes, f"cascade level {level + 1} of {len(networks)}")
-            inputs = image if context is None else np.concatenate([image, context[np.newaxis]], axis=0)
-            dims = self.segmenter.bundle.networks[level].spatial_dims
-            probabilities = self.predict(network, dims, inputs, stage, pass_number, passes)
-            context = 1.0 - probabilities[0]
-        return probabilities
-
-    def predict(
-        self, network: nn.Module, dims: int, inputs: np.ndarray, stage: str, pass_number: int, passes: int
-    ) -> np.ndarray:
-        """Softmax probabilities of one level: whole volume, then tiles, then CPU on out-of-memory errors."""
+    def predict(self, level: int, inputs: np.ndarray, pass_number: int, passes: int) -> np.ndarray:
+        """Softmax probabilities of one level: whole volume, then tiles, then the CPU on out-of-memory errors."""
         import torch
+
+        stage = f"stage{level + 1}"
+        levels = len(self.networks)
+        self.report(stage, pass_number / passes, f"cascade level {level + 1} of {levels}")
+        dims = self.segmenter.bundle.networks[level].spatial_dims
 
         def on_tile(done: int, total: int) -> None:
             self.report(stage, (pass_number + done / total) / passes, f"tile {done} of {total}")
 
         if self.options.tile_size is not None:
-            return self._tiled(network, dims, inputs, on_tile)
+            return self._tiled(level, dims, inputs, on_tile)
         try:
-            return self._forward(network, dims, inputs)
+            return self._forward(level, dims, inputs)
         except torch.cuda.OutOfMemoryError:
             self._out_of_memory("whole-volume inference ran out of GPU memory; retrying in tiles")
         try:
-            return self._tiled(network, dims, inputs, on_tile)
+            return self._tiled(level, dims, inputs, on_tile)
         except torch.cuda.OutOfMemoryError:
             self._out_of_memory("tiled inference ran out of GPU memory; retrying on the CPU")
+        self._use_cpu()
+        return self._forward(level, dims, inputs)
+
+    def _use_cpu(self) -> None:
+        """Run the rest of this image on CPU copies of the networks (the shared ones stay where they are)."""
+        import copy
+
+        import torch
+
         cpu = torch.device("cpu")
-        self.device_used = cpu
-        for index, candidate in enumerate(self.segmenter.networks):
-            self.segmenter.networks[index] = candidate.to(cpu)
-        return self._forward(network.to(cpu), dims, inputs)
+        if self.device_used != cpu:
+            self.networks = [copy.deepcopy(network).to(cpu) for network in self.segmenter.networks]
+            self.device_used = cpu
 
     def _out_of_memory(self, message: str) -> None:
         import torch
@@ -252,30 +281,17 @@ class _Run:
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
 
-    def _tiled(
-        self, network: nn.Module, dims: int, inputs: np.ndarray, on_tile: Callable[[int, int], None]
-    ) -> np.ndarray:
+    def _tiled(self, level: int, dims: int, inputs: np.ndarray, on_tile: Callable[[int, int], None]) -> np.ndarray:
+        multiple = self.segmenter.size_multiple
         tile = self.segmenter.bundle.tile_size if self.options.tile_size is None else self.options.tile_size
-        tile = max(self.segmenter.size_multiple, tile // self.segmenter.size_multiple * self.segmenter.size_multiple)
+        tile = max(multiple, tile // multiple * multiple)
         window = (tile,) * dims + ((1,) if dims == 2 else ())
         return sliding_window(
-            lambda part: self._forward(network, dims, part), inputs, window, self.options.overlap, on_tile
+            lambda part: self._forward(level, dims, part), inputs, window, self.options.overlap, on_tile
         )
 
-    def _forward(self, network: nn.Module, dims: int, inputs: np.ndarray) -> np.ndarray:
-        """One forward pass: (C, X, Y, Z) numpy in, (K, X, Y, Z) softmax probabilities out (float32)."""
-        import contextlib
-
-        import torch
-
-        device = next(network.parameters()).device
-        two_d = dims == 2
-        tensor = torch.from_numpy(np.ascontiguousarray(inputs[..., 0] if two_d else inputs))[None].to(device)
-        autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else contextlib.nullcontext()
-        with torch.inference_mode(), autocast:
-            logits = network(tensor)
-        probabilities = torch.softmax(logits.float(), dim=1)[0].cpu().numpy()
-        return probabilities[..., np.newaxis] if two_d else probabilities
+    def _forward(self, level: int, dims: int, inputs: np.ndarray) -> np.ndarray:
+        return forward_probabilities(self.networks[level], dims, inputs)
 
 
 def _tta_flags(votes: np.ndarray) -> list[Flag]:
@@ -294,19 +310,15 @@ def _tta_flags(votes: np.ndarray) -> list[Flag]:
 
 def _measure(bundle: ModelBundle, labels: Image, ga_weeks: float | None, flags: list[Flag]) -> Biometry | None:
     """Biometry of the predicted head (and AoP for intrapartum models); None with a flag if nothing to measure."""
-    from FetalHeadSegLib.aop import angle_of_progression
-    from FetalHeadSegLib.biometry import measure_biometry
     from FetalHeadSegLib.errors import FetalHeadSegError
+    from FetalHeadSegLib.tasks import task_spec
 
-    head_value = next((label.value for label in bundle.labels if label.name == "Head"), bundle.labels[0].value)
-    head = (labels.array == head_value).astype(np.uint8)
-    if not head.any():
+    spec = task_spec(bundle.task)
+    if not np.any(labels.array == spec.head_label):
         flags.append(Flag("no_head_found", "the model found no head in this image: nothing was measured"))
         return None
     try:
-        biometry = measure_biometry(labels.with_array(head), ga_weeks=ga_weeks)
-        if bundle.task == "intrapartum":
-            biometry = biometry.with_aop(angle_of_progression(labels))
+        biometry = spec.measure(labels, ga_weeks)
     except FetalHeadSegError as err:
         flags.append(Flag("biometry_failed", f"the head could not be measured: {err}"))
         return None

@@ -76,8 +76,7 @@ def write_outputs(
         if qc:
             from FetalHeadSegLib.preview import write_png
 
-            head_value = next((lb.value for lb in result.model.labels if lb.name == "Head"), 1)
-            head = result.labels.with_array((result.labels.array == head_value).astype("uint8"))
+            head = result.labels.with_array((result.labels.array == result.model.head_label).astype("uint8"))
             names["qc"] = f"{stem}_qc.png"
             unit = "mm" if choice.in_mm else "px"
             write_png(qc_picture(image, head, result.biometry, unit=unit), staging / names["qc"])

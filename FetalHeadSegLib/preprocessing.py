@@ -130,6 +130,24 @@ def resample_like(image: Image, reference: Image, linear: bool = True) -> Image:
     return image_from_sitk(sitk.Resample(source, image_to_sitk(reference), sitk.Transform(), interpolator, 0.0))
 
 
+INTENSITY_LEVELS = 255
+"""Network inputs (image and context channels) take 256 levels in [0, 1]: ultrasound is 8-bit data, and the
+training cache stores exactly these values, so training and inference feed the networks identical numbers."""
+
+
+def quantise_unit(values: np.ndarray) -> np.ndarray:
+    """Round [0, 1] values to the 256 input levels (float32)."""
+    return np.asarray(np.rint(np.clip(values, 0.0, 1.0) * INTENSITY_LEVELS) / INTENSITY_LEVELS, dtype=np.float32)
+
+
+def to_working_grid(image: Image, config: PreprocessingConfig) -> Image:
+    """The image as the first network sees it, before padding: on the working grid (resampled when the config
+    asks), clipped, min-max normalised and quantised to the input levels. Training caches exactly this."""
+    spacing = working_spacing(image, config)
+    working = resample(image, spacing) if spacing is not None else image
+    return working.with_array(quantise_unit(normalise(working.array, config.clip_percentiles)))
+
+
 def normalise(values: np.ndarray, clip_percentiles: tuple[float, float] | None) -> np.ndarray:
     """Clip to percentiles (optional) and scale to [0, 1], float32 (``method.md`` §1.2: min-max per volume)."""
     data = values.astype(np.float32)
@@ -160,6 +178,11 @@ class Padding:
         index: tuple[Any, ...] = (Ellipsis, *slices)
         return array[index]
 
+    def pad(self, array: np.ndarray) -> np.ndarray:
+        """Apply the same zero padding to the last three axes of another array on the unpadded grid."""
+        widths = [(0, 0)] * (array.ndim - 3) + list(zip(self.before, self.after, strict=True))
+        return np.pad(array, widths)
+
 
 def pad_to_multiple(array: np.ndarray, multiple: int, is_2d: bool) -> tuple[np.ndarray, Padding]:
     """Pad (X, Y, Z) symmetrically with zeros so each axis (X, Y only for 2D frames) is a multiple.
@@ -172,3 +195,42 @@ def pad_to_multiple(array: np.ndarray, multiple: int, is_2d: bool) -> tuple[np.n
         before[axis], after[axis] = total // 2, total - total // 2
     padded = np.pad(array, list(zip(before, after, strict=True)))
     return padded, Padding((before[0], before[1], before[2]), (after[0], after[1], after[2]))
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """An image made ready for a cascade, and the way back to its grid.
+
+    Attributes:
+        image: the input image.
+        working: the image on the working grid, normalised and quantised (:func:`to_working_grid`).
+        values: ``working``'s values padded to the cascade's size multiple, shape (X', Y', Z').
+        padding: the padding added.
+    """
+
+    image: Image
+    working: Image
+    values: np.ndarray
+    padding: Padding
+
+    def restore(self, channels: np.ndarray) -> np.ndarray:
+        """(C, X', Y', Z') arrays on the padded working grid -> (C, X, Y, Z) on the input grid (crop, then
+        linear resampling back when the working grid differs from the input's)."""
+        cropped = self.padding.crop(channels)
+        if self.working.shape == self.image.shape and np.allclose(self.working.ijk_to_ras, self.image.ijk_to_ras):
+            return np.asarray(cropped, dtype=np.float32)
+        return np.stack(
+            [resample_like(self.working.with_array(channel), self.image).array for channel in cropped]
+        ).astype(np.float32)
+
+
+def prepare(image: Image, config: PreprocessingConfig, size_multiple: int) -> Prepared:
+    """Working grid, normalisation, quantisation and padding to ``size_multiple`` (the engine's first stage)."""
+    working = to_working_grid(image, config)
+    values, padding = pad_to_multiple(working.array, size_multiple, image.is_2d)
+    return Prepared(image, working, np.asarray(values, dtype=np.float32), padding)
+
+
+def cascade_size_multiple(pad_multiple: int, network_multiples: list[int]) -> int:
+    """The size every padded input must be a multiple of: the preprocessing's and every network's."""
+    return math.lcm(pad_multiple, *network_multiples)

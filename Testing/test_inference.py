@@ -133,3 +133,59 @@ def test_unavailable_device_is_an_error(tmp_path: Path) -> None:
         load_model(make_tiny_bundle(tmp_path / "m"), "cuda")
     with pytest.raises(DeviceError, match="unknown device"):
         load_model(make_tiny_bundle(tmp_path / "m"), "tpu")
+
+
+class _OutOfMemoryUntilMoved(torch.nn.Module):
+    """Raises CUDA's out-of-memory error on every call until ``.to()`` moves it (as on a full GPU)."""
+
+    def __init__(self, network: torch.nn.Module) -> None:
+        super().__init__()
+        self.network, self.moved = network, False
+
+    def to(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+        self.moved = True
+        return super().to(*args, **kwargs)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.moved:
+            raise torch.cuda.OutOfMemoryError("simulated: CUDA out of memory")
+        return self.network(x)
+
+
+def test_a_cpu_fallback_never_moves_the_shared_model_and_provenance_tells_the_truth(tmp_path: Path) -> None:
+    model = load_model(make_tiny_bundle(tmp_path / "m", preprocessing=PreprocessingConfig()), "cpu")
+    image = noisy_head(spacing=(1.2, 1.2, 1.2))
+    expected = model.segment(image, InferenceOptions(biometry=False))
+    shared = [_OutOfMemoryUntilMoved(network) for network in model.networks]
+    model.networks = list(shared)
+    model.device = torch.device("cuda")  # what a GPU segmenter holds; its networks "run out of memory"
+    for _ in range(2):  # the second image must not inherit the first one's fallback
+        result = model.segment(image, InferenceOptions(biometry=False))
+        assert result.device == "cpu" and result.provenance()["device"] == "cpu"
+        assert [flag.code for flag in result.flags] == ["oom_fallback", "oom_fallback"]
+        np.testing.assert_allclose(result.probability.array, expected.probability.array, atol=1e-5)
+        assert all(a is b for a, b in zip(model.networks, shared, strict=True))
+        assert not any(network.moved for network in shared)
+
+
+def test_training_validation_and_segment_give_identical_probabilities(tmp_path: Path) -> None:
+    """The two paths share one preprocessing, padding, context and forward pass: bit-for-bit the same numbers."""
+    from training.data import CaseArrays, preprocess_case
+    from training.engine import predict_context, predict_probabilities
+
+    bundle = make_tiny_bundle(tmp_path / "m", preprocessing=PreprocessingConfig())
+    model = load_model(bundle, "cpu")
+    image = noisy_head(shape_mm=(20.0, 16.0, 13.0), spacing=(1.1, 1.2, 1.3))
+    label = image.with_array(np.zeros(image.shape, np.uint8))
+    values, labels, spacing = preprocess_case(image, label, bundle.preprocessing)
+    arrays = CaseArrays(["case"], ["case"], [values], [labels], [spacing])
+    context = predict_context(model.networks[0], bundle.networks[0], arrays, None, model.size_multiple)
+    last = predict_probabilities(
+        model.networks[1],
+        bundle.networks[1],
+        arrays.image_float(0),
+        context[0].astype(np.float32) / 255.0,
+        model.size_multiple,
+    )
+    result = model.segment(image, InferenceOptions(biometry=False))
+    np.testing.assert_array_equal(result.probability.array, (1.0 - last[0]).astype(np.float32))

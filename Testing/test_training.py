@@ -116,8 +116,8 @@ def test_stage_two_consumes_the_context(tmp_path: Path, cache: Path) -> None:
     network = build_network(level_network_config(config, 1))
     network.load_state_dict(level1)
     image = np.random.default_rng(0).random((48, 32, 1)).astype(np.float32)
-    empty = predict_probabilities(network, network.config, image, np.zeros_like(image), torch.device("cpu"))
-    full = predict_probabilities(network, network.config, image, np.ones_like(image), torch.device("cpu"))
+    empty = predict_probabilities(network, network.config, image, np.zeros_like(image), network.config.size_multiple)
+    full = predict_probabilities(network, network.config, image, np.ones_like(image), network.config.size_multiple)
     assert not np.allclose(empty, full)
 
 

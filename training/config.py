@@ -14,6 +14,7 @@ from typing import Any
 from FetalHeadSegLib.errors import ConfigError
 from FetalHeadSegLib.network_config import PRESETS, NetworkConfig
 from FetalHeadSegLib.preprocessing import PreprocessingConfig
+from FetalHeadSegLib.tasks import Task
 from training.augment import AugmentConfig
 from training.data import DataConfig
 
@@ -80,7 +81,7 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         checks = [
-            (self.task in ("head", "intrapartum"), f"task must be head or intrapartum, got {self.task!r}"),
+            (self.task in {t.value for t in Task}, f"task must be one of {[t.value for t in Task]}, got {self.task!r}"),
             (self.levels >= 1, "levels must be at least 1"),
             (self.context in CONTEXT_MODES, f"context must be one of {CONTEXT_MODES}"),
             (self.folds >= 2, "folds must be at least 2"),

@@ -16,7 +16,7 @@ from torch import nn
 from training.config import TrainConfig
 from training.data import CaseArrays
 from training.distributed import DistInfo
-from training.engine import Log, level_network_config, predict_context, train_level
+from training.engine import Log, cascade_multiple, level_network_config, predict_context, train_level
 
 
 def subject_folds(subjects: list[str], folds: int, seed: int) -> list[list[int]]:
@@ -40,7 +40,7 @@ def context_maps(
     """Context maps (uint8, value / 255) of every training case for cascade level ``level``."""
     previous_config = level_network_config(config, level - 1)
     if config.context in ("resubstitution", "perturbed"):
-        maps = predict_context(previous_network, previous_config, arrays, previous_context, dist.device)
+        maps = predict_context(previous_network, previous_config, arrays, previous_context, cascade_multiple(config))
         if config.context == "perturbed":
             maps = [_perturb(m, np.random.default_rng([config.seed, level, i])) for i, m in enumerate(maps)]
         return maps
@@ -56,7 +56,9 @@ def context_maps(
             config, level - 1, arrays.subset(kept), subset_context, dist, run_dir, f"level{level - 1}_fold{fold}", log
         )
         held_context = None if previous_context is None else [previous_context[i] for i in held_out]
-        predicted = predict_context(network, previous_config, arrays.subset(held_out), held_context, dist.device)
+        predicted = predict_context(
+            network, previous_config, arrays.subset(held_out), held_context, cascade_multiple(config)
+        )
         for index, value in zip(held_out, predicted, strict=True):
             out_of_fold[index] = value
     return [m for m in out_of_fold if m is not None]

@@ -18,7 +18,7 @@ import numpy as np
 
 from FetalHeadSegLib.errors import ConfigError, FetalHeadSegError, InputImageError
 from FetalHeadSegLib.image import Image
-from FetalHeadSegLib.preprocessing import PreprocessingConfig, normalise, resample, working_spacing
+from FetalHeadSegLib.preprocessing import PreprocessingConfig, resample, to_working_grid, working_spacing
 
 if TYPE_CHECKING:
     from FetalHeadSegLib.phantom import PhantomConfig
@@ -43,7 +43,8 @@ class DataConfig:
         max_cases: use only the first N cases (after sorting), for quick runs.
         phantom: settings of generated cases: ``count`` and first ``seed``; ``dimension``; ``size`` (one grid) or
             ``sizes`` (case with seed s gets ``sizes[s % len(sizes)]``); and ``ga_weeks_range``,
-            ``head_fill_range``, ``elevation_ratio_range`` as in :class:`FetalHeadSegLib.phantom.PhantomConfig`.
+            ``head_fill_range``, ``elevation_ratio_range``, ``appearance`` (``classic`` or ``randomised``) and
+            ``factors`` (fixed or narrowed randomisation factors) as in :class:`FetalHeadSegLib.phantom.PhantomConfig`.
         cache: path of the preprocessed cache; built when missing, reused when present.
     """
 
@@ -242,7 +243,7 @@ def phantom_config(settings: dict[str, Any], seed: int) -> PhantomConfig:
 
     sizes = settings.get("sizes") or [settings.get("size", (96, 96, 96))]
     record = {"dimension": int(settings.get("dimension", 3)), "size": sizes[seed % len(sizes)]}
-    for key in ("ga_weeks_range", "head_fill_range", "elevation_ratio_range"):
+    for key in ("ga_weeks_range", "head_fill_range", "elevation_ratio_range", "appearance", "factors"):
         if key in settings:
             record[key] = settings[key]
     try:
@@ -284,12 +285,13 @@ def load_case(case: Case, config: DataConfig, preprocessing: PreprocessingConfig
 def preprocess_case(
     image: Image, label: Image, preprocessing: PreprocessingConfig
 ) -> tuple[np.ndarray, np.ndarray, tuple[float, ...]]:
-    """Image (uint8 of the normalised values) and label on the working grid, as the inference engine sees it."""
+    """Image (uint8: the 256 input levels x 255) and label on the working grid: the inference engine's own
+    ``to_working_grid``, so the cache holds exactly what the networks see at inference."""
+    working = to_working_grid(image, preprocessing)
     spacing = working_spacing(image, preprocessing)
     if spacing is not None:
-        image, label = resample(image, spacing), resample(label, spacing, linear=False)
-    values = normalise(image.array, preprocessing.clip_percentiles)
-    return (np.rint(values * 255.0).astype(np.uint8), label.array.astype(np.uint8), image.spacing_mm)
+        label = resample(label, spacing, linear=False)
+    return (np.rint(working.array * 255.0).astype(np.uint8), label.array.astype(np.uint8), working.spacing_mm)
 
 
 def build_arrays(config: DataConfig, preprocessing: PreprocessingConfig, log: Any = print) -> CaseArrays:

@@ -224,7 +224,9 @@ def train_level(
                 )
             window = []
         if dist.is_main and validation is not None and (done % config.validate_every == 0 or done == config.iterations):
-            scores = evaluate(network, network_config, validation[0], validation[1], config.task, device)
+            scores = evaluate(
+                network, network_config, validation[0], validation[1], config.task, cascade_multiple(config)
+            )
             log(f"[{tag}] validation at step {done}: " + ", ".join(f"{k} {v:.4f}" for k, v in scores.items()))
             _append_csv(run_dir / f"validation_{tag}.csv", {"step": done, **scores})
             _keep_frozen_in_eval(network, config.finetune_strategy if config.finetune_from else "all")
@@ -268,29 +270,26 @@ def _append_csv(path: Path, row: dict[str, Any]) -> None:
         writer.writerow(row)
 
 
+def cascade_multiple(config: TrainConfig) -> int:
+    """The size multiple the inference engine pads every level's input to (the exported bundle's)."""
+    from FetalHeadSegLib.preprocessing import cascade_size_multiple
+
+    return cascade_size_multiple(config.preprocessing.pad_multiple, [config.network.size_multiple])
+
+
 def predict_probabilities(
     network: nn.Module,
     network_config: NetworkConfig,
     image: np.ndarray,
     context: np.ndarray | None,
-    device: torch.device,
+    size_multiple: int,
 ) -> np.ndarray:
-    """Softmax probabilities (K, X, Y, Z) of one preprocessed case (image float (X, Y, Z) in [0, 1])."""
-    from FetalHeadSegLib.preprocessing import pad_to_multiple
+    """Softmax probabilities (K, X, Y, Z) of one preprocessed case (image float (X, Y, Z) in the 256 input levels):
+    the inference engine's own padding and forward pass (``FetalHeadSegLib.cascade.predict_unpadded``)."""
+    from FetalHeadSegLib.cascade import predict_unpadded
 
-    is_2d = image.shape[2] == 1
-    channels = [image] + ([context] if context is not None else [])
-    # The inference engine's own padding, so validation sees exactly what inference does.
-    padded_channels = [pad_to_multiple(channel, network_config.size_multiple, is_2d) for channel in channels]
-    padding = padded_channels[0][1]
-    padded = np.stack([channel for channel, _ in padded_channels])
-    tensor = torch.from_numpy(np.ascontiguousarray(padded[..., 0] if is_2d else padded))[None].to(device)
     network.eval()
-    with torch.inference_mode():
-        probabilities = torch.softmax(network(tensor).float(), dim=1)[0].cpu().numpy()
-    if is_2d:
-        probabilities = probabilities[..., np.newaxis]
-    return np.asarray(padding.crop(probabilities))
+    return predict_unpadded(network, network_config.spatial_dims, size_multiple, image, context)
 
 
 def predict_context(
@@ -298,14 +297,19 @@ def predict_context(
     network_config: NetworkConfig,
     arrays: CaseArrays,
     context: list[np.ndarray] | None,
-    device: torch.device,
+    size_multiple: int,
 ) -> list[np.ndarray]:
-    """The foreground probability (uint8, value / 255) of every case: the next level's context channel."""
+    """The foreground probability (uint8, value / 255) of every case: the next level's context channel, in the
+    same 256 levels the engine's ``context_channel`` gives."""
+    from FetalHeadSegLib.cascade import context_channel
+
     maps = []
     for index in range(len(arrays)):
         previous = None if context is None else np.asarray(context[index], np.float32) / 255.0
-        probabilities = predict_probabilities(network, network_config, arrays.image_float(index), previous, device)
-        maps.append(np.rint((1.0 - probabilities[0]) * 255.0).astype(np.uint8))
+        probabilities = predict_probabilities(
+            network, network_config, arrays.image_float(index), previous, size_multiple
+        )
+        maps.append(np.rint(context_channel(probabilities) * 255.0).astype(np.uint8))
     return maps
 
 
@@ -315,7 +319,7 @@ def evaluate(
     arrays: CaseArrays,
     context: list[np.ndarray] | None,
     task: str,
-    device: torch.device,
+    size_multiple: int,
 ) -> dict[str, float]:
     """Mean Dice (foreground classes), HD95 (mm) and HC error (mm; head task) or AoP error (deg; intrapartum) on
     the working grid, after the same clean-up as inference."""
@@ -325,12 +329,16 @@ def evaluate(
     from FetalHeadSegLib.image import Image, make_ijk_to_ras
     from FetalHeadSegLib.metrics import segmentation_metrics
     from FetalHeadSegLib.postprocessing import clean_label_map
+    from FetalHeadSegLib.tasks import Task, task_spec
 
     dice, hd95, errors = [], [], []
-    head_value = 2 if task == "intrapartum" else 1
+    spec = task_spec(task)
+    head_value = spec.head_label
     for index in range(len(arrays)):
         previous = None if context is None else np.asarray(context[index], np.float32) / 255.0
-        probabilities = predict_probabilities(network, network_config, arrays.image_float(index), previous, device)
+        probabilities = predict_probabilities(
+            network, network_config, arrays.image_float(index), previous, size_multiple
+        )
         values = list(range(1, probabilities.shape[0]))
         predicted = clean_label_map(np.argmax(probabilities, axis=0).astype(np.uint8), values)
         truth = arrays.labels[index]
@@ -347,7 +355,7 @@ def evaluate(
             hd95.append(head_metric.hd95_mm)
         grid = make_ijk_to_ras(spacing)
         try:
-            if task == "intrapartum":
+            if spec.task is Task.INTRAPARTUM:
                 errors.append(
                     abs(
                         angle_of_progression(Image(predicted, grid)).aop_deg
@@ -357,13 +365,13 @@ def evaluate(
             else:
                 errors.append(
                     abs(
-                        measure_biometry(Image((predicted == 1).astype(np.uint8), grid)).hc_mm
-                        - measure_biometry(Image((truth == 1).astype(np.uint8), grid)).hc_mm
+                        measure_biometry(Image(spec.head_mask(predicted), grid)).hc_mm
+                        - measure_biometry(Image(spec.head_mask(truth), grid)).hc_mm
                     )
                 )
         except FetalHeadSegError:
             errors.append(float("nan"))
-    key = "aop_error_deg" if task == "intrapartum" else "hc_error_mm"
+    key = "aop_error_deg" if spec.task is Task.INTRAPARTUM else "hc_error_mm"
     return {
         "dice": float(np.mean(dice)),
         "hd95_mm": float(np.mean(hd95)) if hd95 else float("nan"),

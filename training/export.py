@@ -13,7 +13,7 @@ import torch
 
 from FetalHeadSegLib.bundle import ModelBundle, write_bundle
 from FetalHeadSegLib.errors import BundleError, FetalHeadSegError
-from FetalHeadSegLib.labels import FETAL_HEAD, HEAD, PUBIC_SYMPHYSIS
+from FetalHeadSegLib.tasks import Task, task_spec
 from training.config import TrainConfig
 from training.engine import level_network_config
 
@@ -71,14 +71,14 @@ def export(
         },
         **(extra_card or {}),
     }
-    labels = [PUBIC_SYMPHYSIS, FETAL_HEAD] if config.task == "intrapartum" else [HEAD]
+    labels = list(task_spec(config.task).labels)
     description = ModelBundle(
         path=destination,
         id=model_id or meta.get("id", run_dir.name),
         version=version or meta.get("version", "0.1.0"),
         name=meta.get("name", model_id or run_dir.name),
         dimension=config.network.spatial_dims,
-        task=config.task,
+        task=Task(config.task),
         networks=[level_network_config(config, level) for level in range(config.levels)],
         preprocessing=config.preprocessing,
         labels=labels,

@@ -21,7 +21,7 @@ from training import distributed
 from training.config import TrainConfig, read_config
 from training.context import context_maps
 from training.data import build_arrays, split_by_subject
-from training.engine import evaluate, level_network_config, predict_context, train_level
+from training.engine import cascade_multiple, evaluate, level_network_config, predict_context, train_level
 
 
 def check_labels(config: TrainConfig, labels: list[np.ndarray], case_ids: list[str]) -> None:
@@ -100,7 +100,7 @@ def run(config: TrainConfig) -> dict[str, dict[str, float]]:
                 assert network is not None
                 train_context = context_maps(config, level, train, train_context, network, dist, run_dir, log)
                 val_context = predict_context(
-                    network, level_network_config(config, level - 1), validation, val_context, dist.device
+                    network, level_network_config(config, level - 1), validation, val_context, cascade_multiple(config)
                 )
             network = train_level(
                 config, level, train, train_context, dist, run_dir, f"level{level}", log, (validation, val_context)
@@ -108,7 +108,12 @@ def run(config: TrainConfig) -> dict[str, dict[str, float]]:
             if dist.is_main:
                 torch.save({k: v.cpu() for k, v in network.state_dict().items()}, run_dir / f"level{level}.pt")
                 scores[f"level{level}"] = evaluate(
-                    network, level_network_config(config, level), validation, val_context, config.task, dist.device
+                    network,
+                    level_network_config(config, level),
+                    validation,
+                    val_context,
+                    config.task,
+                    cascade_multiple(config),
                 )
                 log(f"level {level + 1} validation: {scores[f'level{level}']}")
         if dist.is_main:

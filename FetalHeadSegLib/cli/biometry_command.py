@@ -70,10 +70,11 @@ def add_parser(subcommands: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from FetalHeadSegLib.aop import PSFHS_HEAD_LABEL, angle_of_progression
+    from FetalHeadSegLib.aop import angle_of_progression
     from FetalHeadSegLib.biometry import measure_biometry
     from FetalHeadSegLib.quality import Flag
     from FetalHeadSegLib.spacing import with_spacing_record
+    from FetalHeadSegLib.tasks import Task, task_spec
 
     if args.ga_weeks is not None and not (math.isfinite(args.ga_weeks) and 0 < args.ga_weeks < 50):
         raise InputImageError(f"--ga-weeks must be a gestational age in weeks, got {args.ga_weeks}")
@@ -82,7 +83,7 @@ def run(args: argparse.Namespace) -> int:
     labels, choice = _read_mask(args)
     if args.intrapartum and not labels.is_2d:
         raise InputImageError(f"{args.mask}: --intrapartum measures 2D frames; this image is 3D {labels.shape}")
-    head_label = PSFHS_HEAD_LABEL if args.intrapartum else args.label
+    head_label = task_spec(Task.INTRAPARTUM).head_label if args.intrapartum else args.label
     try:
         head = _select_label(labels.array, head_label)
         inner = None

@@ -7,6 +7,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+from FetalHeadSegLib.tasks import Task
+
 HC18_SAMPLE = "hc18_207_HC"
 PHANTOM_SAMPLE = "phantom3d_s000001"
 PSFHS_SAMPLE = "psfhs_03744"
@@ -36,11 +38,11 @@ def run(args: argparse.Namespace) -> int:
 
     installed = {(entry.dimension, entry.task) for entry in list_models()}
     summary: dict[str, Any] = {}
-    if (3, "head") in installed:
+    if (3, Task.HEAD) in installed:
         summary["phantom3d"] = _segment_phantom(args)
-    if (2, "head") in installed:
+    if (2, Task.HEAD) in installed:
         summary["hc18"] = _segment_hc18(args)
-    if (2, "intrapartum") in installed:
+    if (2, Task.INTRAPARTUM) in installed:
         summary["psfhs"] = _segment_psfhs(args)
     if not summary:
         print("No trained model is installed: measuring the expert annotation of the HC18 sample instead.\n")
@@ -51,7 +53,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _segment_sample(
-    args: argparse.Namespace, name: str, dimension: int, task: str = "head", spacing_mm: float | None = None
+    args: argparse.Namespace, name: str, dimension: int, task: Task = Task.HEAD, spacing_mm: float | None = None
 ) -> tuple[Any, Any, Any]:
     """Segment one bundled sample with the default model for it and write its outputs into the demo folder."""
     from FetalHeadSegLib.catalog import default_model
@@ -70,7 +72,7 @@ def _segment_sample(
     write_outputs(result, image, args.output, name, source=str(sample.image_path), spacing=spacing)
     bundle = segmenter.bundle
     print(f"{name} with {bundle.id}@{bundle.version} on {result.device} ({result.seconds:.1f} s)")
-    if result.biometry is not None and task == "head":
+    if result.biometry is not None and task is Task.HEAD:
         from FetalHeadSegLib.cli.report import biometry_table
 
         print(biometry_table(result.biometry.to_dict(), "  measured on the segmentation"))
@@ -83,7 +85,7 @@ def _segment_phantom(args: argparse.Namespace) -> dict[str, Any]:
 
     sample, image, result = _segment_sample(args, PHANTOM_SAMPLE, 3)
     metrics = segmentation_metrics(
-        result.labels.array == 1, read_image(sample.annotation_path).array > 0, image.spacing_mm
+        result.labels.array == result.model.head_label, read_image(sample.annotation_path).array > 0, image.spacing_mm
     )
     truth = json.loads((sample.image_path.parent / sample.info["truth"]).read_text())
     print(f"  Dice against the exact head mask: {metrics.dice:.4f}; HD95 {metrics.hd95_mm:.2f} mm")
@@ -114,7 +116,7 @@ def _segment_psfhs(args: argparse.Namespace) -> dict[str, Any]:
     from FetalHeadSegLib.aop import angle_of_progression
     from FetalHeadSegLib.io import read_image
 
-    sample, _, result = _segment_sample(args, PSFHS_SAMPLE, 2, task="intrapartum")
+    sample, _, result = _segment_sample(args, PSFHS_SAMPLE, 2, task=Task.INTRAPARTUM)
     expert = angle_of_progression(read_image(sample.annotation_path)).aop_deg
     measured = result.biometry.aop.aop_deg if result.biometry is not None and result.biometry.aop else None
     if measured is not None:

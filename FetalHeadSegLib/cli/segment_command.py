@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from FetalHeadSegLib.errors import ConfigError, FetalHeadSegError
+from FetalHeadSegLib.tasks import Task
 
 if TYPE_CHECKING:
     from FetalHeadSegLib.cohort import Case
@@ -117,7 +118,7 @@ class _Reporter:
         if self.mode != "text" or model_id in self.models_named:
             return
         self.models_named.add(model_id)
-        hint = f"; {INTRAPARTUM_HINT}" if dimension == 2 and task != "intrapartum" else ""
+        hint = f"; {INTRAPARTUM_HINT}" if dimension == 2 and task != Task.INTRAPARTUM else ""
         self.line(f"model {model_id} {version} ({dimension}D, task {task}){hint}")
 
     def event(self, event: str, **fields: Any) -> None:
@@ -312,7 +313,7 @@ def _segment_image(
     result = segmenter.segment(image, options, progress=reporter.progress, source=str(path))
     if not choice.in_mm:
         _add_flag(result, Flag("spacing_unknown", "no pixel size is known: lengths are in pixels (keys *_px)"))
-    if image.is_2d and bundle.task != "intrapartum" and _implausible(result):
+    if image.is_2d and bundle.task is not Task.INTRAPARTUM and _implausible(result):
         _add_flag(
             result, Flag("model_mismatch_possible", f"the head is implausible for a standard plane; {INTRAPARTUM_HINT}")
         )
