@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import json
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -47,6 +49,21 @@ def add_parser(subcommands: Any) -> None:
         default=(14.0, 40.0),
         help="range of the drawn gestational age (default 14 40)",
     )
+    parser.add_argument(
+        "--appearance",
+        choices=["classic", "randomised"],
+        default="classic",
+        help="classic: the one appearance of the bundled samples (default); randomised (volumes only): tissue "
+        "echogenicities, speckle, blur, gain, noise, shadows, dropout, field of view, head fill, contacts, limbs, "
+        "orientation and spacing drawn per case (training data for robust models)",
+    )
+    parser.add_argument(
+        "--factors",
+        type=json.loads,
+        metavar="JSON",
+        help="with --appearance randomised: fix or narrow factors (FetalHeadSegLib.phantom.appearance.FACTORS), "
+        'e.g. \'{"shadow_fraction": 0.5, "gamma": [0.8, 1.2]}\'',
+    )
     parser.add_argument("--format", choices=["nii.gz", "nrrd"], default="nii.gz", help="image format")
     parser.add_argument("--preview", action="store_true", help="also write a PNG of three orthogonal slices")
     parser.set_defaults(run=run)
@@ -67,13 +84,19 @@ def build_config(args: argparse.Namespace) -> Any:
             spacing_mm=spacing,
             ga_weeks=args.ga_weeks,
             ga_weeks_range=tuple(args.ga_range),
+            appearance=args.appearance,
+            factors=dict(args.factors or {}),
         )
     except ValueError as err:
         raise ConfigError(str(err)) from err
 
 
 def run(args: argparse.Namespace) -> int:
+    """Generate and write the cases; a stderr warning for each case whose head does not fit the field of view."""
+    from dataclasses import replace
+
     from FetalHeadSegLib.phantom import generate_phantom
+    from FetalHeadSegLib.phantom.fit import fit_warning, head_fit
     from FetalHeadSegLib.phantom.output import write_phantom
 
     if args.count < 1:
@@ -83,6 +106,10 @@ def run(args: argparse.Namespace) -> int:
         seed = args.seed + index
         start = time.perf_counter()
         phantom = generate_phantom(config, seed)
+        if "head_cut_by_field_of_view" not in phantom.truth and phantom.field_of_view is not None:
+            # Classic cases keep the truth record of the bundled samples; the command adds the fit to the file.
+            fit = head_fit(phantom.head_mask, phantom.field_of_view.array != 0, phantom.truth, args.dim == 2)
+            phantom = replace(phantom, truth={**phantom.truth, **fit})
         stem = f"phantom{args.dim}d_s{seed:06d}"
         paths = write_phantom(phantom, args.output, stem, args.format, preview=args.preview)
         truth = phantom.truth
@@ -91,4 +118,7 @@ def run(args: argparse.Namespace) -> int:
             f"HC {truth['hc_mm']:.1f} mm, spacing {' x '.join(f'{s:.3f}' for s in truth['spacing_mm'])} mm "
             f"({time.perf_counter() - start:.1f} s)"
         )
+        warning = fit_warning(truth)
+        if warning is not None:
+            print(f"warning: {stem}: {warning}", file=sys.stderr)
     return 0

@@ -7,7 +7,7 @@ reproduce a case byte for byte; every drawn parameter is written to the truth re
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
@@ -24,7 +24,8 @@ from FetalHeadSegLib.phantom.anatomy import (
     paint_tissues,
     random_rotation,
 )
-from FetalHeadSegLib.phantom.scanner import Probe, simulate_bmode
+from FetalHeadSegLib.phantom.appearance import Appearance, check_factors
+from FetalHeadSegLib.phantom.scanner import Probe, simulate_scan
 from FetalHeadSegLib.phantom.shapes import Ellipsoid
 from FetalHeadSegLib.phantom.tissues import Tissue
 from FetalHeadSegLib.quality import touches_border
@@ -60,6 +61,15 @@ class PhantomConfig:
             diameter fills, drawn uniformly from this range (above 1 the head is cut by the field of view).
         elevation_ratio_range: with automatic spacing of volumes, how much coarser the elevation voxel size is
             than the in-plane one, drawn uniformly from this range.
+        appearance: ``classic`` (the one appearance of the bundled samples, default) or ``randomised`` (volumes
+            only): every factor of :data:`FetalHeadSegLib.phantom.appearance.FACTORS` is drawn per case (tissue
+            echogenicities, speckle, blur, gain/TGC/dynamic range/gamma, noise, shadows, dropout, field-of-view
+            shape and crop, head fill and offset, contact with the wall or placenta, limbs against the head,
+            orientation, spacing and anisotropy). ``head_fill_range`` and ``elevation_ratio_range`` then do not
+            apply: ``head_fill`` and ``anisotropy`` are factors.
+        factors: randomised mode only: a factor name to a fixed value, or to a ``[low, high]`` range (a list of
+            choices for categorical factors) narrowing its draw; ``appearance.nominal_factors(family)`` fixes a
+            family at its classic values.
     """
 
     dimension: int = 3
@@ -69,6 +79,8 @@ class PhantomConfig:
     ga_weeks_range: tuple[float, float] = (14.0, 40.0)
     head_fill_range: tuple[float, float] = (0.45, 0.65)
     elevation_ratio_range: tuple[float, float] = (1.0, 1.4)
+    appearance: str = Appearance.CLASSIC
+    factors: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.dimension not in (2, 3):
@@ -90,9 +102,23 @@ class PhantomConfig:
         low, high = self.elevation_ratio_range
         if not 0.5 <= low <= high <= 4.0:
             raise ValueError(f"elevation_ratio_range must lie within 0.5-4, got {self.elevation_ratio_range}")
+        if self.appearance not in tuple(Appearance):
+            raise ValueError(f"appearance must be one of {[str(a) for a in Appearance]}, got {self.appearance!r}")
+        object.__setattr__(self, "appearance", Appearance(self.appearance))
+        if self.appearance == Appearance.RANDOMISED and self.dimension != 3:
+            raise ValueError("appearance 'randomised' is implemented for volumes (dimension 3) only")
+        if self.factors and self.appearance != Appearance.RANDOMISED:
+            raise ValueError("factors apply to appearance 'randomised' only")
+        check_factors(self.factors)
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """The config as JSON-ready values; the classic appearance omits the randomisation keys, so records of
+        classic cases are those written before the keys existed."""
+        record = asdict(self)
+        record["appearance"] = str(self.appearance)
+        if self.appearance == Appearance.CLASSIC:
+            del record["appearance"], record["factors"]
+        return record
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> PhantomConfig:
@@ -107,6 +133,8 @@ class PhantomConfig:
             ga_weeks_range=_pair(data.get("ga_weeks_range"), defaults.ga_weeks_range),
             head_fill_range=_pair(data.get("head_fill_range"), defaults.head_fill_range),
             elevation_ratio_range=_pair(data.get("elevation_ratio_range"), defaults.elevation_ratio_range),
+            appearance=str(data.get("appearance", defaults.appearance)),
+            factors=dict(data.get("factors") or {}),
         )
 
 
@@ -116,13 +144,15 @@ def _pair(values: Any, default: tuple[float, float]) -> tuple[float, float]:
 
 @dataclass(frozen=True)
 class Phantom:
-    """A generated case: the B-mode image, the head mask (the segmentation target), skull/brain labels, truth."""
+    """A generated case: the B-mode image, the head mask (the segmentation target), skull/brain labels, truth,
+    and the imaged field of view (uint8 mask: 1 where the scanner sees)."""
 
     image: Image
     head_mask: Image
     labels: Image
     tissues: Image
     truth: dict[str, Any]
+    field_of_view: Image | None = None
 
 
 def generate_phantom(config: PhantomConfig, seed: int) -> Phantom:
@@ -132,6 +162,10 @@ def generate_phantom(config: PhantomConfig, seed: int) -> Phantom:
         >>> case = generate_phantom(PhantomConfig(dimension=2, size=(400, 270)), seed=7)  # doctest: +SKIP
         >>> case.truth["hc_mm"], case.image.array.dtype  # doctest: +SKIP
     """
+    if config.appearance == Appearance.RANDOMISED:
+        from FetalHeadSegLib.phantom.randomised import generate_randomised
+
+        return generate_randomised(config, seed)
     rng = np.random.default_rng(seed)
     ga = config.ga_weeks if config.ga_weeks is not None else float(rng.uniform(*config.ga_weeks_range))
     volume = config.dimension == 3
@@ -142,7 +176,7 @@ def generate_phantom(config: PhantomConfig, seed: int) -> Phantom:
     extent = spacing * (size - 1)
     origin = np.array([-extent[0] / 2.0, 0.0, -extent[2] / 2.0])
     grid = Image(np.zeros(tuple(size), dtype=np.uint8), make_ijk_to_ras(spacing, origin))
-    probe = _draw_probe(rng, volume, extent, spacing)
+    probe = draw_probe(rng, volume, extent, spacing)
 
     # Head pose: transthalamic plane roughly across the beam (occipito-frontal axis lateral, left-right axis
     # along depth), rotated freely in-plane and tilted out of plane (much less for 2D standard planes).
@@ -158,15 +192,30 @@ def generate_phantom(config: PhantomConfig, seed: int) -> Phantom:
     head_center = probe.skin_center + depth * depth_axis + lateral * probe.axes[:, 0] + elevation * probe.axes[:, 2]
     scene = draw_scene(rng, ga, head_size, walls, head_center, head_axes, probe.skin_center, depth_axis)
     tissues = grid.with_array(paint_tissues(scene, grid, probe.skin_depth))
-    image = simulate_bmode(tissues, probe, scene.head, scene.head.axes[:, 1], walls.fat_mm + walls.muscle_mm, rng)
+    image, field_of_view = simulate_scan(
+        tissues, probe, scene.head, scene.head.axes[:, 1], walls.fat_mm + walls.muscle_mm, rng
+    )
 
-    head_mask = np.isin(tissues.array, np.asarray(HEAD_TISSUES, dtype=np.uint8)).astype(np.uint8)
-    labels = np.where(
-        np.isin(tissues.array, np.asarray(SKULL_TISSUES, dtype=np.uint8)), LABEL_SKULL, LABEL_INTRACRANIAL * head_mask
-    ).astype(np.uint8)
-    truth = _truth(config, seed, ga, scene, probe, grid)
+    head_mask, labels = head_labels(tissues.array)
+    truth = truth_record(config, seed, ga, scene, probe, grid)
     truth["head_touches_border"] = touches_border(head_mask, is_2d=not volume)
-    return Phantom(grid.with_array(image), grid.with_array(head_mask), grid.with_array(labels), tissues, truth)
+    return Phantom(
+        grid.with_array(image),
+        grid.with_array(head_mask),
+        grid.with_array(labels),
+        tissues,
+        truth,
+        grid.with_array(field_of_view.astype(np.uint8)),
+    )
+
+
+def head_labels(tissues: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The head mask and the skull/intracranial label map (uint8) of a tissue map."""
+    head_mask = np.isin(tissues, np.asarray(HEAD_TISSUES, dtype=np.uint8)).astype(np.uint8)
+    labels = np.where(
+        np.isin(tissues, np.asarray(SKULL_TISSUES, dtype=np.uint8)), LABEL_SKULL, LABEL_INTRACRANIAL * head_mask
+    ).astype(np.uint8)
+    return head_mask, labels
 
 
 def _spacing(
@@ -186,7 +235,7 @@ def _spacing(
     return np.array([in_plane, in_plane, elevation])
 
 
-def _draw_probe(rng: np.random.Generator, volume: bool, extent: np.ndarray, spacing: np.ndarray) -> Probe:
+def draw_probe(rng: np.random.Generator, volume: bool, extent: np.ndarray, spacing: np.ndarray) -> Probe:
     """A curvilinear probe on the top face of the grid, steered and shifted a little."""
     steer = rng.uniform(-math.radians(8.0), math.radians(8.0))
     c, s = math.cos(steer), math.sin(steer)
@@ -223,7 +272,9 @@ def _draw_probe(rng: np.random.Generator, volume: bool, extent: np.ndarray, spac
     )
 
 
-def _truth(config: PhantomConfig, seed: int, ga: float, scene: Scene, probe: Probe, grid: Image) -> dict[str, Any]:
+def truth_record(
+    config: PhantomConfig, seed: int, ga: float, scene: Scene, probe: Probe, grid: Image
+) -> dict[str, Any]:
     """The exact biometry of the head under the biometry JSON's keys, plus every drawn parameter."""
     head = scene.head
     of_axis, lr_axis, cc_axis = head.axes[:, 0], head.axes[:, 1], head.axes[:, 2]

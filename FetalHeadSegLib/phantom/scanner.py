@@ -16,7 +16,8 @@ lateral (and, in 3D, elevation) steering angle, from a probe apex. Per beam samp
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
@@ -78,6 +79,30 @@ class Probe:
             theta = np.where(depth > 0, np.arctan(lateral / depth), np.nan)
             phi = np.where(depth > 0, np.arctan(elevation / depth), np.nan)
         return np.linalg.norm(local, axis=1), theta, phi
+
+
+@dataclass(frozen=True)
+class Acoustics:
+    """Per-tissue acoustic tables and optional beam-space effects; the defaults are the classic phantom's.
+
+    Attributes:
+        echogenicity, specular, attenuation: per :class:`Tissue` code (see ``tissues.py``).
+        display_smoothing: sigma (beam samples) of the scanner's speckle-reduction filter after log compression.
+        extra_attenuation: optional ``f(points_ras (N, 3), codes (N,)) -> dB/cm/MHz (N,)`` added to the tissue's
+            attenuation (acoustic shadows cast by chosen parts of the skull).
+        beam_gain: optional amplitude factor per beam, ``f(theta (T,), phi (P,)) -> (T, P)`` (dropout: beams
+            with poor contact).
+    """
+
+    echogenicity: np.ndarray = field(default_factory=lambda: ECHOGENICITY)
+    specular: np.ndarray = field(default_factory=lambda: SPECULAR)
+    attenuation: np.ndarray = field(default_factory=lambda: ATTENUATION_DB_CM_MHZ)
+    display_smoothing: float = 0.8
+    extra_attenuation: Callable[[np.ndarray, np.ndarray], np.ndarray] | None = None
+    beam_gain: Callable[[np.ndarray, np.ndarray], np.ndarray] | None = None
+
+
+CLASSIC_ACOUSTICS = Acoustics()
 
 
 @dataclass(frozen=True)
@@ -146,12 +171,26 @@ def simulate_bmode(
         abdominal_wall_mm: thickness of the maternal abdominal wall, the source of reverberation.
         rng: source of the scatterers, texture and noise.
     """
+    return simulate_scan(tissues, probe, head, falx_normal, abdominal_wall_mm, rng)[0]
+
+
+def simulate_scan(
+    tissues: Image,
+    probe: Probe,
+    head: Ellipsoid,
+    falx_normal: np.ndarray,
+    abdominal_wall_mm: float,
+    rng: np.random.Generator,
+    acoustics: Acoustics = CLASSIC_ACOUSTICS,
+) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`simulate_bmode` with other acoustics, also returning the field-of-view mask (bool, same grid)."""
     from scipy.ndimage import gaussian_filter
 
-    envelope = beam_envelope(tissues, probe, head, falx_normal, abdominal_wall_mm, rng)
+    envelope = beam_envelope(tissues, probe, head, falx_normal, abdominal_wall_mm, rng, acoustics)
     display = _log_compress(envelope.values, probe.dynamic_range_db)
     # Scanners smooth the detected image a little (speckle reduction) before display.
-    display = gaussian_filter(display, (0.8, 0.8, 0.8 if display.shape[2] > 1 else 0.0))
+    smoothing = acoustics.display_smoothing
+    display = gaussian_filter(display, (smoothing, smoothing, smoothing if display.shape[2] > 1 else 0.0))
     grid = _BeamGrid(envelope.r_mm, envelope.theta_rad, envelope.phi_rad)
     return _scan_convert(display, grid, probe, tissues)
 
@@ -163,6 +202,7 @@ def beam_envelope(
     falx_normal: np.ndarray,
     abdominal_wall_mm: float,
     rng: np.random.Generator,
+    acoustics: Acoustics = CLASSIC_ACOUSTICS,
 ) -> BeamEnvelope:
     """Steps 1-4 of the model up to envelope detection (see the module docstring), in beam space."""
     from scipy.ndimage import gaussian_filter
@@ -179,7 +219,9 @@ def beam_envelope(
     max_range = float(np.linalg.norm(tissues.ijk_to_ras_points(corners) - probe.apex, axis=1).max())
     grid = _beam_grid(probe, max_range)
     directions = _beam_directions(probe, grid)
-    echo, attenuation = _beam_echoes(tissues, probe, grid, directions, head, falx_normal, rng)
+    echo, attenuation = _beam_echoes(tissues, probe, grid, directions, head, falx_normal, rng, acoustics)
+    if acoustics.beam_gain is not None:
+        echo *= np.asarray(acoustics.beam_gain(grid.theta, grid.phi), dtype=np.float32)[None]
     if probe.texture_sigma > 0:
         echo *= _texture(echo.shape, probe.texture_sigma, rng)
     dr_cm = grid.step(grid.r) / 10.0
@@ -212,6 +254,7 @@ def _beam_echoes(
     head: Ellipsoid,
     falx_normal: np.ndarray,
     rng: np.random.Generator,
+    acoustics: Acoustics = CLASSIC_ACOUSTICS,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Echo amplitudes (complex, before the PSF) and attenuation (dB/cm/MHz) at every beam sample."""
     from scipy.ndimage import map_coordinates
@@ -226,8 +269,8 @@ def _beam_echoes(
         points = (probe.apex + r[:, None, None, None] * directions[None]).reshape(-1, 3)
         ijk = points @ ras_to_ijk[:3, :3].T + ras_to_ijk[:3, 3]
         codes = map_coordinates(tissues.array, ijk.T, order=0, mode="constant", cval=int(Tissue.MATERNAL))
-        amplitude = ECHOGENICITY[codes]
-        specular = SPECULAR[codes]
+        amplitude = acoustics.echogenicity[codes]
+        specular = acoustics.specular[codes]
         rays = np.broadcast_to(directions[None], (len(r), *directions.shape)).reshape(-1, 3)
         # Specular echoes depend on the angle between beam and surface: a surface along the beam drops out.
         skull = codes == Tissue.SKULL
@@ -241,7 +284,10 @@ def _beam_echoes(
             rng.standard_normal(n, dtype=np.float32) + 1j * rng.standard_normal(n, dtype=np.float32)
         ) / math.sqrt(2.0)
         echo[start : start + len(r)] = (amplitude * scatter + specular).reshape(len(r), *shape[1:])
-        attenuation[start : start + len(r)] = ATTENUATION_DB_CM_MHZ[codes].reshape(len(r), *shape[1:])
+        loss = acoustics.attenuation[codes]
+        if acoustics.extra_attenuation is not None:
+            loss = loss + acoustics.extra_attenuation(points, codes)
+        attenuation[start : start + len(r)] = loss.reshape(len(r), *shape[1:])
     return echo, attenuation
 
 
@@ -285,11 +331,15 @@ def _log_compress(envelope: np.ndarray, dynamic_range_db: float) -> np.ndarray:
     return np.clip((level_db + dynamic_range_db) / dynamic_range_db * 255.0, 0.0, 255.0).astype(np.float32)
 
 
-def _scan_convert(display: np.ndarray, grid: _BeamGrid, probe: Probe, target: Image) -> np.ndarray:
-    """Interpolate the beam-space image onto the target grid; black outside the field of view."""
+def _scan_convert(display: np.ndarray, grid: _BeamGrid, probe: Probe, target: Image) -> tuple[np.ndarray, np.ndarray]:
+    """Interpolate the beam-space image onto the target grid; black outside the field of view.
+
+    Returns the uint8 image and the field-of-view mask (bool) on the target grid.
+    """
     from scipy.ndimage import map_coordinates
 
     output = np.zeros(target.shape, dtype=np.uint8)
+    field_of_view = np.zeros(target.shape, dtype=bool)
     n_i, n_j, n_k = target.shape
     i, j = np.meshgrid(np.arange(n_i, dtype=np.float64), np.arange(n_j, dtype=np.float64), indexing="ij")
     for k in range(n_k):
@@ -309,4 +359,5 @@ def _scan_convert(display: np.ndarray, grid: _BeamGrid, probe: Probe, target: Im
         plane = np.zeros(i.size, dtype=np.uint8)
         plane[inside] = np.rint(values).astype(np.uint8)
         output[:, :, k] = plane.reshape(n_i, n_j)
-    return output
+        field_of_view[:, :, k] = inside.reshape(n_i, n_j)
+    return output, field_of_view
