@@ -33,6 +33,7 @@ from FetalHeadSegLib.quality import touches_border
 
 SHADOW_ATTENUATION_DB_CM_MHZ = 30.0
 """Extra attenuation of the shadow-casting part of the skull: about 40 dB lost behind 2 mm of bone at 3.5 MHz."""
+CLASSIC_MEAN_RADIUS_MM = 47.5
 _AXES = {"lateral": 0, "depth": 1, "elevation": 2}
 
 
@@ -158,21 +159,23 @@ def uniform_rotation(rng: np.random.Generator) -> np.ndarray:
 def arrange_contacts(
     scene: Scene, factors: dict[str, Any], seed: int, skin_center: np.ndarray, depth_axis: np.ndarray
 ) -> Scene:
-    """``contact``: the uterine wall (the cavity moved down) or a placenta resting on the head, no fluid between;
-    ``limbs_touching``: that many limbs lying against the head, tangent to its surface."""
+    """``contact``: the uterine wall (the cavity moved down) or a placenta pressed on the head, no fluid between
+    (they overlap the head by 1-6 mm, and the head, painted last, keeps its exact shape); ``limbs_touching``: that
+    many limbs lying against the head, tangent to its surface."""
     head = scene.head
     head_top = float((head.center - skin_center) @ depth_axis) - head.support_distance(depth_axis)
+    overlap = float(factor_rng(seed, "contact", 1).uniform(1.0, 6.0))
     if factors["contact"] == "wall":
         cavity = scene.cavity
         cavity_top = float((cavity.center - skin_center) @ depth_axis) - float(cavity.semi_axes[1])
-        moved = Ellipsoid(cavity.center + depth_axis * (head_top - cavity_top), cavity.axes, cavity.semi_axes)
-        scene = replace(scene, cavity=moved, placenta=None)
+        shift = head_top + overlap - cavity_top
+        scene = replace(scene, cavity=replace(cavity, center=cavity.center + depth_axis * shift), placenta=None)
     elif factors["contact"] == "placenta":
-        # A sphere tangent to the head at its shallowest point (both tangent planes are across the beam).
-        radius = float(factor_rng(seed, "contact", 1).uniform(60.0, 100.0))
+        # A sphere on the head's shallowest point (both tangent planes there are across the beam), pressed in.
+        radius = float(factor_rng(seed, "contact", 2).uniform(60.0, 100.0))
         shape = head.axes @ np.diag(head.semi_axes**2) @ head.axes.T
         top_point = head.center - shape @ depth_axis / head.support_distance(depth_axis)
-        scene = replace(scene, placenta=Sphere(top_point - depth_axis * radius, radius))
+        scene = replace(scene, placenta=Sphere(top_point - depth_axis * (radius - overlap), radius))
     rng = factor_rng(seed, "limbs_touching", 1)
     limbs = list(scene.limbs)
     for _ in range(int(factors["limbs_touching"])):
@@ -248,5 +251,10 @@ def randomised_acoustics(
 
         dropout = beam_gain
 
-    acoustics = Acoustics(echo, specular, ATTENUATION_DB_CM_MHZ, float(factors["display_smoothing"]), shadow, dropout)
+    # The time-gain compensation starts where it does for a classic probe (apex 35-60 mm, mean 47.5 mm, above the
+    # skin), whatever this probe's apex distance.
+    tgc_origin = probe.radius_mm - CLASSIC_MEAN_RADIUS_MM
+    acoustics = Acoustics(
+        echo, specular, ATTENUATION_DB_CM_MHZ, float(factors["display_smoothing"]), shadow, dropout, tgc_origin
+    )
     return acoustics, record

@@ -92,6 +92,8 @@ class Acoustics:
             attenuation (acoustic shadows cast by chosen parts of the skull).
         beam_gain: optional amplitude factor per beam, ``f(theta (T,), phi (P,)) -> (T, P)`` (dropout: beams
             with poor contact).
+        tgc_origin_mm: range from the apex where the time-gain compensation starts (0: at the apex, as the
+            classic phantom does; a probe with a far apex needs it near its skin line).
     """
 
     echogenicity: np.ndarray = field(default_factory=lambda: ECHOGENICITY)
@@ -100,6 +102,7 @@ class Acoustics:
     display_smoothing: float = 0.8
     extra_attenuation: Callable[[np.ndarray, np.ndarray], np.ndarray] | None = None
     beam_gain: Callable[[np.ndarray, np.ndarray], np.ndarray] | None = None
+    tgc_origin_mm: float = 0.0
 
 
 CLASSIC_ACOUSTICS = Acoustics()
@@ -241,7 +244,7 @@ def beam_envelope(
     )
     # Time-gain compensation: the sonographer's setting, a little below soft-tissue attenuation.
     tgc_db_per_cm = 2.0 * probe.frequency_mhz * 0.4 + probe.tgc_error_db_per_cm
-    tgc = 10.0 ** ((tgc_db_per_cm * grid.r / 10.0 + probe.gain_db) / 20.0)
+    tgc = 10.0 ** ((tgc_db_per_cm * (grid.r - acoustics.tgc_origin_mm) / 10.0 + probe.gain_db) / 20.0)
     envelope = np.abs(iq) * tgc[:, None, None].astype(np.float32)
     return BeamEnvelope(envelope, grid.r, grid.theta, grid.phi)
 
