@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from FetalHeadSegLib.cascade import CascadeConfig, CascadeMode
 from FetalHeadSegLib.errors import BundleError, ChecksumError
 from FetalHeadSegLib.labels import Label
 from FetalHeadSegLib.network_config import NetworkConfig
@@ -48,6 +49,7 @@ class ModelBundle:
     preprocessing: PreprocessingConfig
     labels: list[Label]
     tile_size: int = 128
+    cascade: CascadeConfig = field(default_factory=CascadeConfig)
     model_card: dict[str, Any] = field(default_factory=dict)
     sha256: dict[str, str] = field(default_factory=dict)
 
@@ -81,6 +83,7 @@ class ModelBundle:
             "context": "level n > 0 takes [image, foreground probability of level n - 1]",
             "networks": [network.to_dict() for network in self.networks],
             "preprocessing": self.preprocessing.to_dict(),
+            "cascade": self.cascade.to_dict(),
             "labels": [label.to_dict() for label in self.labels],
             "tile_size": self.tile_size,
             "model_card": self.model_card,
@@ -127,6 +130,7 @@ def read_bundle(path: str | os.PathLike[str]) -> ModelBundle:
             preprocessing=PreprocessingConfig.from_dict(data["preprocessing"]),
             labels=[Label.from_dict(label) for label in data["labels"]],
             tile_size=int(data.get("tile_size", 128)),
+            cascade=CascadeConfig.from_dict(data.get("cascade")),
             model_card=dict(data.get("model_card", {})),
             sha256={str(k): str(v) for k, v in data["sha256"].items()},
         )
@@ -134,6 +138,8 @@ def read_bundle(path: str | os.PathLike[str]) -> ModelBundle:
         raise BundleError(f"{manifest}: invalid model description ({err})") from err
     if bundle.dimension not in (2, 3) or not bundle.networks:
         raise BundleError(f"{manifest}: dimension must be 2 or 3, with at least one network")
+    if bundle.cascade.mode is CascadeMode.ROI and len(bundle.cascade.level_preprocessing) != bundle.levels:
+        raise BundleError(f"{manifest}: a roi cascade needs one preprocessing per level ({bundle.levels})")
     expected = task_spec(bundle.task).label_values
     if [label.value for label in bundle.labels] != expected:
         raise BundleError(f"{manifest}: task {bundle.task.value} has labels {expected}, the bundle lists others")

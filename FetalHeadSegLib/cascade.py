@@ -7,14 +7,72 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from FetalHeadSegLib.preprocessing import Padding, pad_to_multiple, quantise_unit
+from FetalHeadSegLib.preprocessing import Padding, PreprocessingConfig, pad_to_multiple, quantise_unit
 
 if TYPE_CHECKING:
     from torch import nn
+
+
+class CascadeMode(StrEnum):
+    """How the levels of a cascade share the image."""
+
+    SAME_GRID = "same_grid"
+    """The seed's cascade: every level sees the whole image on one working grid, plus the previous level's
+    probability (``method.md`` §1.6)."""
+    ROI = "roi"
+    """Coarse to fine: level 1 sees the whole image at a coarse grid; each later level sees the head's region
+    (found by the level before, with a margin) at its own finer grid, plus the previous probability resampled
+    onto it (nnU-Net's 3d_lowres -> cascade)."""
+
+
+@dataclass(frozen=True)
+class CascadeConfig:
+    """How a bundle's levels are run.
+
+    Attributes:
+        mode: :class:`CascadeMode`.
+        level_preprocessing: ``roi`` mode: one preprocessing per level (level 1's for the whole image, later
+            ones for the head's region); ``same_grid`` uses the bundle's single preprocessing.
+        roi_margin_mm: ``roi`` mode: space kept around the head found by the previous level, in mm.
+    """
+
+    mode: CascadeMode = CascadeMode.SAME_GRID
+    level_preprocessing: tuple[PreprocessingConfig, ...] = ()
+    roi_margin_mm: float = 12.0
+
+    def __post_init__(self) -> None:
+        if self.mode is CascadeMode.ROI and len(self.level_preprocessing) < 2:
+            raise ValueError("a roi cascade needs a preprocessing for each of at least two levels")
+        if self.roi_margin_mm < 0:
+            raise ValueError(f"roi_margin_mm must not be negative, got {self.roi_margin_mm}")
+
+    def preprocessing(self, level: int, default: PreprocessingConfig) -> PreprocessingConfig:
+        """The preprocessing of ``level`` (the bundle's own in ``same_grid`` mode)."""
+        return self.level_preprocessing[level] if self.mode is CascadeMode.ROI else default
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "mode": self.mode.value,
+            "level_preprocessing": [config.to_dict() for config in self.level_preprocessing],
+            "roi_margin_mm": self.roi_margin_mm,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any] | None) -> CascadeConfig:
+        if not data:
+            return cls()
+        return cls(
+            CascadeMode(data.get("mode", CascadeMode.SAME_GRID.value)),
+            tuple(PreprocessingConfig.from_dict(item) for item in data.get("level_preprocessing", [])),
+            float(data.get("roi_margin_mm", 12.0)),
+        )
+
 
 LevelPredictor = Callable[[int, np.ndarray], np.ndarray]
 """``predict(level, inputs)``: (C, X, Y, Z) padded inputs of a level -> (K, X, Y, Z) softmax probabilities."""

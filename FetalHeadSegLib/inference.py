@@ -18,6 +18,7 @@ what ``segment`` returns.
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -26,12 +27,13 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from FetalHeadSegLib.bundle import ModelBundle, load_networks
-from FetalHeadSegLib.cascade import forward_probabilities, run_cascade
+from FetalHeadSegLib.cascade import CascadeMode, forward_probabilities, run_cascade
 from FetalHeadSegLib.errors import Cancelled, InputImageError
 from FetalHeadSegLib.image import Image
 from FetalHeadSegLib.postprocessing import clean_label_map
-from FetalHeadSegLib.preprocessing import Padding, Prepared, cascade_size_multiple, check_image, prepare
+from FetalHeadSegLib.preprocessing import Padding, cascade_size_multiple, check_image, prepare
 from FetalHeadSegLib.quality import Flag
+from FetalHeadSegLib.roi_cascade import CascadeOutput, predict_roi_cascade
 from FetalHeadSegLib.tiling import sliding_window
 
 if TYPE_CHECKING:
@@ -110,9 +112,10 @@ class Segmenter:
         self.bundle = bundle
         self.device = resolve_device(device)
         self.networks = load_networks(bundle, self.device)
-        self.size_multiple = cascade_size_multiple(
-            bundle.preprocessing.pad_multiple, [n.size_multiple for n in bundle.networks]
-        )
+        pad_multiples = [bundle.preprocessing.pad_multiple] + [
+            config.pad_multiple for config in bundle.cascade.level_preprocessing
+        ]
+        self.size_multiple = cascade_size_multiple(math.lcm(*pad_multiples), [n.size_multiple for n in bundle.networks])
 
     def segment(
         self,
@@ -147,22 +150,21 @@ class Segmenter:
             kind = "a 2D frame" if image.is_2d else "a 3D volume"
             raise InputImageError(f"{source}: is {kind}, but model {self.bundle.id} is {self.bundle.dimension}D")
         run.report("load", 0.0, "preparing the image")
-        prepared = prepare(image, self.bundle.preprocessing, self.size_multiple)
-        run.lap("preprocess")
-        passes = predict_with_flips(run, prepared, options.tta)
+        if self.bundle.cascade.mode is CascadeMode.ROI:
+            output = predict_roi_cascade(run, image, self.bundle, self.size_multiple, options.tta)
+        else:
+            output = predict_same_grid(run, image, self.bundle, self.size_multiple, options.tta)
         run.lap("networks")
         run.report("postprocess", 0.0, "building the label map")
-        class_probabilities = prepared.restore(np.mean(passes, axis=0))
+        class_probabilities = output.class_probabilities
         labels = clean_label_map(
             np.argmax(class_probabilities, axis=0).astype(np.uint8), [label.value for label in self.bundle.labels]
         )
+        run.flags += output.flags
         uncertainty = None
-        if len(passes) > 1:
-            votes = np.stack([prepared.padding.crop(p)[0] < 0.5 for p in passes])
-            disagreement = np.minimum(votes.mean(axis=0), 1.0 - votes.mean(axis=0))  # 0 = unanimous, 0.5 = split
-            padded = prepared.padding.pad(disagreement.astype(np.float32))
-            uncertainty = image.with_array(prepared.restore(padded[np.newaxis])[0])
-            run.flags += _tta_flags(votes)
+        if output.disagreement is not None and output.votes is not None:
+            uncertainty = image.with_array(output.disagreement.astype(np.float32))
+            run.flags += _tta_flags(output.votes)
         run.lap("postprocess")
         biometry = None
         if options.biometry:
@@ -182,14 +184,19 @@ class Segmenter:
         )
 
 
-def predict_with_flips(run: InferenceRun, prepared: Prepared, tta: bool) -> list[np.ndarray]:
-    """The cascade's class probabilities on the padded working grid, once, or once per flipped axis (TTA)."""
-    dims = 2 if prepared.image.is_2d else 3
+def predict_same_grid(
+    run: InferenceRun, image: Image, bundle: ModelBundle, size_multiple: int, tta: bool
+) -> CascadeOutput:
+    """The seed's cascade: every level on the whole image at one working grid, once, or once per flipped axis
+    (TTA: the whole cascade runs on each flipped image and the passes are averaged)."""
+    prepared = prepare(image, bundle.preprocessing, size_multiple)
+    run.lap("preprocess")
+    dims = 2 if image.is_2d else 3
     flips = [()] + ([(axis,) for axis in range(1, dims + 1)] if tta else [])
     passes = []
     for number, axes in enumerate(flips):
-        image = prepared.values[np.newaxis]
-        flipped = np.ascontiguousarray(np.flip(image, axes)) if axes else image
+        values = prepared.values[np.newaxis]
+        flipped = np.ascontiguousarray(np.flip(values, axes)) if axes else values
         padding = prepared.padding
         if axes:  # a flip swaps the padding before and after along the flipped axes
             before, after = list(padding.before), list(padding.after)
@@ -200,9 +207,16 @@ def predict_with_flips(run: InferenceRun, prepared: Prepared, tta: bool) -> list
         def predict(level: int, inputs: np.ndarray, number: int = number) -> np.ndarray:
             return run.predict(level, inputs, number, len(flips))
 
-        probabilities = run_cascade(predict, flipped, padding, len(run.segmenter.networks))
+        probabilities = run_cascade(predict, flipped, padding, len(run.networks))
         passes.append(np.flip(probabilities, axes) if axes else probabilities)
-    return passes
+    class_probabilities = prepared.restore(np.mean(passes, axis=0))
+    if len(passes) == 1:
+        return CascadeOutput(class_probabilities, None, None, [])
+    votes = np.stack([prepared.padding.crop(p)[0] < 0.5 for p in passes])
+    share = votes.mean(axis=0)
+    split = np.minimum(share, 1.0 - share).astype(np.float32)  # 0 = unanimous, 0.5 = evenly split
+    disagreement = prepared.restore(prepared.padding.pad(split)[np.newaxis])[0]
+    return CascadeOutput(class_probabilities, disagreement, votes, [])
 
 
 class InferenceRun:

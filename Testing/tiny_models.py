@@ -7,10 +7,11 @@ from pathlib import Path
 import torch
 
 from FetalHeadSegLib.bundle import ModelBundle, write_bundle
-from FetalHeadSegLib.labels import FETAL_HEAD, HEAD, PUBIC_SYMPHYSIS
+from FetalHeadSegLib.cascade import CascadeConfig
 from FetalHeadSegLib.network_config import NetworkConfig
 from FetalHeadSegLib.networks import build_network
 from FetalHeadSegLib.preprocessing import PreprocessingConfig
+from FetalHeadSegLib.tasks import Task, task_spec
 
 
 def tiny_network(spatial_dims: int = 3, in_channels: int = 1, out_channels: int = 2) -> NetworkConfig:
@@ -34,10 +35,12 @@ def make_tiny_bundle(
     seed: int = 0,
     preprocessing: PreprocessingConfig | None = None,
     model_id: str = "tiny-test-model",
+    cascade: CascadeConfig | None = None,
 ) -> ModelBundle:
     """A bundle of ``levels`` tiny USegNets with random weights (a fixed seed)."""
     torch.manual_seed(seed)
-    classes = 3 if task == "intrapartum" else 2
+    spec = task_spec(task)
+    classes = spec.classes
     configs = [tiny_network(dimension, 1 if level == 0 else 2, classes) for level in range(levels)]
     description = ModelBundle(
         path=folder,
@@ -45,11 +48,12 @@ def make_tiny_bundle(
         version="0.0.1",
         name="tiny test model",
         dimension=dimension,
-        task=task,
+        task=Task(task),
         networks=configs,
         preprocessing=preprocessing or PreprocessingConfig(max_size=48),
-        labels=[PUBIC_SYMPHYSIS, FETAL_HEAD] if task == "intrapartum" else [HEAD],
+        labels=list(spec.labels),
         tile_size=32,
+        cascade=cascade or CascadeConfig(),
         model_card={"note": "random weights, for tests only"},
     )
     return write_bundle(folder, description, [build_network(config).state_dict() for config in configs])

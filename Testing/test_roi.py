@@ -1,0 +1,115 @@
+"""The coarse-to-fine cascade: boxes carried between grids, exact crops and pastes, physical working grids
+without distortion, and the engine's roi mode end to end on a tiny model."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from FetalHeadSegLib.cascade import CascadeConfig, CascadeMode
+from FetalHeadSegLib.image import Image, make_ijk_to_ras
+from FetalHeadSegLib.inference import InferenceOptions, load_model
+from FetalHeadSegLib.preprocessing import PreprocessingConfig, prepare, to_working_grid
+from FetalHeadSegLib.roi import Box, box_on_grid, crop, foreground_box, paste
+
+from shapes import make_ellipsoid, rotation_matrix
+from tiny_models import make_tiny_bundle
+
+OBLIQUE = rotation_matrix((0.3, 1.0, 0.4), 0.6)
+
+
+def test_crop_keeps_every_voxel_where_it_was_and_paste_puts_it_back() -> None:
+    rng = np.random.default_rng(1)
+    image = Image(rng.random((30, 24, 18)).astype(np.float32), make_ijk_to_ras((0.7, 0.5, 1.4), (3, -2, 9), OBLIQUE))
+    box = Box((4, 6, 2), (21, 20, 15))
+    region = crop(image, box)
+    np.testing.assert_array_equal(region.array, image.array[4:21, 6:20, 2:15])
+    for ijk in ([0, 0, 0], [16, 13, 12], [5, 2, 7]):
+        np.testing.assert_allclose(
+            region.ijk_to_ras_points(ijk), image.ijk_to_ras_points(np.add(ijk, box.start)), atol=1e-9
+        )
+    pasted = paste(np.zeros((2, *image.shape), np.float32), box, np.stack([region.array, region.array + 1]))
+    np.testing.assert_array_equal(pasted[0][box.slices], region.array)
+    outside = np.ones(image.shape, bool)
+    outside[box.slices] = False
+    assert not pasted[:, outside].any()
+    with pytest.raises(ValueError):
+        paste(pasted, box, region.array[:-1])
+
+
+def test_foreground_box_grows_by_the_margin_in_mm_and_stays_inside() -> None:
+    mask = np.zeros((40, 30, 20), np.uint8)
+    mask[10:20, 5:15, 8:12] = 1
+    image = Image(mask, make_ijk_to_ras((0.5, 1.0, 2.0)))
+    box = foreground_box(image, margin_mm=3.0)
+    assert box == Box((4, 2, 6), (26, 18, 14))
+    assert foreground_box(image.with_array(np.zeros_like(mask)), 3.0) is None
+    assert foreground_box(image, 100.0) == Box((0, 0, 0), (40, 30, 20))
+    frame = Image(mask[:, :, 9:10], make_ijk_to_ras((0.5, 1.0, 1.0)))
+    assert foreground_box(frame, 3.0) == Box((4, 2, 0), (26, 18, 1))  # a frame is never grown out of its plane
+
+
+def test_a_box_carried_to_another_grid_covers_the_same_region() -> None:
+    fine = Image(np.zeros((60, 50, 40), np.float32), make_ijk_to_ras((0.5, 0.5, 0.5), (1, 2, 3), OBLIQUE))
+    coarse = to_working_grid(
+        fine.with_array(np.random.default_rng(0).random(fine.shape).astype(np.float32)),
+        PreprocessingConfig(target_spacing_mm=(1.5,)),
+    )
+    box = Box((5, 4, 3), (12, 11, 9))
+    carried = box_on_grid(box, coarse, fine)
+    corners = coarse.ijk_to_ras_points(np.array([box.start, np.subtract(box.stop, 1)], float))
+    inside = (np.c_[corners, np.ones(2)] @ fine.ras_to_ijk().T)[:, :3]
+    assert np.all(inside >= np.array(carried.start) - 0.5) and np.all(inside <= np.array(carried.stop) - 0.5)
+    assert carried.shape[0] <= (box.shape[0] * 1.5 / 0.5) + 4  # no bigger than the region plus a voxel each side
+
+
+@pytest.mark.parametrize("direction", [None, OBLIQUE])
+def test_a_physical_working_grid_never_distorts_an_anisotropic_volume(direction) -> None:
+    head = make_ellipsoid((24.0, 18.0, 14.0), spacing_mm=(0.4, 0.4, 1.2), direction_ras=direction)
+    working = to_working_grid(head.image, PreprocessingConfig(target_spacing_mm=(1.0,)))
+    assert working.spacing_mm == pytest.approx((1.0, 1.0, 1.0), rel=1e-6)
+    extent = np.asarray(head.image.shape) * np.asarray(head.image.spacing_mm)
+    assert np.asarray(working.shape) * 1.0 == pytest.approx(extent, abs=1.0)
+    weights = working.array / working.array.sum()
+    centre = (np.argwhere(np.ones(working.shape)) * weights.reshape(-1, 1)).sum(axis=0)
+    original = head.image.array / head.image.array.sum()
+    centre_in = (np.argwhere(np.ones(head.image.shape)) * original.reshape(-1, 1)).sum(axis=0)
+    np.testing.assert_allclose(working.ijk_to_ras_points(centre), head.image.ijk_to_ras_points(centre_in), atol=0.6)
+
+
+def _roi_model(tmp_path: Path, dimension: int = 3):
+    levels = (PreprocessingConfig(target_spacing_mm=(2.0,)), PreprocessingConfig(max_size=24))
+    cascade = CascadeConfig(CascadeMode.ROI, levels, roi_margin_mm=4.0)
+    return load_model(make_tiny_bundle(tmp_path / "roi", dimension=dimension, cascade=cascade), "cpu")
+
+
+def test_the_roi_cascade_runs_on_the_exact_input_grid_with_and_without_flips(tmp_path: Path) -> None:
+    model = _roi_model(tmp_path)
+    head = make_ellipsoid((22.0, 17.0, 13.0), rotation=OBLIQUE, spacing_mm=(0.8, 0.9, 1.3), direction_ras=OBLIQUE)
+    noise = np.random.default_rng(2).random(head.image.shape).astype(np.float32)
+    image = head.image.with_array(head.image.array * 2.0 + noise)
+    for tta in (False, True):
+        stages: set[str] = set()
+        result = model.segment(image, InferenceOptions(tta=tta, biometry=False), lambda s, f, m: stages.add(s))
+        assert {"stage1", "stage2"} <= stages  # level 2 ran on the region level 1 found
+        assert result.labels.shape == result.probability.shape == image.shape
+        np.testing.assert_allclose(result.labels.ijk_to_ras, image.ijk_to_ras)
+        assert (result.uncertainty is not None) == tta
+        if result.uncertainty is not None:
+            assert 0.0 <= result.uncertainty.array.min() and result.uncertainty.array.max() <= 0.5
+
+
+def test_the_roi_bundle_round_trips_its_cascade(tmp_path: Path) -> None:
+    from FetalHeadSegLib.bundle import read_bundle
+
+    model = _roi_model(tmp_path)
+    again = read_bundle(model.bundle.path)
+    assert again.cascade == model.bundle.cascade and again.cascade.mode is CascadeMode.ROI
+    prepared = prepare(
+        Image(np.ones((30, 30, 30), np.float32), make_ijk_to_ras((1.0, 1.0, 1.0))),
+        again.cascade.level_preprocessing[0],
+        8,
+    )
+    assert prepared.working.spacing_mm == pytest.approx((2.0, 2.0, 2.0))
