@@ -1,0 +1,229 @@
+"""Stress suite of a 3D head model on randomised phantoms: one factor at a time at an extreme, and all at once.
+
+Every row but the last holds every randomisation factor at its nominal (classic-looking) value except the ones the
+row names, which are set to an extreme; ``all-at-once`` draws every factor (``PhantomConfig(appearance=
+"randomised")``). Each case is segmented through the public API (``FetalHeadSegLib.load_model(...).segment``) and
+scored against the phantom's exact truth: Dice and HD95 (``FetalHeadSegLib.metrics``) and the relative errors of
+HC, BPD, OFD and head volume measured on the segmentation.
+
+Seeds: case ``i`` of row ``r`` uses ``SEED_BASE + 1000 * r + i`` with ``SEED_BASE = 9_000_000``. Training configs
+must keep their phantom seeds below 9,000,000 (the shipped ones use 100,000-100,159), so no stress case is ever a
+training case.
+
+Run:
+    python benchmarks/stress_3d.py --cases-per-factor 3 --size 128 --json stress.json --markdown stress.md
+    python benchmarks/stress_3d.py --model runs/my-run/export/my-model --only shadows
+
+Leave-one-family-out (does the model generalise to a family of settings it never saw?):
+    python benchmarks/stress_3d.py --leave-out shadows
+prints the ``data.phantom`` block of a training config whose cases are randomised except the ``shadows`` family,
+held at its nominal value (no extra shadows), and the command that tests the trained model on that family's rows
+only. Train with that block in place of ``data.phantom`` (``python -m training.train --config <config>``, then
+``python -m training.export``), run the printed command, and compare its rows with those of a model trained on
+every family.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import statistics
+import sys
+import time
+from typing import Any
+
+SEED_BASE = 9_000_000
+
+# (row name, family, overrides of the nominal factors); family None: the nominal baseline or everything drawn.
+ROWS: list[tuple[str, str | None, dict[str, Any] | None]] = [
+    ("nominal", None, {}),
+    ("brain-darker-than-fluid", "echogenicity", {"brain_vs_fluid_db": -14.0, "fluid_echo": 0.05}),
+    ("echogenic-fluid", "echogenicity", {"fluid_echo": 0.12, "brain_vs_fluid_db": 6.0}),
+    ("faint-skull", "echogenicity", {"skull_db": -20.0}),
+    ("bright-surroundings", "echogenicity", {"placenta_db": 10.0, "uterus_db": 10.0, "body_db": 10.0}),
+    ("coarse-speckle", "speckle", {"speckle_size": 2.5, "texture_sigma": 0.9}),
+    ("blur", "blur", {"display_smoothing": 2.5, "blur_mm": 1.5}),
+    ("low-gain", "gain", {"gain_db": -12.0, "tgc_error_db_per_cm": -1.2, "dynamic_range_db": 35.0, "gamma": 2.0}),
+    ("high-gain", "gain", {"gain_db": 12.0, "tgc_error_db_per_cm": 1.2, "dynamic_range_db": 75.0, "gamma": 0.5}),
+    ("noise", "noise", {"noise_db": -25.0, "reverberation_db": -6.0}),
+    ("shadows-60%", "shadows", {"shadow_fraction": 0.6}),
+    ("dropout", "dropout", {"dropout_fraction": 0.35, "dropout_db": 30.0}),
+    ("narrow-fan", "field_of_view", {"fov_shape": "fan", "fov_angle_scale": 0.65}),
+    ("box-crop", "field_of_view", {"fov_shape": "box", "crop_fraction": 0.55}),
+    ("small-head", "head_fill", {"head_fill": 0.2}),
+    ("large-offset-head", "head_fill", {"head_fill": 1.0, "head_offset": 0.3}),
+    ("on-uterine-wall", "contact", {"contact": "wall"}),
+    ("on-placenta", "contact", {"contact": "placenta"}),
+    ("limbs-on-head", "limbs", {"limbs_touching": 4}),
+    ("any-orientation", "orientation", {"orientation": "any"}),
+    ("anisotropic-3x", "spacing", {"anisotropy": 3.0, "anisotropy_axis": "depth"}),
+    ("all-at-once", "all", None),
+]
+METRICS = ("dice", "hd95_mm", "hc_error_pct", "bpd_error_pct", "ofd_error_pct", "volume_error_pct")
+
+
+def case_config(size: int, overrides: dict[str, Any] | None) -> Any:
+    """The phantom config of a row: nominal factors plus the row's overrides, or everything drawn (None)."""
+    from FetalHeadSegLib.phantom import PhantomConfig
+    from FetalHeadSegLib.phantom.appearance import nominal_factors
+
+    factors = {} if overrides is None else {**nominal_factors(), **overrides}
+    return PhantomConfig(size=(size, size, size), appearance="randomised", factors=factors)
+
+
+def score(segmenter: Any, phantom: Any) -> dict[str, Any]:
+    """Segment one phantom and compare with its truth."""
+    from FetalHeadSegLib import segmentation_metrics
+
+    truth = phantom.truth
+    start = time.perf_counter()
+    result = segmenter.segment(phantom.image)
+    seconds = time.perf_counter() - start
+    prediction = result.labels.array == segmenter.bundle.head_label
+    metrics = segmentation_metrics(prediction, phantom.head_mask.array, phantom.image.spacing_mm)
+    record: dict[str, Any] = {
+        "seed": truth["seed"],
+        "dice": metrics.dice,
+        "hd95_mm": metrics.hd95_mm,
+        "head_cut_by_field_of_view": truth["head_cut_by_field_of_view"],
+        "head_fill_fraction": truth["head_fill_fraction"],
+        "spacing_mm": [round(s, 3) for s in truth["spacing_mm"]],
+        "flags": [flag.code for flag in result.flags],
+        "seconds": round(seconds, 2),
+    }
+    measured = result.biometry
+    for key, name in (("hc_mm", "hc"), ("bpd_mm", "bpd"), ("ofd_mm", "ofd"), ("head_volume_ml", "volume")):
+        value = getattr(measured, key, None) if measured is not None else None
+        record[f"{name}_error_pct"] = (
+            math.nan if value is None else 100.0 * abs(float(value) - truth[key]) / float(truth[key])
+        )
+    return record
+
+
+def summarise(name: str, family: str | None, cases: list[dict[str, Any]]) -> dict[str, Any]:
+    """Median of each metric over a row's cases (NaN-free values only), and the worst Dice."""
+    row: dict[str, Any] = {"row": name, "family": family, "cases": len(cases)}
+    for metric in METRICS:
+        values = [c[metric] for c in cases if math.isfinite(c[metric])]
+        row[metric] = statistics.median(values) if values else math.nan
+    row["dice_min"] = min(c["dice"] for c in cases)
+    row["cut_cases"] = sum(bool(c["head_cut_by_field_of_view"]) for c in cases)
+    return row
+
+
+def markdown_table(rows: list[dict[str, Any]], overall: dict[str, Any]) -> str:
+    header = (
+        "| row | family | n | Dice median | Dice min | HD95 mm | HC err % | BPD err % | OFD err % | volume err % "
+        "| cut |"
+    )
+    lines = [header, "|" + "---|" * 11]
+    for row in rows:
+        lines.append(
+            f"| {row['row']} | {row['family'] or '-'} | {row['cases']} | {row['dice']:.3f} | {row['dice_min']:.3f} | "
+            f"{row['hd95_mm']:.1f} | {row['hc_error_pct']:.1f} | {row['bpd_error_pct']:.1f} | "
+            f"{row['ofd_error_pct']:.1f} | {row['volume_error_pct']:.1f} | {row['cut_cases']} |"
+        )
+    lines.append(
+        f"\nAll {overall['cases']} cases: Dice median {overall['dice_median']:.3f}, 10th percentile "
+        f"{overall['dice_p10']:.3f}; HC error median {overall['hc_error_median_pct']:.1f} %, volume error median "
+        f"{overall['volume_error_median_pct']:.1f} % (issue #13 targets: 0.95, 0.90, 2 %, 5 %)."
+    )
+    return "\n".join(lines) + "\n"
+
+
+def leave_out(family: str, size: int, count: int) -> dict[str, Any]:
+    """The training ``data.phantom`` block without one family, and the command that tests it."""
+    from FetalHeadSegLib.phantom.appearance import FAMILIES, nominal_factors
+
+    if family not in FAMILIES:
+        raise SystemExit(f"unknown family {family!r}; families: {', '.join(FAMILIES)}")
+    phantom = {
+        "dimension": 3,
+        "size": [size, size, size],
+        "count": count,
+        "seed": 100000,
+        "appearance": "randomised",
+        "factors": nominal_factors(family),
+    }
+    rows = [name for name, row_family, _ in ROWS if row_family == family]
+    return {
+        "data": {"kind": "phantom", "phantom": phantom},
+        "test_rows": rows,
+        "test_command": f"python benchmarks/stress_3d.py --model <trained bundle> --only {family} --size {size}",
+    }
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", default="fetal-head-3d-cascade", help="model id, id@version or bundle folder")
+    parser.add_argument("--cases-per-factor", type=int, default=3, help="cases per row (default 3)")
+    parser.add_argument("--size", type=int, default=128, help="grid size N of the N^3 volumes (default 128)")
+    parser.add_argument("--only", metavar="FAMILY", help="only the rows of one family (and nominal)")
+    parser.add_argument("--leave-out", metavar="FAMILY", help="print the leave-one-family-out recipe and exit")
+    parser.add_argument("--train-count", type=int, default=400, help="training cases in the --leave-out recipe")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--threads", type=int, default=2, help="torch CPU threads (default 2)")
+    parser.add_argument("--json", metavar="PATH", help="write every case and the table as JSON")
+    parser.add_argument("--markdown", metavar="PATH", help="write the table as Markdown")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    if args.leave_out:
+        print(json.dumps(leave_out(args.leave_out, args.size, args.train_count), indent=2))
+        return 0
+    import torch
+
+    from FetalHeadSegLib import load_model
+    from FetalHeadSegLib.phantom import generate_phantom
+
+    torch.set_num_threads(args.threads)
+    segmenter = load_model(args.model, device=args.device)
+    rows, cases = [], []
+    for index, (name, family, overrides) in enumerate(ROWS):
+        if args.only and family not in (None, args.only):
+            continue
+        config = case_config(args.size, overrides)
+        results = []
+        for case in range(args.cases_per_factor):
+            phantom = generate_phantom(config, SEED_BASE + 1000 * index + case)
+            results.append({"row": name, **score(segmenter, phantom)})
+        rows.append(summarise(name, family, results))
+        cases.extend(results)
+        print(f"{name}: Dice {rows[-1]['dice']:.3f} (min {rows[-1]['dice_min']:.3f})", file=sys.stderr, flush=True)
+    dice = sorted(c["dice"] for c in cases)
+    overall = {
+        "cases": len(cases),
+        "dice_median": statistics.median(dice),
+        "dice_p10": dice[int(0.1 * (len(dice) - 1))],
+        "hc_error_median_pct": statistics.median(c["hc_error_pct"] for c in cases if math.isfinite(c["hc_error_pct"])),
+        "volume_error_median_pct": statistics.median(
+            c["volume_error_pct"] for c in cases if math.isfinite(c["volume_error_pct"])
+        ),
+    }
+    table = markdown_table(rows, overall)
+    print(f"model {segmenter.bundle.id}@{segmenter.bundle.version}, {args.size}^3, {args.cases_per_factor} per row\n")
+    print(table)
+    if args.markdown:
+        with open(args.markdown, "w", encoding="utf-8") as handle:
+            handle.write(table)
+    if args.json:
+        report = {
+            "model": f"{segmenter.bundle.id}@{segmenter.bundle.version}",
+            "size": args.size,
+            "cases_per_factor": args.cases_per_factor,
+            "seed_base": SEED_BASE,
+            "command": "python benchmarks/stress_3d.py " + " ".join(sys.argv[1:] if argv is None else argv),
+            "rows": rows,
+            "overall": overall,
+            "cases": cases,
+        }
+        with open(args.json, "w", encoding="utf-8") as handle:
+            json.dump(report, handle, indent=2, default=float)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
