@@ -12,6 +12,7 @@ import itertools
 from dataclasses import dataclass
 
 import numpy as np
+import numpy.typing as npt
 
 from FetalHeadSegLib.image import Image, make_ijk_to_ras
 
@@ -45,18 +46,29 @@ def whole_box(image: Image) -> Box:
     return Box((0, 0, 0), image.shape)
 
 
-def foreground_box(mask: Image, margin_mm: float) -> Box | None:
+def foreground_box(
+    mask: Image,
+    margin_mm: float,
+    margin_high_mm: npt.ArrayLike | None = None,
+    margin_low_mm: npt.ArrayLike | None = None,
+) -> Box | None:
     """The bounding box of ``mask``'s non-zero voxels grown by ``margin_mm`` on every side (in-plane only for a
-    2D frame), clipped to the image; None when the mask is empty."""
+    2D frame), clipped to the image; None when the mask is empty.
+
+    ``margin_low_mm`` / ``margin_high_mm`` (three values) replace the margin before / after the mask along each
+    axis (training draws them to imitate an imperfect coarse level).
+    """
     found = np.nonzero(mask.array)
     if not found[0].size:
         return None
     spacing = np.asarray(mask.spacing_mm)
-    grow = np.ceil(margin_mm / spacing).astype(int)
+    low_mm = np.full(3, margin_mm) if margin_low_mm is None else np.asarray(margin_low_mm, dtype=np.float64)
+    high_mm = np.full(3, margin_mm) if margin_high_mm is None else np.asarray(margin_high_mm, dtype=np.float64)
+    grow_low, grow_high = np.ceil(low_mm / spacing).astype(int), np.ceil(high_mm / spacing).astype(int)
     if mask.is_2d:
-        grow[2] = 0
-    low = np.maximum(np.array([axis.min() for axis in found]) - grow, 0)
-    high = np.minimum(np.array([axis.max() for axis in found]) + 1 + grow, mask.shape)
+        grow_low[2] = grow_high[2] = 0
+    low = np.maximum(np.array([axis.min() for axis in found]) - grow_low, 0)
+    high = np.minimum(np.array([axis.max() for axis in found]) + 1 + grow_high, mask.shape)
     return Box(_triple(low), _triple(high))
 
 

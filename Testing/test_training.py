@@ -239,3 +239,43 @@ def test_phantom_settings_cycle_through_grids_and_are_checked_up_front() -> None
         DataConfig(kind="phantom", phantom={**settings, "head_fill_range": [0.9, 0.5]})
     with pytest.raises(ConfigError, match="size needs 2 values"):
         DataConfig(kind="phantom", phantom={**settings, "sizes": [[96, 64], [80, 80, 80]]})
+
+
+def test_a_roi_cascade_trains_exports_and_segments(tmp_path: Path) -> None:
+    """Level 2 learns from crops around the true head on its own grid; the bundle runs through the engine."""
+    from FetalHeadSegLib.cascade import CascadeMode
+    from FetalHeadSegLib.phantom import PhantomConfig, generate_phantom
+    from training.roi_data import build_level_arrays
+
+    config = base_config(
+        tmp_path / "run",
+        tmp_path / "roi.npz",
+        levels=2,
+        context="perturbed",
+        patch_size=[48, 48],
+        cascade={
+            "mode": "roi",
+            "level_preprocessing": [{"max_size": 32}, {"max_size": 48}],
+            "roi_margin_mm": 6.0,
+        },
+    )
+    config["data"] = {
+        "kind": "phantom",
+        "phantom": {"dimension": 2, "size": [96, 64], "count": 6},
+        "validation_fraction": 0.34,
+        "cache": str(tmp_path / "roi.npz"),
+    }
+    train_config = TrainConfig.from_dict(config)
+    arrays, contexts = build_level_arrays(train_config, log=lambda _: None)
+    assert [len(a) for a in arrays] == [6, 6] and len(contexts[1]) == 6
+    assert max(arrays[0].images[0].shape) == 32 and max(arrays[1].images[0].shape) == 48
+    # The crop holds the whole head (the margin is never negative) and the context marks it.
+    head = arrays[1].labels[0] > 0
+    assert head.any() and not head[0].any() and not head[-1].any()
+    assert contexts[1][0][head].mean() > contexts[1][0][~head].mean() + 100
+    run(train_config)
+    bundle = export(tmp_path / "run", tmp_path / "bundle")
+    assert bundle.cascade.mode is CascadeMode.ROI and bundle.preprocessing.max_size == 32
+    case = generate_phantom(PhantomConfig(dimension=2, size=(96, 64)), seed=123)
+    result = load_model(bundle.path, "cpu").segment(case.image)
+    assert result.labels.shape == case.image.shape

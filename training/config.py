@@ -11,6 +11,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from FetalHeadSegLib.cascade import CascadeConfig, CascadeMode
 from FetalHeadSegLib.errors import ConfigError
 from FetalHeadSegLib.network_config import PRESETS, NetworkConfig
 from FetalHeadSegLib.preprocessing import PreprocessingConfig
@@ -59,6 +60,7 @@ class TrainConfig:
     preprocessing: PreprocessingConfig = field(default_factory=PreprocessingConfig)
     network: NetworkConfig = field(default_factory=NetworkConfig)
     levels: int = 2
+    cascade: CascadeConfig = field(default_factory=CascadeConfig)
     context: str = "kfold"
     folds: int = 5
     augment: AugmentConfig = field(default_factory=AugmentConfig)
@@ -94,6 +96,19 @@ class TrainConfig:
                 "patch_size needs one value per spatial axis",
             ),
         ]
+        if self.cascade.mode is CascadeMode.ROI:
+            checks.append(
+                (
+                    len(self.cascade.level_preprocessing) == self.levels,
+                    f"cascade.level_preprocessing needs one entry per level ({self.levels})",
+                )
+            )
+            checks.append(
+                (
+                    self.batch_size == 1 or self.patch_size is not None,
+                    "a roi cascade's crops differ in size: give patch_size (or batch_size 1)",
+                )
+            )
         for ok, message in checks:
             if not ok:
                 raise ConfigError(f"invalid training config: {message}")
@@ -107,8 +122,14 @@ class TrainConfig:
     def classes(self) -> int:
         return self.network.out_channels
 
+    def level_preprocessing(self, level: int) -> PreprocessingConfig:
+        """The preprocessing of one cascade level (``preprocessing`` for every level of a same-grid cascade)."""
+        return self.cascade.preprocessing(level, self.preprocessing)
+
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        values = asdict(self)
+        values["cascade"] = self.cascade.to_dict()
+        return values
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
@@ -125,6 +146,7 @@ class TrainConfig:
             values["network"] = NetworkConfig.from_dict(network)
             values["data"] = DataConfig.from_dict(values["data"])
             values["preprocessing"] = PreprocessingConfig.from_dict(values.get("preprocessing", {}))
+            values["cascade"] = CascadeConfig.from_dict(values.get("cascade"))
             values["augment"] = AugmentConfig.from_dict(values.get("augment", {}))
             values["optim"] = OptimConfig(**_tuples(values.get("optim", {})))
             values["loss"] = LossConfig(**_tuples(values.get("loss", {})))

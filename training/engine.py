@@ -274,7 +274,8 @@ def cascade_multiple(config: TrainConfig) -> int:
     """The size multiple the inference engine pads every level's input to (the exported bundle's)."""
     from FetalHeadSegLib.preprocessing import cascade_size_multiple
 
-    return cascade_size_multiple(config.preprocessing.pad_multiple, [config.network.size_multiple])
+    pad_multiples = [config.level_preprocessing(level).pad_multiple for level in range(config.levels)]
+    return cascade_size_multiple(math.lcm(*pad_multiples), [config.network.size_multiple])
 
 
 def predict_probabilities(

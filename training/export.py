@@ -80,7 +80,8 @@ def export(
         dimension=config.network.spatial_dims,
         task=Task(config.task),
         networks=[level_network_config(config, level) for level in range(config.levels)],
-        preprocessing=config.preprocessing,
+        preprocessing=config.level_preprocessing(0),
+        cascade=config.cascade,
         labels=labels,
         model_card=card,
     )

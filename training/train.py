@@ -10,18 +10,21 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 
+from FetalHeadSegLib.cascade import CascadeMode
 from FetalHeadSegLib.errors import FetalHeadSegError
 from training import distributed
 from training.config import TrainConfig, read_config
 from training.context import context_maps
 from training.data import build_arrays, split_by_subject
 from training.engine import cascade_multiple, evaluate, level_network_config, predict_context, train_level
+from training.roi_data import build_level_arrays, select
 
 
 def check_labels(config: TrainConfig, labels: list[np.ndarray], case_ids: list[str]) -> None:
@@ -71,11 +74,13 @@ def run(config: TrainConfig) -> dict[str, dict[str, float]]:
         if dist.is_main:
             run_dir.mkdir(parents=True, exist_ok=True)
             (run_dir / "config.json").write_text(json.dumps(config.to_dict(), indent=2) + "\n")
+        roi = config.cascade.mode is CascadeMode.ROI
         if dist.is_main or not config.data.cache:
-            arrays = build_arrays(config.data, config.preprocessing, log)
+            level_data = _build(config, roi, log)
         distributed.barrier()
         if not dist.is_main and config.data.cache:
-            arrays = build_arrays(config.data, config.preprocessing, log)
+            level_data = _build(config, roi, log)
+        arrays = level_data[0][0]
         check_labels(config, arrays.labels, arrays.case_ids)
         check_batch_shapes(config, arrays.labels)
         train_ids, val_ids = split_by_subject(arrays.subjects, config.data.validation_fraction, config.data.split_seed)
@@ -96,7 +101,11 @@ def run(config: TrainConfig) -> dict[str, dict[str, float]]:
         train_context = val_context = None
         network = None
         for level in range(config.levels):
-            if level > 0:
+            if level > 0 and roi:  # the finer levels' own crops, split like level 1's cases
+                level_arrays, level_contexts = level_data[0][level], level_data[1][level]
+                train, train_context = select(level_arrays, level_contexts, train.case_ids)
+                validation, val_context = select(level_arrays, level_contexts, validation.case_ids)
+            elif level > 0:
                 assert network is not None
                 train_context = context_maps(config, level, train, train_context, network, dist, run_dir, log)
                 val_context = predict_context(
@@ -121,6 +130,13 @@ def run(config: TrainConfig) -> dict[str, dict[str, float]]:
         return scores
     finally:
         distributed.teardown()
+
+
+def _build(config: TrainConfig, roi: bool, log: Callable[[str], None]) -> tuple[list[Any], list[Any]]:
+    """Every level's arrays (one pass over the data) for a roi cascade; the whole-image arrays otherwise."""
+    if roi:
+        return build_level_arrays(config, log)
+    return [build_arrays(config.data, config.preprocessing, log)], [[]]
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -1,0 +1,125 @@
+"""Training data of a coarse-to-fine cascade's finer levels (``cascade.mode: roi``).
+
+Each case is cropped around its true foreground with a margin drawn per side (0.5-1.5 times the bundle's margin),
+as an imperfect level 1 would place the box, and brought onto the level's working grid by the inference engine's
+own ``to_working_grid``. Its context channel is the true foreground blurred to the coarse level's resolution and
+scaled, as a coarse probability resampled onto the fine grid looks. Every draw is keyed by (seed, level, case),
+so the arrays are the same in every run and process.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from FetalHeadSegLib.errors import ConfigError, FetalHeadSegError
+from FetalHeadSegLib.image import Image
+from FetalHeadSegLib.preprocessing import PreprocessingConfig, resample_like, to_working_grid, working_spacing
+from FetalHeadSegLib.roi import crop, foreground_box, whole_box
+from training.config import TrainConfig
+from training.data import CaseArrays, find_cases, load_case, preprocess_case
+
+MARGIN_DRAW = (0.5, 1.5)
+"""Each side's margin is the bundle's margin times a factor drawn from this range."""
+CONTEXT_SCALE = (0.7, 1.0)
+
+
+def roi_case(
+    image: Image,
+    label: Image,
+    level: PreprocessingConfig,
+    coarse: PreprocessingConfig,
+    margin_mm: float,
+    rng: np.random.Generator,
+) -> tuple[np.ndarray, np.ndarray, tuple[float, float, float], np.ndarray]:
+    """One case on a finer level's grid: image values (uint8, the 256 input levels), labels, spacing and the
+    context channel (uint8, value / 255)."""
+    foreground = label.with_array((label.array > 0).astype(np.uint8))
+    low, high = (margin_mm * rng.uniform(*MARGIN_DRAW, size=3) for _ in range(2))
+    box = foreground_box(foreground, margin_mm, margin_high_mm=high, margin_low_mm=low) or whole_box(image)
+    region, region_label = crop(image, box), crop(label, box)
+    working = to_working_grid(region, level)
+    labels = resample_like(region_label, working, linear=False).array.astype(np.uint8)
+    coarse_step = (working_spacing(image, coarse) or image.spacing_mm)[0]
+    sigma_voxels = np.asarray(coarse_step) / np.asarray(working.spacing_mm) * rng.uniform(0.3, 0.7)
+    if working.is_2d:
+        sigma_voxels = np.array([sigma_voxels[0], sigma_voxels[1], 0.0])
+    from scipy.ndimage import gaussian_filter
+
+    context = gaussian_filter((labels > 0).astype(np.float32), sigma_voxels) * rng.uniform(*CONTEXT_SCALE)
+    values = np.rint(working.array * 255.0).astype(np.uint8)
+    spacing = working.spacing_mm
+    return values, labels, (spacing[0], spacing[1], spacing[2]), np.rint(np.clip(context, 0, 1) * 255).astype(np.uint8)
+
+
+def build_level_arrays(config: TrainConfig, log: Any = print) -> tuple[list[CaseArrays], list[list[np.ndarray]]]:
+    """Every level's cases in one pass over the data (level 0: the whole image), and the finer levels' contexts.
+
+    Caches: ``data.cache`` for level 0 and ``<cache stem>.level<n>.npz`` for level n (context included).
+    """
+    cascade = config.cascade
+    caches = [_level_cache(config.data.cache, level) for level in range(config.levels)]
+    if all(path is not None and path.exists() for path in caches):
+        log("reading the preprocessed caches " + ", ".join(str(p) for p in caches))
+        return _load(caches)  # type: ignore[arg-type]
+    cases = find_cases(config.data)
+    arrays = [CaseArrays([], [], [], [], []) for _ in range(config.levels)]
+    contexts: list[list[np.ndarray]] = [[] for _ in range(config.levels)]
+    for number, case in enumerate(cases, start=1):
+        try:
+            image, label = load_case(case, config.data, cascade.level_preprocessing[0])
+        except FetalHeadSegError as err:
+            raise ConfigError(f"case {case.case_id}: {err}") from err
+        for level in range(config.levels):
+            if level == 0:
+                values, labels, spacing = preprocess_case(image, label, cascade.level_preprocessing[0])
+            else:
+                rng = np.random.default_rng([config.seed, level, number])
+                values, labels, spacing, context = roi_case(
+                    image,
+                    label,
+                    cascade.level_preprocessing[level],
+                    cascade.level_preprocessing[level - 1],
+                    cascade.roi_margin_mm,
+                    rng,
+                )
+                contexts[level].append(context)
+            target = arrays[level]
+            target.case_ids.append(case.case_id)
+            target.subjects.append(case.subject)
+            target.images.append(values)
+            target.labels.append(labels)
+            target.spacings.append((float(spacing[0]), float(spacing[1]), float(spacing[2])))
+        if number % max(1, len(cases) // 10) == 0:
+            log(f"preprocessed {number}/{len(cases)} cases for {config.levels} levels")
+    for level, path in enumerate(caches):
+        if path is not None:
+            arrays[level].save(path)
+            if level > 0:
+                np.savez_compressed(path.with_suffix(".context.npz"), *contexts[level])
+    return arrays, contexts
+
+
+def _level_cache(cache: str | None, level: int) -> Path | None:
+    if cache is None:
+        return None
+    path = Path(cache)
+    return path if level == 0 else path.with_name(f"{path.stem}.level{level}.npz")
+
+
+def _load(caches: list[Path]) -> tuple[list[CaseArrays], list[list[np.ndarray]]]:
+    arrays = [CaseArrays.load(path) for path in caches]
+    contexts: list[list[np.ndarray]] = [[]]
+    for path in caches[1:]:
+        with np.load(path.with_suffix(".context.npz")) as stored:
+            contexts.append([stored[f"arr_{i}"] for i in range(len(stored.files))])
+    return arrays, contexts
+
+
+def select(arrays: CaseArrays, context: list[np.ndarray] | None, case_ids: list[str]) -> tuple[CaseArrays, Any]:
+    """The cases named (in that order) and their contexts."""
+    index = {case_id: i for i, case_id in enumerate(arrays.case_ids)}
+    chosen = [index[case_id] for case_id in case_ids]
+    return arrays.subset(chosen), None if context is None else [context[i] for i in chosen]
