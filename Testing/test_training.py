@@ -279,3 +279,22 @@ def test_a_roi_cascade_trains_exports_and_segments(tmp_path: Path) -> None:
     case = generate_phantom(PhantomConfig(dimension=2, size=(96, 64)), seed=123)
     result = load_model(bundle.path, "cpu").segment(case.image)
     assert result.labels.shape == case.image.shape
+
+
+def test_a_widened_level_computes_what_its_one_channel_source_did() -> None:
+    """finetune_from a 1-channel level into a 2-channel one: the context weights start at zero."""
+    from FetalHeadSegLib.network_config import NetworkConfig
+    from FetalHeadSegLib.networks import build_network
+    from training.engine import widen_inputs
+
+    torch.manual_seed(0)
+    source = build_network(NetworkConfig.from_dict(TINY_NETWORK))
+    target = build_network(NetworkConfig.from_dict(TINY_NETWORK).with_in_channels(2))
+    target.load_state_dict(widen_inputs(source.state_dict(), target.state_dict()))
+    image = torch.rand(1, 1, 32, 24)
+    context = torch.rand(1, 1, 32, 24)
+    source.eval(), target.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(target(torch.cat([image, context], dim=1)), source(image))
+    with pytest.raises(ConfigError, match="has shape"):
+        widen_inputs({"w": torch.zeros(3, 1, 3, 3)}, {"w": torch.zeros(4, 2, 3, 3)})

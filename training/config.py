@@ -79,12 +79,17 @@ class TrainConfig:
     device: str = "auto"
     finetune_from: str | None = None
     finetune_strategy: str = "all"
+    reuse_levels: int = 0
     model: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         checks = [
             (self.task in {t.value for t in Task}, f"task must be one of {[t.value for t in Task]}, got {self.task!r}"),
             (self.levels >= 1, "levels must be at least 1"),
+            (
+                self.reuse_levels == 0 or (self.finetune_from is not None and self.reuse_levels < self.levels),
+                "reuse_levels copies the first levels of finetune_from: give finetune_from, train one level at least",
+            ),
             (self.context in CONTEXT_MODES, f"context must be one of {CONTEXT_MODES}"),
             (self.folds >= 2, "folds must be at least 2"),
             (self.batch_size >= 1 and self.iterations >= 1, "batch_size and iterations must be positive"),

@@ -71,9 +71,33 @@ def build_level(config: TrainConfig, level: int) -> nn.Module:
         state = torch.load(
             bundle.path / bundle.weight_files[min(level, bundle.levels - 1)], map_location="cpu", weights_only=True
         )
-        network.load_state_dict({k: v.float() for k, v in state.items()})
+        network.load_state_dict(widen_inputs({k: v.float() for k, v in state.items()}, network.state_dict()))
         freeze_for_finetuning(network, config.finetune_strategy)
     return network
+
+
+def widen_inputs(state: dict[str, torch.Tensor], target: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Weights of a network with fewer input channels, made to fit ``target``: the new input channels (a cascade
+    level's context) start at zero, so the widened network first computes exactly what the source did.
+
+    Raises:
+        ConfigError: a tensor differs in any other way.
+    """
+    from FetalHeadSegLib.errors import ConfigError
+
+    widened = {}
+    for key, value in state.items():
+        want = target.get(key)
+        if want is None or want.shape == value.shape:
+            widened[key] = value
+            continue
+        if value.ndim < 2 or value.shape[0] != want.shape[0] or value.shape[2:] != want.shape[2:]:
+            raise ConfigError(
+                f"finetune_from: weight {key} has shape {tuple(value.shape)}, expected {tuple(want.shape)}"
+            )
+        extra = torch.zeros((value.shape[0], want.shape[1] - value.shape[1], *value.shape[2:]), dtype=value.dtype)
+        widened[key] = torch.cat([value, extra], dim=1)
+    return widened
 
 
 def frozen_modules(network: nn.Module, strategy: str) -> list[nn.Module]:

@@ -23,7 +23,7 @@ from training import distributed
 from training.config import TrainConfig, read_config
 from training.context import context_maps
 from training.data import build_arrays, split_by_subject
-from training.engine import cascade_multiple, evaluate, level_network_config, predict_context, train_level
+from training.engine import build_level, cascade_multiple, evaluate, level_network_config, predict_context, train_level
 from training.roi_data import build_level_arrays, select
 
 
@@ -111,9 +111,13 @@ def run(config: TrainConfig) -> dict[str, dict[str, float]]:
                 val_context = predict_context(
                     network, level_network_config(config, level - 1), validation, val_context, cascade_multiple(config)
                 )
-            network = train_level(
-                config, level, train, train_context, dist, run_dir, f"level{level}", log, (validation, val_context)
-            )
+            if level < config.reuse_levels:  # taken as it is from finetune_from
+                log(f"level {level + 1}: reused from {config.finetune_from}")
+                network = build_level(config, level).to(dist.device)
+            else:
+                network = train_level(
+                    config, level, train, train_context, dist, run_dir, f"level{level}", log, (validation, val_context)
+                )
             if dist.is_main:
                 torch.save({k: v.cpu() for k, v in network.state_dict().items()}, run_dir / f"level{level}.pt")
                 scores[f"level{level}"] = evaluate(
