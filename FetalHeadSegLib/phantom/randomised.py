@@ -26,7 +26,7 @@ from FetalHeadSegLib.phantom.anatomy import (
 from FetalHeadSegLib.phantom.appearance import SPACING_LIMITS_MM, draw_factors, factor_rng, finish_image
 from FetalHeadSegLib.phantom.fit import head_fit
 from FetalHeadSegLib.phantom.generator import Phantom, PhantomConfig, draw_probe, head_labels, truth_record
-from FetalHeadSegLib.phantom.scanner import Acoustics, Probe, simulate_scan
+from FetalHeadSegLib.phantom.scanner import Acoustics, Probe, beam_sample_count, simulate_scan
 from FetalHeadSegLib.phantom.shapes import Capsule, Ellipsoid, Sphere
 from FetalHeadSegLib.phantom.tissues import ATTENUATION_DB_CM_MHZ, ECHOGENICITY, SPECULAR, Tissue
 from FetalHeadSegLib.quality import touches_border
@@ -34,6 +34,8 @@ from FetalHeadSegLib.quality import touches_border
 SHADOW_ATTENUATION_DB_CM_MHZ = 30.0
 """Extra attenuation of the shadow-casting part of the skull: about 40 dB lost behind 2 mm of bone at 3.5 MHz."""
 CLASSIC_MEAN_RADIUS_MM = 47.5
+MAX_BEAM_SAMPLES = 8_000_000
+"""Cost cap of one case: about the largest classic 128^3 case (5-8 million samples; a few seconds on 2 cores)."""
 _AXES = {"lateral": 0, "depth": 1, "elevation": 2}
 
 
@@ -48,7 +50,9 @@ def generate_randomised(config: PhantomConfig, seed: int) -> Phantom:
     spacing = randomised_spacing(config, factors, 2.0 * float(head_size.semi_axes[0]))
     extent = spacing * (size - 1)
     grid = Image(np.zeros(tuple(size), dtype=np.uint8), make_ijk_to_ras(spacing, [-extent[0] / 2, 0.0, -extent[2] / 2]))
-    probe = scanner_settings(draw_probe(rng, True, extent, spacing), factors, grid, seed)
+    probe, psf_widening = within_budget(
+        scanner_settings(draw_probe(rng, True, extent, spacing), factors, grid, seed), grid
+    )
 
     rotation = random_rotation(rng, math.radians(35.0), math.pi)
     if factors["orientation"] == "any":
@@ -77,7 +81,13 @@ def generate_randomised(config: PhantomConfig, seed: int) -> Phantom:
     truth = truth_record(config, seed, ga, scene, probe, grid)
     truth["head_touches_border"] = touches_border(head_mask, is_2d=False)
     truth.update(head_fit(grid.with_array(head_mask), field_of_view, truth, is_2d=False))
-    truth["appearance"] = {"mode": "randomised", "factors": factors, **acoustic_record, **crop_record}
+    truth["appearance"] = {
+        "mode": "randomised",
+        "factors": factors,
+        "psf_widened_for_time_budget": round(psf_widening, 4),
+        **acoustic_record,
+        **crop_record,
+    }
     fov = grid.with_array(field_of_view.astype(np.uint8))
     return Phantom(grid.with_array(image), grid.with_array(head_mask), grid.with_array(labels), tissues, truth, fov)
 
@@ -99,9 +109,9 @@ def randomised_spacing(config: PhantomConfig, factors: dict[str, Any], ofd_mm: f
 def scanner_settings(probe: Probe, factors: dict[str, Any], grid: Image, seed: int) -> Probe:
     """The drawn probe with the factors' scanner settings and field-of-view shape.
 
-    ``cone``: the drawn opening scaled by ``fov_angle_scale``. ``fan``: the apex 100-200 mm away, the elevation
+    ``cone``: the drawn opening scaled by ``fov_angle_scale``. ``fan``: the apex 150-250 mm away, the elevation
     opened to cover the whole grid, the lateral opening 0.65 x ``fov_angle_scale`` of the grid's width (the fan's
-    sides cut the volume). ``box``: a nearly linear probe (apex 200-400 mm away) whose beams cover the whole grid.
+    sides cut the volume). ``box``: a nearly linear probe (apex 600-1000 mm away) whose beams cover the whole grid.
     """
     scale = float(factors["speckle_size"])
     probe = replace(
@@ -121,7 +131,8 @@ def scanner_settings(probe: Probe, factors: dict[str, Any], grid: Image, seed: i
     shape = factors["fov_shape"]
     if shape == "cone":
         return probe
-    radius = float(factor_rng(seed, "fov_shape", 1).uniform(*((200.0, 400.0) if shape == "box" else (100.0, 200.0))))
+    # Far apexes: the beams that cover the whole grid then cost little more than a cone's (time budget).
+    radius = float(factor_rng(seed, "fov_shape", 1).uniform(*((600.0, 1000.0) if shape == "box" else (150.0, 250.0))))
     # Same lateral and elevation resolution in mm at the focus (about the middle of the volume), farther apex.
     depth_extent = float(grid.spacing_mm[1]) * (grid.shape[1] - 1)
     narrower = (probe.radius_mm + 0.55 * depth_extent) / (radius + 0.55 * depth_extent)
@@ -145,6 +156,22 @@ def scanner_settings(probe: Probe, factors: dict[str, Any], grid: Image, seed: i
     if shape == "fan":
         return replace(probe, half_angle_lateral_rad=min(theta, 0.65 * float(factors["fov_angle_scale"]) * theta))
     return replace(probe, half_angle_lateral_rad=theta)
+
+
+def within_budget(probe: Probe, grid: Image) -> tuple[Probe, float]:
+    """The probe with its point-spread function widened just enough that the scan draws at most
+    :data:`MAX_BEAM_SAMPLES` beam samples (the cost of a case), and the factor applied (1 when within budget)."""
+    count = beam_sample_count(grid, probe)
+    if count <= MAX_BEAM_SAMPLES:
+        return probe, 1.0
+    scale = 1.02 * (count / MAX_BEAM_SAMPLES) ** (1.0 / 3.0)
+    widened = replace(
+        probe,
+        axial_sigma_mm=probe.axial_sigma_mm * scale,
+        lateral_sigma_rad=probe.lateral_sigma_rad * scale,
+        elevation_sigma_rad=probe.elevation_sigma_rad * scale,
+    )
+    return widened, scale
 
 
 def uniform_rotation(rng: np.random.Generator) -> np.ndarray:

@@ -138,6 +138,25 @@ def _beam_grid(probe: Probe, max_range_mm: float) -> _BeamGrid:
     return _BeamGrid(r, theta, phi)
 
 
+def _max_range(tissues: Image, probe: Probe) -> float:
+    """Range (mm) from the apex to the farthest corner of the grid: where the beams stop."""
+    corners = np.array(
+        [
+            [i, j, k]
+            for i in (0, tissues.shape[0] - 1)
+            for j in (0, tissues.shape[1] - 1)
+            for k in (0, tissues.shape[2] - 1)
+        ],
+        dtype=np.float64,
+    )
+    return float(np.linalg.norm(tissues.ijk_to_ras_points(corners) - probe.apex, axis=1).max())
+
+
+def beam_sample_count(tissues: Image, probe: Probe) -> int:
+    """How many beam-space samples :func:`simulate_scan` draws for this grid and probe (its cost)."""
+    return int(np.prod(_beam_grid(probe, _max_range(tissues, probe)).shape))
+
+
 def _beam_directions(probe: Probe, grid: _BeamGrid) -> np.ndarray:
     """Unit direction of every beam, shape (n_theta, n_phi, 3)."""
     tan_t, tan_p = np.meshgrid(np.tan(grid.theta), np.tan(grid.phi), indexing="ij")
@@ -210,17 +229,7 @@ def beam_envelope(
     """Steps 1-4 of the model up to envelope detection (see the module docstring), in beam space."""
     from scipy.ndimage import gaussian_filter
 
-    corners = np.array(
-        [
-            [i, j, k]
-            for i in (0, tissues.shape[0] - 1)
-            for j in (0, tissues.shape[1] - 1)
-            for k in (0, tissues.shape[2] - 1)
-        ],
-        dtype=np.float64,
-    )
-    max_range = float(np.linalg.norm(tissues.ijk_to_ras_points(corners) - probe.apex, axis=1).max())
-    grid = _beam_grid(probe, max_range)
+    grid = _beam_grid(probe, _max_range(tissues, probe))
     directions = _beam_directions(probe, grid)
     echo, attenuation = _beam_echoes(tissues, probe, grid, directions, head, falx_normal, rng, acoustics)
     if acoustics.beam_gain is not None:
