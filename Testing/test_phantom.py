@@ -93,6 +93,10 @@ def test_nothing_outside_the_field_of_view(config: PhantomConfig) -> None:
     values = case.image.array.reshape(-1)
     assert outside.any() and (values[outside] == 0).all()
     assert (values[~outside] > 0).mean() > 0.5
+    # The case's own field-of-view mask is that region (up to the probe record's rounding at its edge).
+    field_of_view = case.field_of_view.array.reshape(-1) != 0
+    assert (values[~field_of_view] == 0).all()
+    assert (field_of_view == ~outside).mean() > 0.999
 
 
 def _probe(texture: float = 0.0) -> Probe:

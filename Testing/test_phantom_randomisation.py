@@ -187,6 +187,30 @@ def test_field_of_view_shapes_and_crop_zero_outside() -> None:
     assert cropped.field_of_view.array[window].all()
 
 
+def test_a_case_costs_at_most_the_beam_sample_budget() -> None:
+    from dataclasses import replace
+
+    from FetalHeadSegLib.phantom.randomised import MAX_BEAM_SAMPLES, within_budget
+    from FetalHeadSegLib.phantom.scanner import beam_sample_count
+
+    phantom = case(size=64)
+    probe_record = phantom.truth["probe"]
+    probe = _probe_from_record(probe_record)
+    fine = replace(probe, axial_sigma_mm=0.05, lateral_sigma_rad=0.0005, elevation_sigma_rad=0.0005)
+    assert beam_sample_count(phantom.tissues, fine) > MAX_BEAM_SAMPLES
+    widened, scale = within_budget(fine, phantom.tissues)
+    assert scale > 1.0 and beam_sample_count(phantom.tissues, widened) <= MAX_BEAM_SAMPLES
+    assert within_budget(probe, phantom.tissues) == (probe, 1.0)
+    assert phantom.truth["appearance"]["psf_widened_for_time_budget"] == 1.0
+
+
+def _probe_from_record(record: dict[str, Any]) -> Any:
+    from FetalHeadSegLib.phantom.scanner import Probe
+
+    values = {k: v for k, v in record.items() if k not in ("apex", "axes_columns")}
+    return Probe(apex=np.asarray(record["apex"]), axes=np.asarray(record["axes_columns"]).T, **values)
+
+
 def test_spacing_and_anisotropy_are_in_the_affine() -> None:
     phantom = case(spacing_mm=0.4, anisotropy=2.5, anisotropy_axis="depth")
     np.testing.assert_allclose(phantom.image.spacing_mm, (0.4, 1.0, 0.4))
