@@ -26,6 +26,7 @@ from FetalHeadSegLib.errors import BundleError, ChecksumError
 from FetalHeadSegLib.labels import Label
 from FetalHeadSegLib.network_config import NetworkConfig
 from FetalHeadSegLib.preprocessing import PreprocessingConfig
+from FetalHeadSegLib.review import ReviewPolicy
 from FetalHeadSegLib.tasks import Task, task_spec
 
 if TYPE_CHECKING:
@@ -50,6 +51,7 @@ class ModelBundle:
     labels: list[Label]
     tile_size: int = 128
     cascade: CascadeConfig = field(default_factory=CascadeConfig)
+    review: ReviewPolicy = field(default_factory=ReviewPolicy)
     model_card: dict[str, Any] = field(default_factory=dict)
     sha256: dict[str, str] = field(default_factory=dict)
 
@@ -84,6 +86,7 @@ class ModelBundle:
             "networks": [network.to_dict() for network in self.networks],
             "preprocessing": self.preprocessing.to_dict(),
             "cascade": self.cascade.to_dict(),
+            "review": self.review.to_dict(),
             "labels": [label.to_dict() for label in self.labels],
             "tile_size": self.tile_size,
             "model_card": self.model_card,
@@ -131,6 +134,7 @@ def read_bundle(path: str | os.PathLike[str]) -> ModelBundle:
             labels=[Label.from_dict(label) for label in data["labels"]],
             tile_size=int(data.get("tile_size", 128)),
             cascade=CascadeConfig.from_dict(data.get("cascade")),
+            review=ReviewPolicy.from_dict(data.get("review")),
             model_card=dict(data.get("model_card", {})),
             sha256={str(k): str(v) for k, v in data["sha256"].items()},
         )

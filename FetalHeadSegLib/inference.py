@@ -41,6 +41,7 @@ if TYPE_CHECKING:
     from torch import nn
 
     from FetalHeadSegLib.biometry import Biometry
+    from FetalHeadSegLib.review import Review
 
 logger = logging.getLogger(__name__)
 
@@ -84,6 +85,7 @@ class Segmentation:
     seconds: float
     model: ModelBundle
     timings: dict[str, float] = field(default_factory=dict)
+    review: Review | None = None
 
     def provenance(self) -> dict[str, Any]:
         from FetalHeadSegLib._version import __version__
@@ -162,15 +164,21 @@ class Segmenter:
         )
         run.flags += output.flags
         uncertainty = None
+        tta_share = None
         if output.disagreement is not None and output.votes is not None:
             uncertainty = image.with_array(output.disagreement.astype(np.float32))
-            run.flags += _tta_flags(output.votes)
+            tta_share = _disagreeing_share(output.votes)
+            run.flags += _tta_flags(tta_share)
         run.lap("postprocess")
         biometry = None
         if options.biometry:
             run.report("biometry", 0.0, "measuring")
             biometry = _measure(self.bundle, image.with_array(labels), options.ga_weeks, run.flags)
             run.lap("biometry")
+        head_label = self.bundle.head_label
+        review = _review(
+            self.bundle, image, class_probabilities[head_label], labels == head_label, biometry, output, tta_share
+        )
         return Segmentation(
             labels=image.with_array(labels),
             probability=image.with_array((1.0 - class_probabilities[0]).astype(np.float32)),
@@ -181,6 +189,7 @@ class Segmenter:
             seconds=time.perf_counter() - start,
             model=self.bundle,
             timings=run.timings,
+            review=review,
         )
 
 
@@ -308,9 +317,13 @@ class InferenceRun:
         return forward_probabilities(self.networks[level], dims, inputs)
 
 
-def _tta_flags(votes: np.ndarray) -> list[Flag]:
+def _disagreeing_share(votes: np.ndarray) -> float:
+    """Share of the head (the union of the passes' heads) on which the flipped passes do not all agree."""
     union, intersection = votes.any(axis=0), votes.all(axis=0)
-    share = float((union & ~intersection).sum()) / max(int(union.sum()), 1)
+    return float((union & ~intersection).sum()) / max(int(union.sum()), 1)
+
+
+def _tta_flags(share: float) -> list[Flag]:
     if share > TTA_DISAGREEMENT_LIMIT:
         return [
             Flag(
@@ -320,6 +333,35 @@ def _tta_flags(votes: np.ndarray) -> list[Flag]:
             )
         ]
     return []
+
+
+def _review(
+    bundle: ModelBundle,
+    image: Image,
+    head_probability: np.ndarray,
+    head: np.ndarray,
+    biometry: Biometry | None,
+    output: CascadeOutput,
+    tta_share: float | None,
+) -> Review:
+    """Whether a person should look at this result, by the bundle's calibrated policy."""
+    from FetalHeadSegLib.review import decide, no_head_review, review_signals
+
+    if not head.any():
+        return no_head_review()
+    ellipse = biometry.ellipse if biometry is not None else None
+    signals = review_signals(
+        head_probability,
+        head,
+        image.spacing_mm,
+        image.is_2d,
+        mean_semi_axis_mm=None if ellipse is None else 0.5 * (ellipse.semi_major + ellipse.semi_minor),
+        fit_residual_mm=None if ellipse is None else ellipse.residual_rms,
+        hc_mm=None if biometry is None else biometry.hc_mm,
+        cascade_dice=output.cascade_dice,
+        tta_disagreement=tta_share,
+    )
+    return decide(signals, bundle.review)
 
 
 def _measure(bundle: ModelBundle, labels: Image, ga_weeks: float | None, flags: list[Flag]) -> Biometry | None:

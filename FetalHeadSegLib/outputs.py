@@ -23,7 +23,8 @@ def biometry_record(result: Segmentation, source: str) -> dict[str, Any]:
     measured = result.biometry.to_dict() if result.biometry is not None else dict(EMPTY_BIOMETRY)
     if result.biometry is None:
         measured["flags"] = [flag.to_dict() for flag in result.flags]
-    return {"input": source, **measured, "provenance": result.provenance()}
+    review = result.review.to_dict() if result.review is not None else {}
+    return {"input": source, **review, **measured, "provenance": result.provenance()}
 
 
 def write_outputs(

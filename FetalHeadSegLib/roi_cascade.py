@@ -35,12 +35,14 @@ class CascadeOutput:
         disagreement: with TTA, the share of flipped predictions that disagree with the majority (0-0.5), (X, Y, Z).
         votes: with TTA, (passes, ...) boolean head votes of the last level on its own grid (for the TTA flag).
         flags: what the cascade itself noticed (levels disagreeing, finer levels skipped).
+        cascade_dice: Dice between the coarse level's head and the final one (coarse-to-fine cascades).
     """
 
     class_probabilities: np.ndarray
     disagreement: np.ndarray | None
     votes: np.ndarray | None
     flags: list[Flag]
+    cascade_dice: float | None = None
 
 
 def level_passes(run: InferenceRun, level: int, inputs: np.ndarray, dims: int, tta: bool) -> list[np.ndarray]:
@@ -87,6 +89,7 @@ def predict_roi_cascade(
             votes = np.stack([prepared.padding.crop(p)[0] < 0.5 for p in passes])
             region_share = prepared.restore(prepared.padding.pad(_split_share(votes))[np.newaxis])
             disagreement = paste(np.zeros((1, *image.shape), np.float32), box, region_share)[0]
+    agreement: float | None = None
     if bundle.levels > 1 and coarse_head.any():
         agreement = dice(coarse_head, probabilities[0] < 0.5)
         if agreement < LEVEL_AGREEMENT_MIN_DICE:
@@ -96,7 +99,7 @@ def predict_roi_cascade(
                     f"the coarse and fine cascade levels disagree on the head (Dice {agreement:.2f}): check it",
                 )
             )
-    return CascadeOutput(probabilities, disagreement, votes, flags)
+    return CascadeOutput(probabilities, disagreement, votes, flags, agreement)
 
 
 def _split_share(votes: np.ndarray) -> np.ndarray:

@@ -125,6 +125,8 @@ def test_one_file_gets_a_summary_with_rounded_ga_and_z_scores(workspace: dict[st
     (row,) = csv.DictReader((tmp_path / "summary.csv").open())
     record = json.loads((tmp_path / "volume_biometry.json").read_text())
     assert row["status"] == "ok" and row["spacing_source"] == "header" and row["units"] == "mm"
+    assert row["review_recommended"] == str(record["review_recommended"])
+    assert row["review_reasons"] == ";".join(record["review_reasons"])
     assert float(row["hc_mm"]) == pytest.approx(record["hc_mm"], abs=0.005)
     assert float(row["hc_z"]) == pytest.approx(record["size_for_ga"]["hc"]["z_score"], abs=0.005)
     ga = row["ga_intergrowth_weeks"]

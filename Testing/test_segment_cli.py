@@ -61,6 +61,8 @@ def test_segment_writes_slicer_ready_outputs(workspace: dict[str, Path], tmp_pat
     record = json.loads((tmp_path / "case_biometry.json").read_text())
     assert {"hc_mm", "bpd_mm", "ofd_mm", "head_volume_ml", "flags", "provenance"} <= set(record)
     assert record["provenance"]["model_id"] == "tiny-test-model" and record["provenance"]["device"] == "cpu"
+    assert isinstance(record["review_recommended"], bool) and isinstance(record["review_reasons"], list)
+    assert record["review_recommended"] == bool(record["review_reasons"])
     assert (tmp_path / "case_qc.png").exists()
     for markup in tmp_path.glob("*.mrk.json"):
         jsonschema.validate(json.loads(markup.read_text()), SCHEMA)

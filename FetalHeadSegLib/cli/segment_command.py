@@ -18,6 +18,8 @@ if TYPE_CHECKING:
     from FetalHeadSegLib.quality import Flag
     from FetalHeadSegLib.spacing import SpacingChoice
 
+ALWAYS_WARN = {"spacing_unknown", "oom_fallback", "model_mismatch_possible", "no_head_found", "biometry_failed"}
+"""Flags that are news whatever the review decides (how the run went, not how good the head looks)."""
 INTRAPARTUM_HINT = "for an intrapartum (transperineal) frame use --model psfhs-intrapartum-2d"
 
 
@@ -126,6 +128,11 @@ class _Reporter:
 
         if self.mode == "jsonl":
             emit(event, **fields)
+        elif self.mode == "text" and event == "review":
+            if fields["recommended"]:
+                self.line(
+                    f"{self.index + 1}/{self.total} {self.name}: review recommended ({', '.join(fields['reasons'])})"
+                )
         elif self.mode == "text" and event in ("result", "error", "warning", "skipped"):
             text = {
                 "result": lambda: f"ok ({fields['seconds']:.1f} s)",
@@ -317,8 +324,13 @@ def _segment_image(
         _add_flag(
             result, Flag("model_mismatch_possible", f"the head is implausible for a standard plane; {INTRAPARTUM_HINT}")
         )
-    for flag in result.flags:
-        reporter.event("warning", input=str(path), code=flag.code, message=flag.message)
+    for flag in result.flags:  # the other flags are detail in the JSON; the review decision speaks for them
+        if flag.code in ALWAYS_WARN:
+            reporter.event("warning", input=str(path), code=flag.code, message=flag.message)
+    if result.review is not None:
+        reporter.event(
+            "review", input=str(path), frame=frame, recommended=result.review.recommended, reasons=result.review.reasons
+        )
     if result.biometry is not None and extra:
         result.biometry.extra.update(extra)
     outputs = write_outputs(

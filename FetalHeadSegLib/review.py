@@ -1,0 +1,174 @@
+"""One decision a clinician can trust: should a person look at this result before using it?
+
+Each segmentation yields a few signals that predict a bad measurement: how wide the zone of uncertain head
+probability is compared with the head (a blurred or split border), how far the border strays from its ellipse,
+how much of the head lies on the image border (cut off), how much of the field of view the head fills, whether
+the cascade's coarse and fine levels agree, whether flipped predictions agree (test-time augmentation), whether
+the size is one a fetus can have. A :class:`ReviewPolicy` turns them into ``review_recommended`` and the reasons.
+
+The thresholds belong to a model: ``training.evaluate --calibrate-review`` chooses them on the model's
+validation part (at most 15-20 % of frames flagged while catching the frames whose HC is off by more than 5 mm;
+3D: Dice below 0.9) and writes them into the bundle, with the flag rate, recall and precision in its card.
+The defaults below are for models without a calibration.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+import numpy as np
+
+from FetalHeadSegLib.quality import PLAUSIBLE_HC_MM
+
+UNCERTAIN_PROBABILITY = (0.1, 0.9)
+"""Head probabilities in this range count as uncertain."""
+
+
+@dataclass(frozen=True)
+class ReviewSignals:
+    """Measurements of one result that predict a bad measurement (None where not defined).
+
+    Attributes:
+        uncertain_band: mean width of the zone of uncertain head probability along the head's border, as a
+            fraction of the head's mean radius.
+        fit_residual: RMS distance of the border to its fitted ellipse, as a fraction of the mean semi-axis.
+        border_contact: share of the head's border voxels that lie on the image's edge (0: inside the image).
+        field_fill: the head's largest extent divided by the image's extent along the same axis.
+        cascade_dice: Dice between the coarse and the final head (coarse-to-fine cascades).
+        tta_disagreement: share of the head on which flipped predictions disagree (with TTA).
+        hc_mm: the measured HC (plausibility).
+    """
+
+    uncertain_band: float | None = None
+    fit_residual: float | None = None
+    border_contact: float | None = None
+    field_fill: float | None = None
+    cascade_dice: float | None = None
+    tta_disagreement: float | None = None
+    hc_mm: float | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {key: None if value is None else round(float(value), 4) for key, value in asdict(self).items()}
+
+
+@dataclass(frozen=True)
+class ReviewPolicy:
+    """Thresholds beyond which a signal recommends review (None: the signal is not used)."""
+
+    max_uncertain_band: float | None = 0.08
+    max_fit_residual: float | None = 0.03
+    max_border_contact: float | None = 0.05
+    min_field_fill: float | None = 0.1
+    max_field_fill: float | None = None
+    min_cascade_dice: float | None = 0.8
+    max_tta_disagreement: float | None = 0.1
+    calibration: dict[str, Any] | None = None
+    """How the thresholds were chosen and what they achieved (data, flag rate, recall, precision)."""
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any] | None) -> ReviewPolicy:
+        if not data:
+            return cls()
+        known = {field.name for field in fields(cls)}
+        return cls(**{key: value for key, value in data.items() if key in known})
+
+    def reasons(self, signals: ReviewSignals) -> list[str]:
+        """Why this result should be reviewed (empty: no reason)."""
+        rules = [
+            (signals.uncertain_band, self.max_uncertain_band, ">", "uncertain_border"),
+            (signals.fit_residual, self.max_fit_residual, ">", "irregular_border"),
+            (signals.border_contact, self.max_border_contact, ">", "cut_by_field_of_view"),
+            (signals.field_fill, self.min_field_fill, "<", "head_too_small_for_field_of_view"),
+            (signals.field_fill, self.max_field_fill, ">", "head_too_large_for_field_of_view"),
+            (signals.cascade_dice, self.min_cascade_dice, "<", "cascade_levels_disagree"),
+            (signals.tta_disagreement, self.max_tta_disagreement, ">", "flipped_predictions_disagree"),
+        ]
+        reasons = [
+            code
+            for value, limit, side, code in rules
+            if value is not None and limit is not None and (value > limit if side == ">" else value < limit)
+        ]
+        low, high = PLAUSIBLE_HC_MM
+        if signals.hc_mm is not None and not low <= signals.hc_mm <= high:
+            reasons.append("implausible_size")
+        return reasons
+
+
+@dataclass(frozen=True)
+class Review:
+    """The decision with its reasons and the signals behind it."""
+
+    recommended: bool
+    reasons: list[str]
+    signals: ReviewSignals
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "review_recommended": self.recommended,
+            "review_reasons": self.reasons,
+            "review_signals": self.signals.to_dict(),
+        }
+
+
+def no_head_review() -> Review:
+    """Nothing was found or measured: always review."""
+    return Review(True, ["no_head_measured"], ReviewSignals())
+
+
+def review_signals(
+    head_probability: np.ndarray,
+    head: np.ndarray,
+    spacing_mm: tuple[float, float, float],
+    is_2d: bool,
+    mean_semi_axis_mm: float | None = None,
+    fit_residual_mm: float | None = None,
+    hc_mm: float | None = None,
+    cascade_dice: float | None = None,
+    tta_disagreement: float | None = None,
+) -> ReviewSignals:
+    """The signals of one result: ``head_probability`` and the boolean ``head`` on the input's (X, Y, Z) grid."""
+    from scipy import ndimage
+
+    axes = 2 if is_2d else 3
+    plane = head[:, :, 0] if is_2d else head
+    probability = head_probability[:, :, 0] if is_2d else head_probability
+    border = plane & ~ndimage.binary_erosion(plane)
+    border_count = int(border.sum())
+    if border_count == 0:
+        return ReviewSignals(hc_mm=hc_mm, cascade_dice=cascade_dice, tta_disagreement=tta_disagreement)
+    low, high = UNCERTAIN_PROBABILITY
+    uncertain = int(((probability > low) & (probability < high)).sum())
+    step_mm = float(np.mean(spacing_mm[:axes]))
+    band_mm = uncertain / border_count * step_mm
+    radius = mean_semi_axis_mm or step_mm * math.sqrt(int(plane.sum()) / math.pi)
+    edges = np.zeros_like(plane)
+    for axis in range(axes):
+        index: list[Any] = [slice(None)] * axes
+        index[axis] = 0
+        edges[tuple(index)] = True
+        index[axis] = -1
+        edges[tuple(index)] = True
+    extents = []
+    found = np.nonzero(plane)
+    for axis in range(axes):
+        extents.append((found[axis].max() - found[axis].min() + 1) / plane.shape[axis])
+    return ReviewSignals(
+        uncertain_band=band_mm / radius,
+        fit_residual=None if fit_residual_mm is None or not mean_semi_axis_mm else fit_residual_mm / mean_semi_axis_mm,
+        border_contact=int((border & edges).sum()) / border_count,
+        field_fill=float(max(extents)),
+        cascade_dice=cascade_dice,
+        tta_disagreement=tta_disagreement,
+        hc_mm=hc_mm,
+    )
+
+
+def decide(signals: ReviewSignals, policy: ReviewPolicy) -> Review:
+    """Apply a policy to the signals."""
+    reasons = policy.reasons(signals)
+    return Review(bool(reasons), reasons, signals)

@@ -1,0 +1,84 @@
+"""review_recommended on constructed good and bad results: each signal fires on the defect it stands for and
+stays quiet on a clean, well-placed head."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from scipy import ndimage
+
+from FetalHeadSegLib.biometry import measure_biometry
+from FetalHeadSegLib.image import Image, make_ijk_to_ras
+from FetalHeadSegLib.review import ReviewPolicy, ReviewSignals, decide, review_signals
+
+SPACING = (0.3, 0.3, 1.0)
+
+
+def ellipse_mask(shape=(400, 300), centre=(200, 150), axes=(110, 90), angle=0.3) -> np.ndarray:
+    x, y = np.meshgrid(np.arange(shape[0]), np.arange(shape[1]), indexing="ij")
+    u, v = x - centre[0], y - centre[1]
+    c, s = np.cos(angle), np.sin(angle)
+    return ((((c * u + s * v) / axes[0]) ** 2 + ((-s * u + c * v) / axes[1]) ** 2) <= 1.0)[:, :, None]
+
+
+def signals_of(head: np.ndarray, probability: np.ndarray | None = None, **extra) -> ReviewSignals:
+    probability = head.astype(np.float32) if probability is None else probability
+    biometry = measure_biometry(Image(head.astype(np.uint8), make_ijk_to_ras(SPACING)))
+    ellipse = biometry.ellipse
+    return review_signals(
+        probability,
+        head,
+        SPACING,
+        True,
+        mean_semi_axis_mm=0.5 * (ellipse.semi_major + ellipse.semi_minor),
+        fit_residual_mm=ellipse.residual_rms,
+        hc_mm=biometry.hc_mm,
+        **extra,
+    )
+
+
+def test_a_clean_head_in_the_middle_needs_no_review() -> None:
+    review = decide(signals_of(ellipse_mask()), ReviewPolicy())
+    assert not review.recommended and review.reasons == []
+    assert review.to_dict()["review_recommended"] is False
+
+
+@pytest.mark.parametrize(
+    "defect, reason",
+    [
+        ("fuzzy", "uncertain_border"),
+        ("ragged", "irregular_border"),
+        ("cut", "cut_by_field_of_view"),
+        ("tiny", "head_too_small_for_field_of_view"),
+        ("levels", "cascade_levels_disagree"),
+        ("flips", "flipped_predictions_disagree"),
+    ],
+)
+def test_each_defect_recommends_review_for_its_reason(defect: str, reason: str) -> None:
+    head = ellipse_mask()
+    extra: dict = {}
+    probability = None
+    if defect == "fuzzy":  # a border smeared over ~25 px on a head of radius ~100 px
+        probability = ndimage.gaussian_filter(head[:, :, 0].astype(np.float32), 12)[:, :, None]
+    elif defect == "ragged":  # lobes cut into the border
+        angles = np.arctan2(*np.meshgrid(np.arange(400) - 200, np.arange(300) - 150, indexing="ij"))
+        lobes = (np.sin(8 * angles) > 0.6)[:, :, None] & ~ellipse_mask(axes=(85, 65))
+        head = head & ~lobes
+    elif defect == "cut":
+        head = ellipse_mask(centre=(60, 150))
+    elif defect == "tiny":
+        head = ellipse_mask(axes=(15, 12))
+    elif defect == "levels":
+        extra["cascade_dice"] = 0.6
+    else:
+        extra["tta_disagreement"] = 0.3
+    review = decide(signals_of(head, probability, **extra), ReviewPolicy())
+    assert review.recommended and reason in review.reasons, review.reasons
+
+
+def test_an_implausible_size_recommends_review_and_policies_round_trip() -> None:
+    signals = ReviewSignals(hc_mm=520.0)
+    assert decide(signals, ReviewPolicy()).reasons == ["implausible_size"]
+    policy = ReviewPolicy(max_uncertain_band=0.05, calibration={"flag_rate": 0.15})
+    assert ReviewPolicy.from_dict(policy.to_dict()) == policy
+    assert ReviewPolicy.from_dict(None) == ReviewPolicy()
