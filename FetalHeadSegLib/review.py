@@ -172,3 +172,66 @@ def decide(signals: ReviewSignals, policy: ReviewPolicy) -> Review:
     """Apply a policy to the signals."""
     reasons = policy.reasons(signals)
     return Review(bool(reasons), reasons, signals)
+
+
+RULES = (
+    ("uncertain_band", "max_uncertain_band", ">"),
+    ("fit_residual", "max_fit_residual", ">"),
+    ("border_contact", "max_border_contact", ">"),
+    ("field_fill", "min_field_fill", "<"),
+    ("cascade_dice", "min_cascade_dice", "<"),
+    ("tta_disagreement", "max_tta_disagreement", ">"),
+)
+"""Signal, policy threshold and the side that recommends review: what :func:`calibrate` may tune."""
+
+
+def review_rates(policy: ReviewPolicy, cases: list[tuple[ReviewSignals, bool]]) -> dict[str, float | int]:
+    """Flag rate, recall (bad cases flagged) and precision (flagged cases that are bad) of a policy."""
+    flagged = [bool(policy.reasons(signals)) for signals, _ in cases]
+    bad = [is_bad for _, is_bad in cases]
+    caught = sum(f and b for f, b in zip(flagged, bad, strict=True))
+    return {
+        "cases": len(cases),
+        "bad_cases": sum(bad),
+        "flagged": sum(flagged),
+        "flag_rate": round(sum(flagged) / max(len(cases), 1), 4),
+        "recall": round(caught / sum(bad), 4) if sum(bad) else float("nan"),
+        "precision": round(caught / sum(flagged), 4) if sum(flagged) else float("nan"),
+    }
+
+
+def calibrate(cases: list[tuple[ReviewSignals, bool]], max_flag_rate: float = 0.15) -> ReviewPolicy:
+    """Thresholds that flag as many bad cases as possible while flagging at most ``max_flag_rate`` of all cases.
+
+    Greedy: start with every signal off; repeatedly tighten the one threshold whose next step catches the most
+    bad cases per newly flagged case, while the flag budget allows; stop when no step catches another bad case.
+    Each threshold lies halfway between the last flagged value and the next one, so a case at the edge of the
+    validation data is not flagged by accident. The plausibility rule (HC range) always stays on.
+    """
+    budget = int(math.floor(max_flag_rate * len(cases)))
+    limits: dict[str, float | None] = {field: None for _, field, _ in RULES}
+    flagged = [False] * len(cases)
+    while True:
+        best: tuple[float, str, float, list[bool]] | None = None
+        for signal, field, side in RULES:
+            values = sorted({v for s, _ in cases if (v := getattr(s, signal)) is not None}, reverse=side == ">")
+            for index, value in enumerate(values[:-1]):
+                limit = 0.5 * (value + values[index + 1])
+                trial = [
+                    f or (v is not None and (v > limit if side == ">" else v < limit))
+                    for f, v in zip(flagged, (getattr(s, signal) for s, _ in cases), strict=True)
+                ]
+                added = sum(trial) - sum(flagged)
+                if added <= 0 or sum(trial) > budget:
+                    continue
+                gained = sum(t and not f and bad for t, f, (_, bad) in zip(trial, flagged, cases, strict=True))
+                score = gained / added
+                if gained and (best is None or score > best[0]):
+                    best = (score, field, limit, trial)
+        if best is None:
+            break
+        _, field, limit, flagged = best
+        limits[field] = round(limit, 6)
+    policy = ReviewPolicy(**limits)  # type: ignore[arg-type]
+    rates = review_rates(policy, cases)
+    return ReviewPolicy(**limits, calibration={"max_flag_rate": max_flag_rate, **rates})

@@ -82,3 +82,21 @@ def test_an_implausible_size_recommends_review_and_policies_round_trip() -> None
     policy = ReviewPolicy(max_uncertain_band=0.05, calibration={"flag_rate": 0.15})
     assert ReviewPolicy.from_dict(policy.to_dict()) == policy
     assert ReviewPolicy.from_dict(None) == ReviewPolicy()
+
+
+def test_calibration_catches_the_bad_cases_within_the_flag_budget() -> None:
+    """Synthetic validation set: bad cases have a wide uncertain band or a cut head; one signal is pure noise."""
+    from FetalHeadSegLib.review import calibrate, review_rates
+
+    rng = np.random.default_rng(0)
+    cases = []
+    for index in range(200):
+        bad = index % 10 == 0  # 10 % bad
+        band = rng.uniform(0.1, 0.2) if bad and index % 20 == 0 else rng.uniform(0.0, 0.06)
+        border = rng.uniform(0.2, 0.5) if bad and index % 20 == 10 else 0.0
+        cases.append((ReviewSignals(uncertain_band=band, border_contact=border, fit_residual=rng.uniform()), bad))
+    policy = calibrate(cases, max_flag_rate=0.15)
+    rates = review_rates(policy, cases)
+    assert rates["flag_rate"] <= 0.15 and rates["recall"] == 1.0
+    assert policy.max_fit_residual is None  # the noise signal was never worth its flags
+    assert policy.calibration is not None and policy.calibration["recall"] == 1.0

@@ -48,7 +48,23 @@ def _summary(values: list[float]) -> dict[str, float]:
     }
 
 
-def evaluate_hc18(segmenter: Segmenter, root: Path, case_ids: list[str]) -> dict[str, Any]:
+ReviewCases = list[tuple[Any, bool]]
+"""(review signals, bad result) per case, for the review flag's rates and calibration."""
+HC_ERROR_BAD_MM = 5.0
+AOP_ERROR_BAD_DEG = 10.0
+DICE_BAD_3D = 0.9
+
+
+def _review_case(result: Any, bad: bool, cases: ReviewCases) -> None:
+    from FetalHeadSegLib.review import ReviewSignals
+
+    signals = result.review.signals if result.review is not None else ReviewSignals()
+    cases.append((signals, bad))
+
+
+def evaluate_hc18(
+    segmenter: Segmenter, root: Path, case_ids: list[str], review_cases: ReviewCases | None = None
+) -> dict[str, Any]:
     from FetalHeadSegLib.hc18 import ellipse_from_outline, rasterize_ellipse, read_pixel_size_csv
 
     table = read_pixel_size_csv(root / "subset_pixel_size_and_HC.csv")
@@ -61,13 +77,17 @@ def evaluate_hc18(segmenter: Segmenter, root: Path, case_ids: list[str]) -> dict
         seconds.append(time.perf_counter() - start)
         outline = read_image(root / "training_set" / f"{case_id}_Annotation.png")
         reference = rasterize_ellipse(ellipse_from_outline(outline.array[:, :, 0]), outline.shape[:2])
+        assert row.hc_mm is not None
         if result.biometry is None:
             df.append(float("nan"))
             dice.append(0.0)
+            if review_cases is not None:
+                _review_case(result, True, review_cases)
             continue
         predicted = rasterize_ellipse(result.biometry.ellipse.scaled(1.0 / row.pixel_size_mm), outline.shape[:2])
-        assert row.hc_mm is not None
         df.append(result.biometry.hc_mm - row.hc_mm)
+        if review_cases is not None:
+            _review_case(result, abs(df[-1]) > HC_ERROR_BAD_MM, review_cases)
         metrics = segmentation_metrics(predicted, reference, (row.pixel_size_mm, row.pixel_size_mm))
         dice.append(metrics.dice)
         hd.append(metrics.hd_mm)
@@ -83,7 +103,9 @@ def evaluate_hc18(segmenter: Segmenter, root: Path, case_ids: list[str]) -> dict
     }
 
 
-def evaluate_psfhs(segmenter: Segmenter, root: Path, case_ids: list[str]) -> dict[str, Any]:
+def evaluate_psfhs(
+    segmenter: Segmenter, root: Path, case_ids: list[str], review_cases: ReviewCases | None = None
+) -> dict[str, Any]:
     from FetalHeadSegLib.aop import angle_of_progression
 
     dice_ps, dice_fh, aop_error, seconds = [], [], [], []
@@ -100,6 +122,9 @@ def evaluate_psfhs(segmenter: Segmenter, root: Path, case_ids: list[str]) -> dic
             aop_error.append(abs(angle_of_progression(result.labels).aop_deg - angle_of_progression(truth).aop_deg))
         except FetalHeadSegError:
             aop_error.append(float("nan"))
+        if review_cases is not None:
+            bad = not (math.isfinite(aop_error[-1]) and aop_error[-1] <= AOP_ERROR_BAD_DEG)
+            _review_case(result, bad, review_cases)
     return {
         "data": "PSFHS validation frames",
         "cases": len(case_ids),
@@ -111,7 +136,9 @@ def evaluate_psfhs(segmenter: Segmenter, root: Path, case_ids: list[str]) -> dic
     }
 
 
-def evaluate_phantoms(segmenter: Segmenter, count: int, first_seed: int) -> dict[str, Any]:
+def evaluate_phantoms(
+    segmenter: Segmenter, count: int, first_seed: int, review_cases: ReviewCases | None = None
+) -> dict[str, Any]:
     from FetalHeadSegLib.phantom import PhantomConfig, generate_phantom
 
     results: dict[str, list[float]] = {
@@ -142,6 +169,8 @@ def evaluate_phantoms(segmenter: Segmenter, count: int, first_seed: int) -> dict
         results["seconds"].append(time.perf_counter() - start)
         metrics = segmentation_metrics(result.labels.array == 1, case.head_mask.array > 0, case.image.spacing_mm)
         results["dice"].append(metrics.dice)
+        if review_cases is not None:
+            _review_case(result, metrics.dice < DICE_BAD_3D, review_cases)
         results["hd95_mm"].append(metrics.hd95_mm)
         results["assd_mm"].append(metrics.assd_mm)
         truth = case.truth
@@ -199,6 +228,31 @@ def write_card(bundle_path: Path, evaluation: dict[str, Any]) -> None:
     (bundle_path / "MODEL_CARD.md").write_text("\n".join(lines))
 
 
+def _review_summary(args: argparse.Namespace, segmenter: Segmenter, cases: ReviewCases) -> dict[str, Any]:
+    """The review flag's rates on these cases; with --calibrate-review, new thresholds written into the bundle."""
+    from FetalHeadSegLib.review import calibrate, review_rates
+
+    bad = (
+        f"|HC error| > {HC_ERROR_BAD_MM} mm"
+        if args.hc18
+        else f"|AoP error| > {AOP_ERROR_BAD_DEG} deg"
+        if args.psfhs
+        else f"Dice < {DICE_BAD_3D}"
+    )
+    summary: dict[str, Any] = {"bad_means": bad, "policy_in_bundle": review_rates(segmenter.bundle.review, cases)}
+    if args.calibrate_review is not None:
+        policy = calibrate(cases, args.calibrate_review)
+        assert policy.calibration is not None
+        policy.calibration["data"] = "the cases of this evaluation (numbers on the same cases are optimistic)"
+        policy.calibration["bad_means"] = bad
+        manifest = args.bundle / "bundle.json"
+        data = json.loads(manifest.read_text())
+        data["review"] = policy.to_dict()
+        manifest.write_text(json.dumps(data, indent=2) + "\n")
+        summary["calibrated"] = policy.to_dict()
+    return summary
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m training.evaluate", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -212,23 +266,34 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=900000, help="first phantom seed (default 900000)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--update-card", action="store_true", help="write the results into the bundle's card")
+    parser.add_argument(
+        "--calibrate-review",
+        type=float,
+        nargs="?",
+        const=0.15,
+        metavar="RATE",
+        help="choose the review thresholds on these cases (flag at most RATE of them, default 0.15) and write "
+        "them into bundle.json",
+    )
     args = parser.parse_args(argv)
+    review_cases: ReviewCases = []
     try:
         segmenter = load_model(args.bundle, args.device)
         if args.phantoms:
-            evaluation = evaluate_phantoms(segmenter, args.phantoms, args.seed)
+            evaluation = evaluate_phantoms(segmenter, args.phantoms, args.seed, review_cases)
         else:
             if args.run is None:
                 parser.error("--hc18 and --psfhs need --run (the validation split)")
             case_ids = json.loads((args.run / "splits.json").read_text())["validation"]
             evaluation = (
-                evaluate_hc18(segmenter, args.hc18, case_ids)
+                evaluate_hc18(segmenter, args.hc18, case_ids, review_cases)
                 if args.hc18
-                else evaluate_psfhs(segmenter, args.psfhs, case_ids)
+                else evaluate_psfhs(segmenter, args.psfhs, case_ids, review_cases)
             )
     except FetalHeadSegError as err:
         print(f"evaluate: error: {err}", file=sys.stderr)
         return 2
+    evaluation["review"] = _review_summary(args, segmenter, review_cases)
     evaluation["command"] = "python -m training.evaluate " + " ".join(sys.argv[1:] if argv is None else argv)
     print(json.dumps(evaluation, indent=2))
     if args.update_card:
