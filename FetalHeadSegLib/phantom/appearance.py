@@ -89,10 +89,10 @@ FACTORS: tuple[Factor, ...] = (
     Factor("display_smoothing", "blur", 0.8, "uniform", 0.0, 2.5, description="speckle reduction (beam samples)"),
     Factor("blur_mm", "blur", 0.0, "uniform", 0.0, 1.5, description="extra Gaussian blur of the volume (mm)"),
     # scanner settings
-    Factor("gain_db", "gain", 0.0, "uniform", -12.0, 12.0),
+    Factor("gain_db", "gain", 0.0, "uniform", -8.0, 10.0),
     Factor("tgc_error_db_per_cm", "gain", 0.0, "uniform", -1.2, 1.2),
-    Factor("dynamic_range_db", "gain", 53.0, "uniform", 35.0, 75.0),
-    Factor("gamma", "gain", 1.0, "loguniform", 0.5, 2.0, description="display gamma"),
+    Factor("dynamic_range_db", "gain", 53.0, "uniform", 40.0, 72.0),
+    Factor("gamma", "gain", 1.0, "loguniform", 0.6, 1.7, description="display gamma"),
     Factor("noise_db", "noise", -66.0, "uniform", -75.0, -25.0, description="electronic noise"),
     Factor("reverberation_db", "noise", -21.0, "uniform", -32.0, -6.0),
     # artefacts
