@@ -11,19 +11,20 @@ import pytest
 
 from FetalHeadSegLib.io import write_image
 from FetalHeadSegLib.phantom import PhantomConfig, generate_phantom
+from FetalHeadSegLib.request import SegmentRequest
 
 from tiny_models import make_tiny_bundle
 
 REPOSITORY = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPOSITORY / "FetalHeadSeg"))
 
-from FetalHeadSegSlicer.runner import SegmentationRequest, WorkerProcess, worker_command  # noqa: E402
+from FetalHeadSegSlicer.runner import WorkerProcess, worker_command  # noqa: E402
 
 
 def test_worker_runs_and_reports_progress_and_results(tmp_path: Path) -> None:
     volume = write_image(generate_phantom(PhantomConfig(dimension=3, size=(40, 40, 32)), 5).image, tmp_path / "v.nrrd")
     model = make_tiny_bundle(tmp_path / "model").path
-    request = SegmentationRequest(volume, tmp_path / "out", str(model), device="cpu", ga_weeks=24.0)
+    request = SegmentRequest((str(volume),), tmp_path / "out", str(model), device="cpu", ga_weeks=24.0)
     command = worker_command(sys.executable, request)
     assert command[1:4] == ["-m", "FetalHeadSegLib", "segment"] and "--ga-weeks" in command
     threads = int(command[command.index("--threads") + 1])
@@ -39,7 +40,7 @@ def test_worker_runs_and_reports_progress_and_results(tmp_path: Path) -> None:
 
 def test_a_bad_input_ends_with_the_error_message(tmp_path: Path) -> None:
     model = make_tiny_bundle(tmp_path / "model").path
-    request = SegmentationRequest(tmp_path / "missing.nii.gz", tmp_path / "out", str(model), device="cpu")
+    request = SegmentRequest((str(tmp_path / "missing.nii.gz"),), tmp_path / "out", str(model), device="cpu")
     worker = WorkerProcess(worker_command(sys.executable, request), {"PYTHONPATH": str(REPOSITORY)})
     state = worker.wait(timeout=120)
     assert worker.returncode == 2
@@ -69,8 +70,8 @@ def test_cancel_kills_the_whole_process_tree(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("biometry", [True, False])
 def test_command_options(tmp_path: Path, biometry: bool) -> None:
-    request = SegmentationRequest(
-        tmp_path / "a.nrrd", tmp_path, "", compute_biometry=biometry, tta=True, spacing_mm=0.12
+    request = SegmentRequest(
+        (str(tmp_path / "a.nrrd"),), tmp_path, None, biometry=biometry, tta=True, spacing_mm=(0.12,)
     )
     command = worker_command("PythonSlicer", request)
     assert ("--no-biometry" in command) != biometry and "--tta" in command and command[0] == "PythonSlicer"

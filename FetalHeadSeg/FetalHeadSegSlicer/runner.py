@@ -2,7 +2,8 @@
 
 The worker prints one JSON object per line (``FetalHeadSegLib/protocol.py``); everything else it prints is log
 text. Slicer never imports torch, so a crash or an out-of-memory error in the worker cannot take Slicer down,
-and cancelling kills the worker's whole process tree. No Slicer import: usable and testable anywhere.
+and cancelling kills the worker's whole process tree. No Slicer import: usable and testable anywhere. The worker's
+options are a ``FetalHeadSegLib.request.SegmentRequest``: the command line's own contract.
 """
 
 from __future__ import annotations
@@ -16,56 +17,31 @@ import sys
 import tempfile
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import dataclass, field, replace
 from typing import Any
 
-
-@dataclass(frozen=True)
-class SegmentationRequest:
-    """One worker run: which image, where the outputs go, and how to segment."""
-
-    input_path: Path
-    output_dir: Path
-    model: str = ""  # id or bundle folder; empty: the installed default for the input's dimension
-    device: str = "auto"
-    spacing_mm: float | None = None  # pixel size for files that carry none (the module writes it into the file)
-    compute_biometry: bool = True
-    ga_weeks: float | None = None
-    tta: bool = False
-    threads: int | None = field(default_factory=lambda: max(1, (os.cpu_count() or 2) - 1))  # one core for Slicer
+from FetalHeadSegLib.request import ProgressMode, SegmentRequest
 
 
-def worker_command(python: str, request: SegmentationRequest) -> list[str]:
-    """The command line of the worker for ``request`` (``python`` is PythonSlicer in Slicer)."""
-    command = [
-        python,
-        "-m",
-        "FetalHeadSegLib",
-        "segment",
-        str(request.input_path),
-        "-o",
-        str(request.output_dir),
-        "--device",
-        request.device,
-        "--progress",
-        "jsonl",
-        "--format",
-        "seg.nrrd",
-    ]
-    if request.model:
-        command += ["--model", request.model]
-    if request.spacing_mm:
-        command += ["--spacing", f"{request.spacing_mm:g}"]
-    if not request.compute_biometry:
-        command.append("--no-biometry")
-    if request.ga_weeks is not None:
-        command += ["--ga-weeks", f"{request.ga_weeks:g}"]
-    if request.tta:
-        command.append("--tta")
-    if request.threads:
-        command += ["--threads", str(request.threads)]
-    return command
+def worker_threads() -> int:
+    """CPU threads for the worker's networks: every core but one, which stays with Slicer."""
+    return max(1, (os.cpu_count() or 2) - 1)
+
+
+def worker_command(python: str, request: SegmentRequest) -> list[str]:
+    """The worker's command line for ``request`` (``python`` is PythonSlicer in Slicer).
+
+    The worker protocol fixes two options whatever the request says: progress as JSON lines on stdout and the
+    label map as a ``.seg.nrrd`` (which Slicer loads as a segmentation). Without ``threads``, one core is left for
+    Slicer.
+    """
+    worker_request = replace(
+        request,
+        progress=ProgressMode.JSONL,
+        label_format="seg.nrrd",
+        threads=request.threads or worker_threads(),
+    )
+    return [python, "-m", "FetalHeadSegLib", "segment", *worker_request.to_argv()]
 
 
 @dataclass

@@ -8,13 +8,16 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from FetalHeadSegLib.cohort import LABEL_SUFFIXES
+from FetalHeadSegLib.device import Device
 from FetalHeadSegLib.errors import ConfigError, FetalHeadSegError
+from FetalHeadSegLib.request import ProgressMode, SegmentRequest
 from FetalHeadSegLib.tasks import Task
 
 if TYPE_CHECKING:
     from FetalHeadSegLib.cohort import Case
     from FetalHeadSegLib.image import Image
-    from FetalHeadSegLib.inference import InferenceOptions, Segmentation
+    from FetalHeadSegLib.inference import Segmentation
     from FetalHeadSegLib.quality import Flag
     from FetalHeadSegLib.spacing import SpacingChoice
 
@@ -40,7 +43,11 @@ def add_parser(subcommands: Any) -> None:
         help="model id (see `fetalheadseg models`) or bundle folder (default: the installed model for the "
         f"input's dimension: a standard-plane model for 2D frames; {INTRAPARTUM_HINT})",
     )
-    parser.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:N or mps")
+    parser.add_argument(
+        "--device",
+        default=Device.AUTO.value,
+        help=f"{', '.join(device.value for device in Device)} or cuda:N (default: {Device.AUTO.value})",
+    )
     spacing = parser.add_argument_group("pixel size (lengths are in mm only when it is known)")
     spacing.add_argument("--spacing", type=float, nargs="+", metavar="MM", help="pixel/voxel size for all inputs")
     spacing.add_argument(
@@ -66,7 +73,7 @@ def add_parser(subcommands: Any) -> None:
         action="store_true",
         help="keep the cases whose outputs are complete and do the rest (resumes an interrupted run)",
     )
-    parser.add_argument("--format", choices=["seg.nrrd", "nii.gz"], default="seg.nrrd", help="label map format")
+    parser.add_argument("--format", choices=list(LABEL_SUFFIXES), default="seg.nrrd", help="label map format")
     parser.add_argument("--ga-weeks", type=float, metavar="W", help="known gestational age (z-scores, centiles)")
     parser.add_argument("--no-biometry", action="store_true", help="segment only")
     parser.add_argument(
@@ -79,8 +86,8 @@ def add_parser(subcommands: Any) -> None:
     )
     parser.add_argument(
         "--progress",
-        choices=["text", "jsonl", "none"],
-        default="text",
+        choices=[mode.value for mode in ProgressMode],
+        default=ProgressMode.TEXT.value,
         help="progress on stderr as text (default), JSON lines on stdout, or none",
     )
     parser.set_defaults(run=run)
@@ -96,7 +103,7 @@ class _Reporter:
     """Progress as text on stderr (a live line on a terminal, one line per case in a log), JSON lines on stdout,
     or nothing."""
 
-    def __init__(self, mode: str, total: int) -> None:
+    def __init__(self, mode: ProgressMode, total: int) -> None:
         self.mode, self.total, self.index, self.name = mode, total, 0, ""
         self.live = mode == "text" and sys.stderr.isatty()
         self.models_named: set[str] = set()
@@ -148,32 +155,33 @@ class _Reporter:
 
 
 def run(args: argparse.Namespace) -> int:
+    """``fetalheadseg segment`` with parsed arguments: the request is built once, here."""
+    return segment_request(SegmentRequest.from_namespace(args))
+
+
+def segment_request(request: SegmentRequest) -> int:
+    """Segment and measure every input of ``request`` and write their outputs; returns the exit code.
+
+    Raises:
+        FetalHeadSegError: with a single input, its failure; with several, only a failure before the first case
+            (outputs that exist, an unreadable spacing CSV). Failed cases of a cohort are reported and counted.
+    """
     from FetalHeadSegLib.cohort import SUMMARY_NAME, ExistingOutputs, existing_outputs_error, expand_inputs, plan_cases
-    from FetalHeadSegLib.inference import InferenceOptions
     from FetalHeadSegLib.summary import failed_row, write_summary
 
-    cases = plan_cases(expand_inputs(args.inputs), args.output)
-    policy = (
-        ExistingOutputs.OVERWRITE
-        if args.overwrite
-        else ExistingOutputs.SKIP
-        if args.skip_existing
-        else ExistingOutputs.REFUSE
-    )
-    summary_path = args.output / SUMMARY_NAME
+    cases = plan_cases(expand_inputs(list(request.inputs)), request.output)
+    policy = request.existing
+    summary_path = request.output / SUMMARY_NAME
     if policy is ExistingOutputs.REFUSE:
         for case in cases:
             if _existing(case):
                 raise existing_outputs_error(case)
         if summary_path.exists():
             raise ConfigError(f"{summary_path}: exists already; use --overwrite or --skip-existing")
-    spacing_table = _spacing_table(args.spacing_csv)
-    _check_options(args)
-    options = InferenceOptions(
-        tta=args.tta, tile_size=args.tile_size, biometry=not args.no_biometry, ga_weeks=args.ga_weeks
-    )
-    reporter = _Reporter(args.progress, len(cases))
-    models = _ModelCache(args.model, args.device)
+    spacing_table = _spacing_table(request.spacing_csv)
+    _set_threads(request.threads)
+    reporter = _Reporter(request.progress, len(cases))
+    models = _ModelCache(request.model, request.device)
     rows: list[dict[str, Any]] = []
     failed = 0
     for index, case in enumerate(cases):
@@ -183,10 +191,10 @@ def run(args: argparse.Namespace) -> int:
             reporter.event("skipped", input=str(case.input))
             continue
         try:
-            rows += _segment_case(case, args, options, models, spacing_table, reporter)
+            rows += _segment_case(case, request, models, spacing_table, reporter)
         except FetalHeadSegError as err:
             if len(cases) == 1:
-                if args.progress == "jsonl":
+                if request.progress is ProgressMode.JSONL:
                     reporter.event("error", input=str(case.input), code=type(err).__name__, message=str(err))
                 raise
             reporter.event("error", input=str(case.input), code=type(err).__name__, message=str(err))
@@ -194,20 +202,17 @@ def run(args: argparse.Namespace) -> int:
             rows.append(failed_row(str(case.input), str(err)))
         write_summary(rows, summary_path)
     reporter.event("done", succeeded=len(cases) - failed, failed=failed)
-    if args.progress == "text":
-        reporter.line(f"{len(cases) - failed} of {len(cases)} segmented; outputs in {args.output}")
+    if request.progress is ProgressMode.TEXT:
+        reporter.line(f"{len(cases) - failed} of {len(cases)} segmented; outputs in {request.output}")
     return 0 if failed == 0 else 2
 
 
-def _check_options(args: argparse.Namespace) -> None:
-    if args.tile_size is not None and (args.tile_size < 8 or args.tile_size % 8):
-        raise ConfigError(f"--tile-size must be a positive multiple of 8, got {args.tile_size}")
-    if args.threads is not None:
-        if args.threads < 1:
-            raise ConfigError(f"--threads must be at least 1, got {args.threads}")
+def _set_threads(threads: int | None) -> None:
+    """Give the networks ``threads`` CPU threads (checked by the request); None keeps torch's default."""
+    if threads is not None:
         import torch
 
-        torch.set_num_threads(args.threads)
+        torch.set_num_threads(threads)
 
 
 def _existing(case: Case) -> list[Path]:
@@ -256,15 +261,14 @@ class _ModelCache:
 
 def _segment_case(
     case: Case,
-    args: argparse.Namespace,
-    options: InferenceOptions,
+    request: SegmentRequest,
     models: _ModelCache,
     spacing_table: dict[str, float],
     reporter: _Reporter,
 ) -> list[dict[str, Any]]:
     """Segment one input (every frame of a cine) and write its outputs; returns its summary rows."""
     from FetalHeadSegLib.io import read_image_frames
-    from FetalHeadSegLib.spacing import SpacingSource, apply_spacing, choose_spacing
+    from FetalHeadSegLib.spacing import apply_spacing, choose_spacing
 
     path = case.input
     read = read_image_frames(path)
@@ -273,10 +277,10 @@ def _segment_case(
         str(path),
         read.spacing_source,
         first.spacing_mm[:2] if first.is_2d else first.spacing_mm,
-        command_line_mm=args.spacing,
+        command_line_mm=request.spacing_mm,
         csv_mm=spacing_table.get(path.name),
-        prefer=SpacingSource(args.spacing_source) if args.spacing_source else None,
-        allow_pixels=args.pixel_units,
+        prefer=request.spacing_source,
+        allow_pixels=request.pixel_units,
     )
     frames = [apply_spacing(f, choice.spacing_mm) if choice.spacing_mm else f for f in read.frames]
     rows = []
@@ -284,7 +288,7 @@ def _segment_case(
         frame_case = case.with_frame(number) if read.is_cine else case
         frame = number if read.is_cine else None
         extra = {"frame": frame, "frames_total": len(frames)} if read.is_cine else {}
-        rows.append(_segment_image(image, frame_case, frame, extra, choice, args, options, models, reporter))
+        rows.append(_segment_image(image, frame_case, frame, extra, choice, request, models, reporter))
     return rows
 
 
@@ -294,8 +298,7 @@ def _segment_image(
     frame: int | None,
     extra: dict[str, Any],
     choice: SpacingChoice,
-    args: argparse.Namespace,
-    options: InferenceOptions,
+    request: SegmentRequest,
     models: _ModelCache,
     reporter: _Reporter,
 ) -> dict[str, Any]:
@@ -317,7 +320,7 @@ def _segment_image(
         model_sha256=bundle.fingerprint,
         device=str(segmenter.device),
     )
-    result = segmenter.segment(image, options, progress=reporter.progress, source=str(path))
+    result = segmenter.segment(image, request.inference_options(), progress=reporter.progress, source=str(path))
     if not choice.in_mm:
         _add_flag(result, Flag("spacing_unknown", "no pixel size is known: lengths are in pixels (keys *_px)"))
     if image.is_2d and bundle.task is not Task.INTRAPARTUM and _implausible(result):
@@ -334,7 +337,14 @@ def _segment_image(
     if result.biometry is not None and extra:
         result.biometry.extra.update(extra)
     outputs = write_outputs(
-        result, image, case.directory, case.stem, args.format, qc=not args.no_qc, source=str(path), spacing=choice
+        result,
+        image,
+        case.directory,
+        case.stem,
+        request.label_format,
+        qc=request.qc,
+        source=str(path),
+        spacing=choice,
     )
     seconds = round(time.perf_counter() - start, 2)
     reporter.event(
