@@ -10,9 +10,7 @@ Slicer the module loads, says so, and does nothing else.
 
 from __future__ import annotations  # Slicer's parameterNodeWrapper resolves string annotations (get_type_hints)
 
-import hashlib
 import logging
-import os
 import shutil
 import sys
 from pathlib import Path
@@ -81,28 +79,11 @@ class FetalHeadSeg(ScriptedLoadableModule):
         slicer.app.connect("startupCompleted()", registerSampleData)
 
 
-def registerSampleData():
+def registerSampleData() -> None:
     """Register the bundled phantom volume and HC18 frame (local files: no download)."""
-    import SampleData
+    from FetalHeadSegSlicer.sampledata import register_sample_data
 
-    icon = str(MODULE_DIR / "Resources" / "Icons" / "FetalHeadSeg.png")
-    for sampleName, fileName, nodeName in (
-        ("FetalHeadPhantom3D", "phantom3d_s000001_image.nii.gz", "FetalHeadPhantom3D"),
-        ("FetalHeadHC18Frame", "hc18_207_HC.png", "FetalHeadHC18Frame"),
-    ):
-        path = samplesDir() / fileName
-        if not path.exists():
-            continue
-        checksum = hashlib.sha256(path.read_bytes()).hexdigest()
-        SampleData.SampleDataLogic.registerCustomSampleDataSource(
-            category="Fetal head",
-            sampleName=sampleName,
-            uris=path.as_uri(),
-            fileNames=fileName,
-            nodeNames=nodeName,
-            thumbnailFileName=icon,
-            checksums=f"SHA256:{checksum}",
-        )
+    register_sample_data(samplesDir(), MODULE_DIR / "Resources" / "Icons" / "FetalHeadSeg.png")
 
 
 @parameterNodeWrapper
@@ -142,20 +123,16 @@ class FetalHeadSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.StartCloseEvent, self.onSceneStartClose)
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, self.onSceneEndClose)
         self.ui.applyButton.connect("clicked(bool)", self.onApplyButton)
-        # modelId is synced by hand: Slicer binds a str to a combo box only with a Choice, which would clear the
-        # combo box and refill it with fixed items (guiConnectors.py, QComboBoxToStringableConnector); the model
-        # list changes when models are imported, and each item has a tooltip.
-        self.ui.modelIdComboBox.connect("currentIndexChanged(int)", self._onModelIndexChanged)
-        self.ui.importModelButton.connect("clicked(bool)", self.onImportModel)
-        self.ui.openModelsFolderButton.connect("clicked(bool)", self.onOpenModelsFolder)
-        self.ui.deleteModelsButton.connect("clicked(bool)", self.onDeleteModels)
+        from FetalHeadSegSlicer.models import ModelChooser
+
+        self.models = ModelChooser(self.ui, lambda: self._parameterNode)  # the model list, bound by hand
         self.ui.outputSegmentationSelector.connect(
             "currentNodeChanged(vtkMRMLNode*)", self.ui.show3DButton.setSegmentationNode
         )
         self.ui.copyLogButton.connect(
             "clicked(bool)", lambda: qt.QApplication.clipboard().setText(self.ui.logTextEdit.toPlainText())
         )
-        self._populateModels()
+        self.models.populate()
         self.initializeParameterNode()
 
     def cleanup(self) -> None:
@@ -164,12 +141,8 @@ class FetalHeadSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.logic.cancel(self._task)
 
     def onReload(self) -> None:
-        """Reload the helper packages as well (the default reloads only this file).
-
-        They are forgotten rather than reloaded one by one: reloading in any fixed order leaves some module with
-        another's old classes (e.g. an old BundleError that ``except`` no longer matches). The lazy imports then
-        load fresh, consistent copies.
-        """
+        """Reload the helper packages too: forgotten, not reloaded one by one (any fixed order leaves some module
+        with another's old classes, e.g. a BundleError that ``except`` no longer matches); lazy imports reload them."""
         packages = ("FetalHeadSegLib", "FetalHeadSegSlicer")
         for name in [n for n in sys.modules if n.split(".")[0] in packages]:
             del sys.modules[name]
@@ -197,12 +170,10 @@ class FetalHeadSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def initializeParameterNode(self) -> None:
         self.setParameterNode(self.logic.getParameterNode())
         if not self._parameterNode.inputVolume:
-            # GetFirstNodeByClass would also return label maps and vector volumes, which the selector hides
-            volumes = slicer.mrmlScene.GetNodesByClass("vtkMRMLScalarVolumeNode")
-            plain = [volumes.GetItemAsObject(i) for i in range(volumes.GetNumberOfItems())]
-            plain = [v for v in plain if v.GetClassName() == "vtkMRMLScalarVolumeNode"]
-            if plain:
-                self._parameterNode.inputVolume = plain[0]
+            from FetalHeadSegSlicer.logic import first_plain_volume
+
+            if (volume := first_plain_volume(slicer.mrmlScene)) is not None:
+                self._parameterNode.inputVolume = volume
 
     def setParameterNode(self, inputParameterNode: FetalHeadSegParameterNode | None) -> None:
         if self._parameterNode:
@@ -215,7 +186,7 @@ class FetalHeadSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self._checkCanApply()
 
     def _checkCanApply(self, caller=None, event=None) -> None:
-        self._showModelId()
+        self.models.show()
         if self._task is not None:
             self.ui.applyButton.text = _("Cancel")
             self.ui.applyButton.enabled = True
@@ -224,32 +195,6 @@ class FetalHeadSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         ready = bool(self._parameterNode and self._parameterNode.inputVolume)
         self.ui.applyButton.enabled = ready
         self.ui.applyButton.toolTip = _("Segment and measure") if ready else _("Select an input volume")
-
-    def _populateModels(self) -> None:
-        combo = self.ui.modelIdComboBox
-        wasBlocked = combo.blockSignals(True)  # rebuilding the list is not a choice of the user
-        try:
-            combo.clear()
-            combo.addItem("")  # default for the input's dimension
-            for modelId, description in self.logic.modelDescriptions():
-                combo.addItem(modelId)
-                combo.setItemData(combo.count - 1, description, qt.Qt.ToolTipRole)
-        finally:
-            combo.blockSignals(wasBlocked)
-        self._showModelId()
-
-    def _onModelIndexChanged(self, index: int) -> None:
-        if self._parameterNode is not None:
-            self._parameterNode.modelId = self.ui.modelIdComboBox.currentText
-
-    def _showModelId(self) -> None:
-        """Show the parameter node's model in the combo box (a model no longer installed shows the default)."""
-        combo = self.ui.modelIdComboBox
-        index = max(combo.findText(self._parameterNode.modelId), 0) if self._parameterNode else 0
-        if combo.currentIndex != index:
-            wasBlocked = combo.blockSignals(True)
-            combo.currentIndex = index
-            combo.blockSignals(wasBlocked)
 
     def onApplyButton(self) -> None:
         if self._task is not None:
@@ -270,19 +215,11 @@ class FetalHeadSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.statusLabel.text = _("Starting the segmentation...")
         with slicer.util.tryWithErrorDisplay(_("Failed to start the segmentation."), waitCursor=True):
             try:
+                from FetalHeadSegSlicer.logic import RunOptions
+
+                options = RunOptions.from_parameters(node)
                 self._task = self.logic.process(
-                    node.inputVolume,
-                    node.outputSegmentation,
-                    node.modelId,
-                    node.device,
-                    node.computeBiometry,
-                    node.createMarkups,
-                    node.gestationalAgeWeeks or None,
-                    node.pixelSizeMm or None,
-                    testTimeAugmentation=node.testTimeAugmentation,
-                    allFrames=allFrames,
-                    waitForCompletion=False,
-                    eventCallback=self._onEvent,
+                    node.inputVolume, node.outputSegmentation, options, allFrames, False, self._onEvent
                 )
             except Exception:
                 self.ui.statusLabel.text = _("Failed to start the segmentation.")
@@ -291,24 +228,17 @@ class FetalHeadSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def _installRequirements(self) -> bool:
         """Install what the worker needs (dialogs for what fails); False when the run cannot start."""
-        from FetalHeadSegSlicer.installer import InstallError
+        from FetalHeadSegSlicer.installer import install_or_explain
 
         self.ui.statusLabel.text = _("Checking the Python packages...")
         self.ui.applyButton.enabled = False  # pip and PyTorchUtils process events: no second click meanwhile
         slicer.app.processEvents()
         try:
-            self.logic.setupPythonRequirements()
-        except InstallError as err:
-            self.ui.statusLabel.text = str(err)
-            if err.restart_required:
-                if slicer.util.confirmOkCancelDisplay(_("{message}\n\nRestart Slicer now?").format(message=err)):
-                    slicer.util.restart()
-            else:
-                slicer.util.errorDisplay(str(err))
-            return False
+            problem = install_or_explain(self.logic.setupPythonRequirements, _("{message}\n\nRestart Slicer now?"))
         finally:
             self._checkCanApply()
-        return True
+        self.ui.statusLabel.text = problem or self.ui.statusLabel.text
+        return problem is None
 
     def _onEvent(self, event: dict) -> None:
         kind = event.get("event")
@@ -318,17 +248,17 @@ class FetalHeadSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         elif kind == "log":
             self.ui.logTextEdit.appendPlainText(event.get("message", ""))
         elif kind == "imported":
-            if event.get("segmentation"):
-                self._parameterNode.outputSegmentation = event["segmentation"]
-                self.ui.show3DButton.setSegmentationNode(event["segmentation"])
-            seconds = float(event.get("seconds", 0.0))
-            if event.get("frames"):
-                done = _("{count} frames segmented in {seconds:.1f} s.").format(count=event["frames"], seconds=seconds)
-            else:
-                done = _("Done in {seconds:.1f} s on {device}.").format(seconds=seconds, device=event.get("device", ""))
-            self._onFinished(" ".join([done, *event.get("warnings", [])]))  # first: the run is over either way
-            if event.get("plane"):
-                self._jumpToPlane(event["plane"])
+            from FetalHeadSegSlicer.logic import done_message
+
+            results = event["results"]
+            if results.segmentation is not None:
+                self._parameterNode.outputSegmentation = results.segmentation
+                self.ui.show3DButton.setSegmentationNode(results.segmentation)
+            self._onFinished(done_message(event))  # first: the run is over either way
+            if results.plane:
+                from FetalHeadSegSlicer.results import show_plane
+
+                show_plane(slicer.mrmlScene, results.plane)
         elif kind == "failed":
             self._onFinished(_("Failed: {message}").format(message=event.get("message", "")))
         if kind not in ("progress",):
@@ -339,64 +269,33 @@ class FetalHeadSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.statusLabel.text = message
         self._checkCanApply()
 
-    def _jumpToPlane(self, plane: dict) -> None:
-        """Show the measurement plane (world RAS) in the red slice view, when the layout has one."""
-        sliceNode = slicer.mrmlScene.GetNodeByID("vtkMRMLSliceNodeRed")
-        if sliceNode is None:  # no main window, or a layout without the red view
-            return
-        sliceNode.SetSliceToRASByNTP(*plane["normal_ras"], *plane["ofd_axis_ras"], *plane["origin_ras"], 0)
-
-    def onImportModel(self) -> None:
-        with slicer.util.tryWithErrorDisplay(_("The model could not be imported."), waitCursor=True):
-            path = qt.QFileDialog.getOpenFileName(None, _("Import a model"), "", _("Model bundles (*.zip bundle.json)"))
-            if path:
-                target = self.logic.importModel(Path(path))
-                self.ui.statusLabel.text = _("Imported the model into {folder}.").format(folder=target)
-                self._populateModels()
-
-    def onDeleteModels(self) -> None:
-        with slicer.util.tryWithErrorDisplay(_("The models could not be deleted."), waitCursor=True):
-            if slicer.util.confirmOkCancelDisplay(
-                _("Delete every imported model? The models bundled with the extension stay.")
-            ):
-                removed = self.logic.deleteImportedModels()
-                self.ui.statusLabel.text = _("Deleted {count} imported model(s).").format(count=len(removed))
-                self._populateModels()
-
-    def onOpenModelsFolder(self) -> None:
-        from FetalHeadSegLib.catalog import model_home
-
-        folder = model_home() / "models"
-        folder.mkdir(parents=True, exist_ok=True)
-        qt.QDesktopServices.openUrl(qt.QUrl.fromLocalFile(str(folder)))
-
 
 class FetalHeadSegLogic(ScriptedLoadableModuleLogic):
-    """Headless facade: ``process`` segments a volume in a worker process and imports the results.
-
-    Collaborators are injected: ``workerFactory(command, environment, on_event)`` returns a worker with ``poll``,
-    ``wait``, ``cancel``, ``returncode``, ``finished`` and ``state`` (FetalHeadSegSlicer.runner.WorkerProcess by
-    default, which needs torch; another worker, such as the self-test's, does not).
-    """
+    """Headless facade: ``process`` segments a volume in a worker process and imports the results; the run is
+    FetalHeadSegSlicer.logic's. ``workerFactory`` (FetalHeadSegSlicer.logic.WorkerFactory) is injected: by default
+    runner.WorkerProcess, which needs torch; the self-test's stand-in does not."""
 
     def __init__(self, workerFactory=None, pythonExecutable: str | None = None, installer=None) -> None:
         ScriptedLoadableModuleLogic.__init__(self)
         if str(libraryParent()) not in sys.path:  # a source checkout: Slicer adds only the module's folder
             sys.path.append(str(libraryParent()))
         from FetalHeadSegSlicer import installer as defaultInstaller
+        from FetalHeadSegSlicer.logic import SegmentationRunner
         from FetalHeadSegSlicer.runner import WorkerProcess
 
-        self.workerFactory = workerFactory or WorkerProcess
         self.requiresTorch = workerFactory is None
-        self.pythonExecutable = pythonExecutable or shutil.which("PythonSlicer") or sys.executable
         self.installer = installer or defaultInstaller
+        self.runner = SegmentationRunner(
+            workerFactory or WorkerProcess,
+            pythonExecutable or shutil.which("PythonSlicer") or sys.executable,
+            [str(libraryParent()), str(MODULE_DIR)],
+        )
 
     def getParameterNode(self):
         return FetalHeadSegParameterNode(super().getParameterNode())
 
     def setupPythonRequirements(self, interactive: bool = True) -> None:
-        """torch through the PyTorch extension (when the worker needs it), then the packages of requirements.txt
-        (each after a confirmation).
+        """torch through the PyTorch extension (when the worker needs it), then requirements.txt (confirmed).
 
         Raises:
             FetalHeadSegSlicer.installer.InstallError: declined, failed, or finished only after a restart.
@@ -405,357 +304,65 @@ class FetalHeadSegLogic(ScriptedLoadableModuleLogic):
             self.installer.ensure_torch(interactive)
         self.installer.ensure_requirements(MODULE_DIR / "Resources" / "requirements.txt", interactive)
 
-    def modelDescriptions(self) -> list:
+    @staticmethod
+    def modelDescriptions() -> list:
         """(id, one-line description with the measured CPU time per case) of every installed model."""
-        from FetalHeadSegLib.bundle import read_bundle
-        from FetalHeadSegLib.catalog import list_models
-        from FetalHeadSegLib.errors import FetalHeadSegError
+        from FetalHeadSegSlicer.models import model_descriptions
 
-        descriptions = []
-        for entry in list_models():
-            try:
-                bundle = read_bundle(entry.path)
-            except FetalHeadSegError as err:
-                descriptions.append((entry.id, _("Unreadable: {error}").format(error=err)))
-                continue
-            seconds = bundle.model_card.get("evaluation", {}).get("cpu_seconds_per_case", {}).get("mean")
-            timing = _(", about {seconds:.0f} s per case on a 2-core CPU").format(seconds=seconds) if seconds else ""
-            descriptions.append((entry.id, f"{bundle.name} {bundle.version} ({entry.dimension}D{timing})"))
-        return descriptions
+        return model_descriptions()
 
     def process(
         self,
         inputVolume,
         outputSegmentation=None,
-        modelId: str = "",
-        device: str = "auto",
-        computeBiometry: bool = True,
-        createMarkups: bool = True,
-        gestationalAgeWeeks=None,
-        pixelSizeMm=None,
-        testTimeAugmentation: bool = False,
-        allFrames: bool = False,
-        waitForCompletion: bool = True,
+        options=None,
+        allFrames=False,
+        waitForCompletion=True,
         eventCallback=None,
     ):
-        """Start the segmentation of ``inputVolume``; returns the task (finished when ``waitForCompletion``).
+        """Segment ``inputVolume`` (with ``allFrames``, every frame of the sequence it shows) as ``options`` (a
+        FetalHeadSegSlicer.logic.RunOptions) ask; returns the run's SegmentationTask, finished when
+        ``waitForCompletion``, else polled by a timer. ``eventCallback`` gets the worker's JSON events, then
+        ``imported`` or ``failed``.
 
-        The task's ``state`` goes from ``running`` to ``done`` (with ``segmentation``, ``table``, ``markups``),
-        ``failed`` (with ``message``) or ``cancelled``. ``eventCallback`` gets the worker's JSON events, then
-        ``imported`` or ``failed``. With ``allFrames`` and a volume that shows a sequence (``sequenceOf``), every
-        frame is segmented by one worker; the segmentations become a sequence in the same browser and the
-        measurements a table with one row per frame.
+        Raises:
+            ValueError: no input volume.
+            RuntimeError: the input could not be exported; with ``waitForCompletion``, the run failed (after the
+                ``failed`` event; the message says why and what to do).
         """
-        from FetalHeadSegSlicer.runner import SegmentationRequest, worker_command
+        from FetalHeadSegSlicer.logic import RunOptions, TaskState
 
         if inputVolume is None:
             raise ValueError(_("Select an input volume."))
-        sequence = self.sequenceOf(inputVolume) if allFrames else None
-        temporary = Path(slicer.util.tempDirectory())
-        frameFiles = {}  # file name -> index of the frame in the sequence
-        notes = []
-        if pixelSizeMm:  # on the volume Slicer shows, so the file the worker reads and the results agree with it
-            frameNodes = (
-                [sequence[1].GetNthDataNode(i) for i in range(sequence[1].GetNumberOfDataNodes())] if sequence else []
-            )
-            if any([self.applyPixelSize(node, pixelSizeMm) for node in [inputVolume, *frameNodes]]):
-                notes.append(
-                    _("The pixel size of {name} was set to {size:g} mm.").format(
-                        name=inputVolume.GetName(), size=pixelSizeMm
-                    )
-                )
-        if sequence is None:
-            inputPath = temporary / "input.nrrd"
-            self._writeVolume(inputVolume, inputPath)
-        else:
-            inputPath = temporary / "frames"
-            inputPath.mkdir()
-            frames = sequence[1]
-            for index in range(frames.GetNumberOfDataNodes()):
-                frameFiles[f"frame{index:05d}.nrrd"] = index
-            for fileName, index in frameFiles.items():
-                self._writeVolume(frames.GetNthDataNode(index), inputPath / fileName)
-        request = SegmentationRequest(
-            input_path=inputPath,
-            output_dir=temporary / "output",  # a new folder per run: nothing to overwrite
-            model=modelId,
-            device=self._workerDevice(device),
-            compute_biometry=computeBiometry,
-            ga_weeks=gestationalAgeWeeks,
-            tta=testTimeAugmentation,
-        )
-        environment = {
-            "PYTHONPATH": os.pathsep.join([str(libraryParent()), str(MODULE_DIR), os.environ.get("PYTHONPATH", "")])
-        }
-        task = {
-            "inputVolume": inputVolume,
-            "outputSegmentation": outputSegmentation,
-            "createMarkups": createMarkups,
-            "temporary": temporary,
-            "callback": eventCallback,
-            "timer": None,
-            "state": "running",
-            "sequence": sequence,
-            "frameFiles": frameFiles,
-            "notes": notes,
-        }
-        task["worker"] = self.workerFactory(
-            worker_command(self.pythonExecutable, request), environment, on_event=eventCallback
-        )
-        if waitForCompletion:
-            task["worker"].wait()
-            self._finish(task)
-        else:
-            timer = qt.QTimer()
-            timer.setInterval(200)
-            timer.connect("timeout()", lambda: self._poll(task))
-            timer.start()
-            task["timer"] = timer
+        task = self.runner.start(inputVolume, outputSegmentation, options or RunOptions(), allFrames, eventCallback)
+        if not waitForCompletion:
+            self.runner.watch(task)
+        elif self.runner.wait(task).state is TaskState.FAILED:
+            raise RuntimeError(task.message)
         return task
 
-    @staticmethod
-    def applyPixelSize(volume, pixelSizeMm: float) -> bool:
-        """Give ``volume`` the user's pixel size, as the worker's ``--spacing`` rule does: in-plane for a 2D frame
-        (one slice), isotropic for a 3D volume; the origin and axes are kept. Returns whether anything changed."""
-        dimensions = volume.GetImageData().GetDimensions() if volume.GetImageData() else (0, 0, 0)
-        spacing = volume.GetSpacing()
-        wanted = (pixelSizeMm, pixelSizeMm, spacing[2] if dimensions[2] == 1 else pixelSizeMm)
-        if all(abs(a - b) <= 1e-6 * b for a, b in zip(spacing, wanted, strict=True)):
-            return False
-        volume.SetSpacing(*wanted)
-        return True
-
-    @staticmethod
-    def _workerDevice(device: str) -> str:
-        """The panel's "gpu" is CUDA, or Metal on a Mac (the library's "mps")."""
-        if device != "gpu":
-            return device
-        return "mps" if sys.platform == "darwin" else "cuda"
+    def cancel(self, task) -> None:
+        """Stop the worker and its children; nothing is imported."""
+        self.runner.cancel(task)
 
     @staticmethod
     def sequenceOf(volume):
         """(browser, sequence) when ``volume`` is the proxy of a sequence of several frames, else None."""
-        scene = volume.GetScene()
-        for index in range(scene.GetNumberOfNodesByClass("vtkMRMLSequenceBrowserNode")):
-            browser = scene.GetNthNodeByClass(index, "vtkMRMLSequenceBrowserNode")
-            sequence = browser.GetSequenceNode(volume)
-            if sequence is not None and sequence.GetNumberOfDataNodes() > 1:
-                return browser, sequence
-        return None
+        from FetalHeadSegSlicer.logic import sequence_of
+
+        frames = sequence_of(volume)
+        return None if frames is None else (frames.browser, frames.sequence)
 
     @staticmethod
-    def _writeVolume(volume, path: Path) -> None:
-        """Uncompressed NRRD for the worker (a frame of a sequence need not be in the scene)."""
-        storage = slicer.vtkMRMLVolumeArchetypeStorageNode()
-        storage.SetFileName(str(path))
-        storage.SetUseCompression(0)
-        if not storage.WriteData(volume):
-            raise RuntimeError(_("Could not write the volume to {path}.").format(path=path))
-
-    def _poll(self, task) -> None:
-        if task["state"] != "running":
-            return
-        task["worker"].poll()
-        if task["worker"].finished:  # exited, and every line it printed has been read
-            task["timer"].stop()
-            try:
-                self._finish(task)
-            except Exception:
-                logging.exception("FetalHeadSeg: the segmentation failed")
-
-    def cancel(self, task) -> None:
-        """Stop the worker and its children; nothing is imported."""
-        if task["state"] != "running":
-            return
-        if task.get("timer") is not None:
-            task["timer"].stop()
-        task["worker"].cancel()
-        task["state"] = "cancelled"
-        shutil.rmtree(task["temporary"], ignore_errors=True)
-
-    def _finish(self, task) -> None:
-        """Import the results of a finished worker, or report why there are none.
-
-        Raises:
-            RuntimeError: the worker failed (the message says why and what to do); after the ``failed`` event.
-        """
-        from FetalHeadSegSlicer.messages import error_message, warning_message
-
-        worker = task["worker"]
-        state = worker.wait(timeout=5)  # the process has ended: collect what its reader threads still hold
-        callback = task["callback"] or (lambda event: None)
-        try:
-            warnings = list(task["notes"])
-            if task["sequence"] is not None and state.results:  # frames that failed are reported, not fatal
-                imported = self.importSequenceResults(task, state.results)
-                failed = len(task["frameFiles"]) - len(state.results)
-                if failed:
-                    warnings.append(_("{count} frame(s) could not be segmented (see the log).").format(count=failed))
-            elif worker.returncode != 0 or state.result is None:
-                task["state"] = "failed"
-                task["message"] = error_message(state.error_code, state.error, worker.returncode, state.last_stderr)
-                callback({"event": "failed", "message": task["message"]})
-                raise RuntimeError(task["message"])
-            else:
-                imported = self.importResults(task, state.result["outputs"])
-            warnings += [warning_message(w.get("code"), w.get("message")) for w in state.warnings]
-            warnings = list(dict.fromkeys(warnings))
-            seconds = sum(float(r.get("seconds", 0.0)) for r in state.results)
-            task.update(imported, state="done", warnings=warnings)
-            callback({"event": "imported", **imported, "warnings": warnings, "seconds": seconds})
-        except Exception as err:
-            if task["state"] == "running":  # the import itself failed
-                task["state"], task["message"] = "failed", _("Importing the results failed: {error}").format(error=err)
-                callback({"event": "failed", "message": task["message"]})
-            raise
-        finally:
-            shutil.rmtree(task["temporary"], ignore_errors=True)
-
-    @staticmethod
-    def _readOutputs(outputs: dict):
-        """The worker's label map, biometry record and the model's segments (value, name, colour, terminology)."""
-        import json
-
-        from FetalHeadSegLib.catalog import find_model
-        from FetalHeadSegLib.errors import BundleError
-        from FetalHeadSegLib.io import read_image
-        from FetalHeadSegLib.labels import HEAD
-
-        labels = read_image(outputs["labels"])
-        record = json.loads(Path(outputs["biometry"]).read_text()) if outputs.get("biometry") else {}
-        try:
-            modelLabels = find_model(record.get("provenance", {}).get("model_id", "")).labels
-        except BundleError:
-            modelLabels = [HEAD]
-        segments = [dict(label.to_dict(), terminology_entry=label.terminology_entry) for label in modelLabels]
-        return labels, record, segments
-
-    def importResults(self, task, outputs: dict) -> dict:
-        """Segmentation, biometry table and markups from the worker's output files."""
-        from FetalHeadSegSlicer.scene import create_biometry_table, create_markups, import_segmentation
-
-        scene = slicer.mrmlScene
-        volume = task["inputVolume"]
-        labels, record, segments = self._readOutputs(outputs)
-        provenance = record.get("provenance", {})
-        name = volume.GetName()
-        segmentation = import_segmentation(
-            scene,
-            labels.array,
-            labels.ijk_to_ras,
-            segments,
-            f"{name} fetal head",
-            volume,
-            provenance,
-            task["outputSegmentation"],
-            transform_node_id=volume.GetTransformNodeID(),  # the worker's RAS is the volume's local frame
-        )
-        result = {"segmentation": segmentation, "device": provenance.get("device", ""), "plane": None}
-        study = self._studyItem(scene, volume)
-        self._placeInHierarchy(scene, study, [segmentation])
-        if record.get("hc_mm") is not None:
-            result["table"] = create_biometry_table(scene, record, f"{name} biometrics")
-            biometryNodes = [result["table"]]
-            if task["createMarkups"]:
-                result["markups"] = create_markups(scene, record, name, volume.GetTransformNodeID())
-                biometryNodes += list(result["markups"].values())
-            shNode = slicer.vtkMRMLSubjectHierarchyNode.GetSubjectHierarchyNode(scene)
-            self._placeInHierarchy(scene, shNode.CreateFolderItem(study, f"{name} biometry"), biometryNodes)
-            result["plane"] = self._planeInWorld(record.get("plane"), volume)
-        return result
-
-    @staticmethod
-    def _planeInWorld(plane, volume):
-        """The measurement plane (origin, normal, OFD axis) moved by the volume's parent transforms, if any."""
-        if not plane:
-            return None
-        toWorld = vtk.vtkMatrix4x4()
-        slicer.vtkMRMLTransformNode.GetMatrixTransformBetweenNodes(volume.GetParentTransformNode(), None, toWorld)
-        origin = toWorld.MultiplyPoint([*plane["origin_ras"], 1.0])[:3]
-        normal = toWorld.MultiplyPoint([*plane["normal_ras"], 0.0])[:3]
-        axis = toWorld.MultiplyPoint([*plane["ofd_axis_ras"], 0.0])[:3]
-        return {**plane, "origin_ras": list(origin), "normal_ras": list(normal), "ofd_axis_ras": list(axis)}
-
-    def importSequenceResults(self, task, results: list) -> dict:
-        """A segmentation sequence in the input's browser (frames the worker could not segment stay empty) and a
-        table with one row per frame."""
-        from FetalHeadSegSlicer.scene import create_frame_table, import_segmentation
-
-        scene = slicer.mrmlScene
-        volume = task["inputVolume"]
-        browser, frames = task["sequence"]
-        name = volume.GetName()
-        output = scene.AddNewNodeByClass("vtkMRMLSequenceNode", f"{name} fetal head sequence")
-        output.SetIndexName(frames.GetIndexName())
-        output.SetIndexUnit(frames.GetIndexUnit())
-        output.SetIndexType(frames.GetIndexType())
-        rows = []
-        for event in sorted(results, key=lambda e: task["frameFiles"][Path(e["input"]).name]):
-            indexValue = frames.GetNthIndexValue(task["frameFiles"][Path(event["input"]).name])
-            labels, record, segments = self._readOutputs(event["outputs"])
-            frameName = f"{name} fetal head {indexValue}"
-            provenance = record.get("provenance", {})
-            segmentation = import_segmentation(
-                scene,
-                labels.array,
-                labels.ijk_to_ras,
-                segments,
-                frameName,
-                volume,
-                provenance,
-                closed_surface=False,  # per frame it would be discarded work; Show 3D makes it on request
-                display=False,  # the item leaves the scene at once; the proxy gets its own display nodes
-            )
-            output.SetDataNodeAtValue(segmentation, indexValue)  # the sequence keeps a copy
-            scene.RemoveNode(segmentation)
-            if record.get("hc_mm") is not None:
-                rows.append((indexValue, record))
-        browser.AddSynchronizedSequenceNode(output)
-        # A frame without a segmentation gets an empty one: Slicer's default (MissingItemCreateFromPrevious) would
-        # copy the previous frame's head into it, and save that copy (vtkSlicerSequencesLogic.cxx).
-        browser.SetMissingItemMode(output, slicer.vtkMRMLSequenceBrowserNode.MissingItemCreateFromDefault)
-        browser.SetSaveChanges(output, True)  # corrections made on the shown frame are kept
-        slicer.modules.sequences.logic().UpdateProxyNodesFromSequences(browser)
-        proxy = browser.GetProxyNode(output)
-        if proxy is not None:
-            proxy.SetName(f"{name} fetal head")
-            proxy.SetAndObserveTransformNodeID(volume.GetTransformNodeID())
-        unit = frames.GetIndexUnit()
-        indexHeading = f"{frames.GetIndexName()} ({unit})" if unit else frames.GetIndexName()
-        result = {"segmentation": proxy, "sequence": output, "frames": len(results), "plane": None}
-        if rows:
-            result["table"] = create_frame_table(scene, rows, indexHeading, f"{name} biometrics per frame")
-        study = self._studyItem(scene, volume)
-        self._placeInHierarchy(scene, study, [output, *([result["table"]] if rows else [])])
-        return result
-
-    @staticmethod
-    def _studyItem(scene, volume) -> int:
-        """The subject hierarchy item holding the input volume (its study), else the scene."""
-        shNode = slicer.vtkMRMLSubjectHierarchyNode.GetSubjectHierarchyNode(scene)
-        item = shNode.GetItemByDataNode(volume)
-        if item == shNode.GetInvalidItemID():
-            return shNode.GetSceneItemID()
-        return shNode.GetItemParent(item)
-
-    @staticmethod
-    def _placeInHierarchy(scene, parentItem: int, nodes) -> None:
-        shNode = slicer.vtkMRMLSubjectHierarchyNode.GetSubjectHierarchyNode(scene)
-        for node in nodes:
-            item = shNode.GetItemByDataNode(node)
-            if item == shNode.GetInvalidItemID():  # no subject hierarchy plugins (scripts, tests): add the item
-                shNode.CreateItem(parentItem, node)
-            else:
-                shNode.SetItemParent(item, parentItem)
-
-    def deleteImportedModels(self) -> list:
-        """Remove every model bundle from the user's model folder (bundled models stay); returns the removed folders."""
+    def deleteImportedModels() -> list:
+        """Remove the imported model bundles (bundled models stay); returns the removed folders."""
         from FetalHeadSegLib.catalog import remove_imported_models
 
         return remove_imported_models()
 
-    def importModel(self, path: Path) -> Path:
-        """Install a model bundle (folder, its bundle.json, or a .zip) after verifying its SHA-256 checksums."""
+    @staticmethod
+    def importModel(path: Path) -> Path:
+        """Install a model bundle (folder, bundle.json or .zip) after verifying its SHA-256 checksums."""
         from FetalHeadSegLib.catalog import import_model
 
         return import_model(path)
@@ -788,9 +395,7 @@ class FetalHeadSegTest(ScriptedLoadableModuleTest):
         if installed_version("torch") is None:
             from FetalHeadSegSlicer.testing import TruthMaskWorker
 
-            widget.logic = FetalHeadSegLogic(
-                workerFactory=TruthMaskWorker(samplesDir() / "phantom3d_s000001_head.nii.gz")
-            )
+            widget.logic = FetalHeadSegLogic(TruthMaskWorker(samplesDir() / "phantom3d_s000001_head.nii.gz"))
         widget.initializeParameterNode()
         widget.ui.inputVolumeSelector.setCurrentNode(volume)
         widget.ui.deviceComboBox.currentIndex = widget.ui.deviceComboBox.findText("cpu")
@@ -799,20 +404,21 @@ class FetalHeadSegTest(ScriptedLoadableModuleTest):
         task = widget._task
         self.assertIsNotNone(task, widget.ui.statusLabel.text)
         deadline = time.monotonic() + 600
-        while task["state"] == "running" and time.monotonic() < deadline:
+        while task.state == "running" and time.monotonic() < deadline:
             slicer.app.processEvents()  # the panel's timer polls the worker
             time.sleep(0.05)
-        self.assertEqual(task["state"], "done", task.get("message"))
+        self.assertEqual(task.state, "done", task.message)
         self.assertIsNone(widget._task)
         self.assertEqual(widget.ui.applyButton.text, "Apply")
-        segmentation = task["segmentation"].GetSegmentation()
+        results = task.results
+        segmentation = results.segmentation.GetSegmentation()
         self.assertEqual(segmentation.GetNumberOfSegments(), 1)
         segment = segmentation.GetSegment(segmentation.GetNthSegmentID(0))
         self.assertEqual(segment.GetName(), "Head")
         tag = vtk.reference("")
         self.assertTrue(segment.GetTag(segment.GetTerminologyEntryTagName(), tag))
         self.assertIn("SCT^69536005^Head", str(tag))
-        self.assertGreater(task["table"].GetNumberOfRows(), 4)
-        bpd = float(task["table"].GetTable().GetValue(1, 1).ToString())
-        self.assertAlmostEqual(task["markups"]["BPD"].GetLineLengthWorld(), bpd, delta=0.01)
+        self.assertGreater(results.table.GetNumberOfRows(), 4)
+        bpd = float(results.table.GetTable().GetValue(1, 1).ToString())
+        self.assertAlmostEqual(results.markups["BPD"].GetLineLengthWorld(), bpd, delta=0.01)
         self.delayDisplay("Test passed")

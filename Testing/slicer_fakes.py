@@ -17,6 +17,14 @@ Each rule below was read in Slicer's source (tag v5.10.0; the same in v5.8.1 and
 - Qt: ``QComboBox`` emits ``currentIndexChanged`` when items are cleared, when the first item is added to an empty
   box and when the index changes (unless ``blockSignals``); ``QDoubleSpinBox`` clamps to its range.
 - ``slicer.util.tryWithErrorDisplay`` shows the error and re-raises it (``Base/Python/slicer/util.py``).
+- ``slicer.util.loadSegmentation`` and ``loadMarkups`` (``util.py``, read at main 583e9b3) call ``loadNodeFromFile``
+  with the file types ``SegmentationFile`` and ``MarkupsFile``: the core IO manager runs the module's reader, and
+  a failed read raises ``RuntimeError("Failed to load node from file: ...")``; the first loaded node is returned.
+  ``qSlicerSegmentationsReader::load`` calls ``vtkSlicerSegmentationsModuleLogic::LoadSegmentationFromFile(file,
+  autoOpacities (default true), name, colour node)``; ``qSlicerMarkupsReader::load`` calls
+  ``vtkSlicerMarkupsLogic::LoadMarkups(file, name)``, which returns the loaded nodes' IDs joined by commas. Both
+  logics run here as they are, from slicer-core. Slicer's application logic gives every scene a selection node
+  (``vtkMRMLSelectionNodeSingleton``), which the markups logic needs.
 
 The widgets are built from the module's real ``.ui`` file, so its bindings are what is tested.
 """
@@ -31,6 +39,7 @@ import xml.etree.ElementTree as ElementTree
 from collections.abc import Callable, Iterator
 from typing import Any
 
+import numpy as np
 import vtk
 
 SLICER_PARAMETER_NAME = "SlicerParameterName"
@@ -504,3 +513,68 @@ def late_reader(hold: threading.Event) -> Callable[[Any, Any, str], None]:
         self._lines.put((name, "\0eof"))
 
     return read
+
+
+# --- slicer.util's file loaders -----------------------------------------------------------------------------------
+
+
+def add_selection_node(scene: Any) -> None:
+    """The selection node Slicer's application logic adds to every scene (vtkMRMLApplicationLogic::SetMRMLScene)."""
+    import slicer
+
+    if scene.GetNodeByID("vtkMRMLSelectionNodeSingleton") is None:
+        selection = slicer.vtkMRMLSelectionNode()
+        selection.SetSingletonTag("Singleton")
+        scene.AddNode(selection)
+
+
+def loaders(scene: Any) -> tuple[Callable[..., Any], Callable[[Any], Any]]:
+    """``slicer.util.loadSegmentation`` and ``slicer.util.loadMarkups`` as Slicer runs them, loading into ``scene``."""
+    import slicer
+
+    add_selection_node(scene)
+    segmentations = slicer.vtkSlicerSegmentationsModuleLogic()
+    segmentations.SetMRMLScene(scene)
+    markups = slicer.vtkSlicerMarkupsLogic()
+    markups.SetMRMLScene(scene)
+
+    def load_segmentation(filename: Any, properties: dict[str, Any] | None = None) -> Any:  # noqa: B006
+        properties = properties or {}
+        color = scene.GetNodeByID(properties["colorNodeID"]) if "colorNodeID" in properties else None
+        name = str(properties.get("name", ""))
+        node = segmentations.LoadSegmentationFromFile(
+            str(filename), bool(properties.get("autoOpacities", True)), name, color
+        )
+        if node is None:
+            raise RuntimeError(f"Failed to load node from file: {filename}")
+        return node
+
+    def load_markups(filename: Any) -> Any:
+        ids = markups.LoadMarkups(str(filename), "")
+        if not ids:
+            raise RuntimeError(f"Failed to load node from file: {filename}")
+        return scene.GetNodeByID(ids.split(",")[0])
+
+    return load_segmentation, load_markups
+
+
+# --- volumes from arrays --------------------------------------------------------------------------------------------
+
+
+def vtk_image(array_xyz: np.ndarray) -> Any:
+    """vtkImageData of an (X, Y, Z) array (VTK's scalars run x fastest)."""
+    from vtk.util import numpy_support
+
+    image = vtk.vtkImageData()
+    image.SetDimensions(*array_xyz.shape)
+    flat = np.ascontiguousarray(array_xyz.transpose(2, 1, 0)).ravel()
+    image.GetPointData().SetScalars(numpy_support.numpy_to_vtk(flat, deep=True))
+    return image
+
+
+def vtk_matrix(matrix: np.ndarray) -> Any:
+    result = vtk.vtkMatrix4x4()
+    for row in range(4):
+        for column in range(4):
+            result.SetElement(row, column, float(matrix[row, column]))
+    return result

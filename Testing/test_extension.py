@@ -118,7 +118,11 @@ def test_ui_loads_with_every_widget_and_parameter_binding() -> None:
     qInstallMessageHandler(None)
     assert root is not None and application is not None
     assert not [m for m in messages if "unable to create a widget" in m.lower()], messages
-    used = set(re.findall(r"self\.ui\.(\w+)", (MODULE / "FetalHeadSeg.py").read_text()))
+    code = "".join(
+        path.read_text() for path in [MODULE / "FetalHeadSeg.py", *(MODULE / "FetalHeadSegSlicer").glob("*.py")]
+    )
+    used = set(re.findall(r"\bui\.(\w+)", code))  # the widget's and its helpers' (e.g. models.ModelChooser)
+    assert {"applyButton", "modelIdComboBox", "importModelButton"} <= used
     names = {widget.objectName() for widget in root.findChildren(qt_widgets.QWidget)}
     assert used <= names, f"widgets used by the code but missing from the .ui: {sorted(used - names)}"
     bound = {

@@ -38,8 +38,8 @@ MODULE_FILE = REPOSITORY / "FetalHeadSeg" / "FetalHeadSeg.py"
 sys.path.insert(0, str(REPOSITORY / "FetalHeadSeg"))
 
 from FetalHeadSegSlicer.installer import InstallError  # noqa: E402
+from FetalHeadSegSlicer.logic import RunOptions  # noqa: E402
 from FetalHeadSegSlicer.runner import WorkerState  # noqa: E402
-from FetalHeadSegSlicer.scene import _vtk_image, _vtk_matrix  # noqa: E402
 from FetalHeadSegSlicer.testing import TruthMaskWorker  # noqa: E402
 
 
@@ -111,6 +111,7 @@ def application(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Application:
     util.confirmYesNoDisplay = app.confirm  # type: ignore[attr-defined]
     util.loadUI = slicer_fakes.loadUI  # type: ignore[attr-defined]
     util.childWidgetVariables = slicer_fakes.childWidgetVariables  # type: ignore[attr-defined]
+    util.loadSegmentation, util.loadMarkups = slicer_fakes.loaders(app.scene)  # type: ignore[attr-defined]
     util.loadVolume = lambda path: _add_volume(app.scene, Path(path), Path(path).name.split(".")[0])  # type: ignore[attr-defined]
 
     fake = types.ModuleType("slicer")
@@ -211,8 +212,8 @@ def module(application: Application, monkeypatch: pytest.MonkeyPatch) -> Iterato
 def _add_volume(scene: Any, path: Path, name: str) -> Any:
     image = read_image(path)
     volume = scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", name)
-    volume.SetAndObserveImageData(_vtk_image(image.array.astype(np.float32)))
-    volume.SetIJKToRASMatrix(_vtk_matrix(image.ijk_to_ras))
+    volume.SetAndObserveImageData(slicer_fakes.vtk_image(image.array.astype(np.float32)))
+    volume.SetIJKToRASMatrix(slicer_fakes.vtk_matrix(image.ijk_to_ras))
     return volume
 
 
@@ -252,19 +253,20 @@ def test_cancel_stops_the_worker_and_imports_nothing(application: Application, m
     events: list[dict[str, Any]] = []
     logic = module.FetalHeadSegLogic(workerFactory=worker, pythonExecutable=sys.executable)
     volume = _add_volume(application.scene, get_sample("phantom3d_s000001").image_path, "phantom")
-    task = logic.process(volume, waitForCompletion=False, eventCallback=events.append, testTimeAugmentation=True)
-    assert task["state"] == "running" and "--tta" in worker.command
-    exported = task["temporary"] / "input.nrrd"
+    options = RunOptions(tta=True)
+    task = logic.process(volume, options=options, waitForCompletion=False, eventCallback=events.append)
+    assert task.state == "running" and "--tta" in worker.command
+    exported = task.temporary / "input.nrrd"
     assert read_image(exported).shape == (112, 112, 112)  # the volume as the worker reads it
     timer = application.timers[-1]
     timer.fire()  # the worker is still running: nothing happens
-    assert task["state"] == "running" and timer.active
+    assert task.state == "running" and timer.active
     logic.cancel(task)
-    assert worker.cancelled and task["state"] == "cancelled" and not timer.active
-    assert not task["temporary"].exists()
+    assert worker.cancelled and task.state == "cancelled" and not timer.active
+    assert not task.temporary.exists()
     worker.returncode = -9  # the killed worker's end, seen by a late poll, changes nothing
-    logic._poll(task)
-    assert task["state"] == "cancelled" and _segmentations(application.scene) == 0 and events == []
+    logic.runner.poll(task)
+    assert task.state == "cancelled" and _segmentations(application.scene) == 0 and events == []
 
 
 @pytest.mark.parametrize(
@@ -288,9 +290,9 @@ def test_a_failed_run_tells_the_user_why_and_what_to_do(
     worker.returncode, worker.state.error_code, worker.state.error = returncode, code, message
     worker.state.last_stderr = "MemoryError: boom"
     application.timers[-1].fire()
-    assert task["state"] == "failed" and expected in task["message"]
-    assert events == [{"event": "failed", "message": task["message"]}]
-    assert _segmentations(application.scene) == 0 and not task["temporary"].exists()
+    assert task.state == "failed" and expected in task.message
+    assert events == [{"event": "failed", "message": task.message}]
+    assert _segmentations(application.scene) == 0 and not task.temporary.exists()
     with pytest.raises(RuntimeError, match="exit code|Check|import|Device|killed"):
         worker.returncode = returncode
         logic.process(volume, waitForCompletion=True)
@@ -309,15 +311,15 @@ def test_results_and_warnings_reach_the_scene_and_the_user(application: Applicat
     logic = module.FetalHeadSegLogic(workerFactory=worker_with_a_warning, pythonExecutable=sys.executable)
     volume = _add_volume(application.scene, sample.image_path, "phantom")
     task = logic.process(volume, waitForCompletion=True, eventCallback=events.append)
-    assert task["state"] == "done" and events[-1]["event"] == "imported"
+    assert task.state == "done" and events[-1]["event"] == "imported"
     assert any("ran out of memory" in w for w in events[-1]["warnings"])
-    segmentation = task["segmentation"]
+    segmentation = task.results.segmentation
     assert segmentation.GetName() == "phantom fetal head"
     assert segmentation.GetAttribute("FetalHeadSeg.model_id") == "truth-mask (self-test)"
-    table = task["table"].GetTable()
+    table = task.results.table.GetTable()
     bpd = float(table.GetValue(1, 1).ToString())
-    assert task["markups"]["BPD"].GetLineLengthWorld() == pytest.approx(bpd, abs=0.01)
-    assert not task["temporary"].exists()
+    assert task.results.markups["BPD"].GetLineLengthWorld() == pytest.approx(bpd, abs=0.01)
+    assert not task.temporary.exists()
 
 
 def test_results_go_into_the_input_volumes_study(application: Application, module: Any) -> None:
@@ -329,10 +331,10 @@ def test_results_go_into_the_input_volumes_study(application: Application, modul
     logic = module.FetalHeadSegLogic(workerFactory=TruthMaskWorker(sample.annotation_path))
     task = logic.process(volume, waitForCompletion=True)
     parent = hierarchy.GetItemParent
-    assert parent(hierarchy.GetItemByDataNode(task["segmentation"])) == study
-    folder = parent(hierarchy.GetItemByDataNode(task["table"]))
+    assert parent(hierarchy.GetItemByDataNode(task.results.segmentation)) == study
+    folder = parent(hierarchy.GetItemByDataNode(task.results.table))
     assert hierarchy.GetItemName(folder) == "phantom biometry" and parent(folder) == study
-    for node in task["markups"].values():
+    for node in task.results.markups.values():
         assert parent(hierarchy.GetItemByDataNode(node)) == folder
 
 
@@ -374,24 +376,23 @@ def test_a_real_worker_segments_without_network_access(
     logic = module.FetalHeadSegLogic(pythonExecutable=sys.executable)
     task = logic.process(
         volume,
-        device="cpu",
-        pixelSizeMm=sample.info["pixel_size_mm"],
+        options=RunOptions(device="cpu", pixel_size_mm=sample.info["pixel_size_mm"]),
         waitForCompletion=False,
         eventCallback=events.append,
     )
     timer, deadline = application.timers[-1], time.monotonic() + 180
-    while task["state"] == "running" and time.monotonic() < deadline:
+    while task.state == "running" and time.monotonic() < deadline:
         time.sleep(0.1)  # Slicer's event loop, between the timer's polls
         timer.fire()
-    assert task["state"] == "done", task["worker"].state.log[-5:]
+    assert task.state == "done", task.worker.state.log[-5:]
     kinds = [e["event"] for e in events]
     assert kinds[0] == "start" and "progress" in kinds and kinds[-1] == "imported"
-    rows = task["table"].GetTable()
+    rows = task.results.table.GetTable()
     values = {rows.GetValue(r, 0).ToString(): rows.GetValue(r, 1).ToString() for r in range(rows.GetNumberOfRows())}
     assert float(values["HC"]) == pytest.approx(sample.info["reference_hc_mm"], abs=8.0)
-    segment = task["segmentation"].GetSegmentation().GetNthSegment(0)
+    segment = task.results.segmentation.GetSegmentation().GetNthSegment(0)
     assert segment.GetName() == "Head"
-    assert task["segmentation"].GetAttribute("FetalHeadSeg.model_id") == "hc18-plane-2d"
+    assert task.results.segmentation.GetAttribute("FetalHeadSeg.model_id") == "hc18-plane-2d"
 
 
 class FakePyTorchUtils:
@@ -520,8 +521,8 @@ def test_every_frame_of_a_sequence_is_segmented_into_the_same_browser(applicatio
     pictures = [image.array, image.array[::-1].copy(), np.full_like(image.array, 7)]
     for index, picture in enumerate(pictures):
         frame = slicer_core.vtkMRMLScalarVolumeNode()
-        frame.SetAndObserveImageData(_vtk_image(picture.astype(np.float32)))
-        frame.SetIJKToRASMatrix(_vtk_matrix(image.ijk_to_ras))
+        frame.SetAndObserveImageData(slicer_fakes.vtk_image(picture.astype(np.float32)))
+        frame.SetIJKToRASMatrix(slicer_fakes.vtk_matrix(image.ijk_to_ras))
         frames.SetDataNodeAtValue(frame, f"{0.5 * index:g}")
     browser = scene.AddNewNodeByClass("vtkMRMLSequenceBrowserNode", "cine browser")
     browser.SetAndObserveMasterSequenceNodeID(frames.GetID())
@@ -533,20 +534,19 @@ def test_every_frame_of_a_sequence_is_segmented_into_the_same_browser(applicatio
     events: list[dict[str, Any]] = []
     task = logic.process(
         proxy,
-        device="cpu",
-        pixelSizeMm=sample.info["pixel_size_mm"],
+        options=RunOptions(device="cpu", pixel_size_mm=sample.info["pixel_size_mm"]),
         allFrames=True,
         waitForCompletion=True,
         eventCallback=events.append,
     )
-    assert task["state"] == "done" and task["frames"] == 2
+    assert task.state == "done" and task.results.frames == 2
     assert any("1 frame(s) could not be segmented" in warning for warning in events[-1]["warnings"])
-    output = task["sequence"]
+    output = task.results.sequence
     assert output.GetNumberOfDataNodes() == 2 and output.GetIndexName() == "time"
     assert [output.GetNthIndexValue(i) for i in range(2)] == ["0", "0.5"]
-    assert browser.GetProxyNode(output) is task["segmentation"]
-    assert task["segmentation"].GetName() == "cine fetal head"
-    table = task["table"].GetTable()
+    assert browser.GetProxyNode(output) is task.results.segmentation
+    assert task.results.segmentation.GetName() == "cine fetal head"
+    table = task.results.table.GetTable()
     headings = [table.GetColumnName(c) for c in range(table.GetNumberOfColumns())]
     assert headings[:4] == ["time (s)", "HC (mm)", "BPD outer-outer (mm)", "OFD (mm)"] and headings[-1] == "flags"
     assert table.GetNumberOfRows() == 2
@@ -585,7 +585,7 @@ def test_the_panel_binds_its_widgets_and_enables_apply(application: Application,
     assert parameters.modelId == "hc18-plane-2d"
     parameters.modelId = "psfhs-intrapartum-2d"  # e.g. a script, or a scene that is loaded
     assert ui.modelIdComboBox.currentText == "psfhs-intrapartum-2d"
-    widget._populateModels()  # after an import: the list is rebuilt, the choice stays
+    widget.models.populate()  # after an import: the list is rebuilt, the choice stays
     assert ui.modelIdComboBox.currentText == parameters.modelId == "psfhs-intrapartum-2d"
     ui.pixelSizeSpinBox.value = 0.1
     assert parameters.pixelSizeMm == pytest.approx(0.1)
@@ -633,7 +633,7 @@ def _assert_on_the_head(task: Any, volume: Any, head: np.ndarray) -> None:
     """The segmentation covers ``head`` (a mask on the volume's voxels) and the calipers lie on its outline, in RAS."""
     from scipy import ndimage
 
-    inside = _voxels(_segment_voxels_world(task["segmentation"]), volume)
+    inside = _voxels(_segment_voxels_world(task.results.segmentation), volume)
     valid = np.all((inside >= 0) & (inside < head.shape), axis=1)
     hits = head[tuple(inside[valid].T)]
     assert valid.mean() > 0.99 and hits.mean() > 0.9, "the segmentation is not drawn over the head"
@@ -642,15 +642,15 @@ def _assert_on_the_head(task: Any, volume: Any, head: np.ndarray) -> None:
     band = ndimage.binary_dilation(head, iterations=max(2, int(0.05 * extent))) & ~ndimage.binary_erosion(
         head, iterations=max(2, int(0.05 * extent))
     )
-    for name, markup in task["markups"].items():
+    for name, markup in task.results.markups.items():
         if name == "plane":
             continue
         points = np.array([markup.GetNthControlPointPositionWorld(i) for i in range(markup.GetNumberOfControlPoints())])
         ijk = np.clip(_voxels(points, volume), 0, np.array(head.shape) - 1)
         assert band[tuple(ijk.T)].mean() > 0.95, f"the {name} markup is not on the head's outline"
-    table = task["table"].GetTable()
+    table = task.results.table.GetTable()
     rows = {table.GetValue(r, 0).ToString(): float(table.GetValue(r, 1).ToString() or "nan") for r in range(4)}
-    assert task["markups"]["BPD"].GetLineLengthWorld() == pytest.approx(rows["BPD"], rel=0.01)  # rulers agree
+    assert task.results.markups["BPD"].GetLineLengthWorld() == pytest.approx(rows["BPD"], rel=0.01)  # rulers agree
 
 
 def test_a_frame_with_a_pixel_size_is_drawn_on_the_head(application: Application, module: Any) -> None:
@@ -662,9 +662,9 @@ def test_a_frame_with_a_pixel_size_is_drawn_on_the_head(application: Application
     head = ndimage.binary_fill_holes(read_image(sample.annotation_path).array[:, :, 0] > 0)[:, :, None]  # outline
     logic = module.FetalHeadSegLogic(pythonExecutable=sys.executable)
     pixel = sample.info["pixel_size_mm"]
-    task = logic.process(volume, device="cpu", pixelSizeMm=pixel, waitForCompletion=True)
-    assert task["state"] == "done"
-    assert "--spacing" not in task["worker"].command  # the file the worker reads carries the pixel size
+    task = logic.process(volume, options=RunOptions(device="cpu", pixel_size_mm=pixel), waitForCompletion=True)
+    assert task.state == "done"
+    assert "--spacing" not in task.worker.command  # the file the worker reads carries the pixel size
     assert volume.GetSpacing()[:2] == pytest.approx((pixel, pixel))  # the frame Slicer shows has it too
     _assert_on_the_head(task, volume, head)
 
@@ -683,7 +683,7 @@ def test_a_transformed_volume_has_its_results_under_the_same_transform(applicati
     volume.SetAndObserveTransformNodeID(transform.GetID())
     logic = module.FetalHeadSegLogic(workerFactory=TruthMaskWorker(sample.annotation_path))
     task = logic.process(volume, waitForCompletion=True)
-    assert task["state"] == "done"
+    assert task.state == "done"
     _assert_on_the_head(task, volume, read_image(sample.annotation_path).array > 0)
 
 
@@ -700,14 +700,15 @@ def test_the_run_ends_only_after_the_last_output_line_is_read(
     sample = get_sample("hc18_207_HC")
     volume = _add_volume(application.scene, sample.image_path, "frame")
     logic = module.FetalHeadSegLogic(pythonExecutable=sys.executable)
-    task = logic.process(volume, device="cpu", pixelSizeMm=sample.info["pixel_size_mm"], waitForCompletion=False)
-    task["worker"]._process.wait(120)  # the worker has exited ...
+    options = RunOptions(device="cpu", pixel_size_mm=sample.info["pixel_size_mm"])
+    task = logic.process(volume, options=options, waitForCompletion=False)
+    task.worker._process.wait(120)  # the worker has exited ...
     timer = application.timers[-1]
     timer.fire()
-    assert task["state"] == "running"  # ... but its result line has not been read: not finished yet
+    assert task.state == "running"  # ... but its result line has not been read: not finished yet
     hold.set()
     deadline = time.monotonic() + 30
-    while task["state"] == "running" and time.monotonic() < deadline:
+    while task.state == "running" and time.monotonic() < deadline:
         time.sleep(0.05)
         timer.fire()
-    assert task["state"] == "done", task.get("message")
+    assert task.state == "done", task.message

@@ -6,6 +6,7 @@ Nothing here imports torch: the Slicer process only checks its installed version
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 TORCH_REQUIREMENT = ">=2.2"  # the library's minimum (pyproject.toml)
@@ -112,3 +113,20 @@ def _missing(requirements: Path) -> list[str]:
         if line and not _satisfied(Requirement(line).name, str(Requirement(line).specifier)):
             missing.append(line)
     return missing
+
+
+def install_or_explain(setup: Callable[[], None], restart_question: str) -> str | None:
+    """Run ``setup`` (the Logic's ``setupPythonRequirements``); None when it succeeds, else the reason, after a
+    dialog: an error, or ``restart_question`` (formatted with ``message``) when a restart would finish the job.
+    """
+    import slicer
+
+    try:
+        setup()
+    except InstallError as err:
+        if not err.restart_required:
+            slicer.util.errorDisplay(str(err))
+        elif slicer.util.confirmOkCancelDisplay(restart_question.format(message=err)):
+            slicer.util.restart()
+        return str(err)
+    return None

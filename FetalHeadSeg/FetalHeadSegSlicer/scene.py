@@ -1,111 +1,13 @@
-"""Results into the MRML scene: segmentation node with terminology, biometry table, measurement markups.
+"""Biometry tables: the worker's biometry JSON as a table node, for one result or one row per frame.
 
 Every function takes the scene explicitly, so it runs in Slicer and, for tests, with the ``slicer-core`` wheel
-(real MRML without the application). Values come from the worker's outputs; Slicer recomputes the markups'
-lengths and angles itself, so the user can adjust the calipers and see the values update.
+(real MRML without the application). Segmentations and markups are not built here: Slicer's loaders read the
+files the worker wrote (``results.py``).
 """
 
 from __future__ import annotations
 
 from typing import Any
-
-import numpy as np
-
-PROVENANCE_ATTRIBUTES = ("model_id", "model_version", "model_sha256", "device", "seconds")
-
-
-def _vtk_image(array_xyz: np.ndarray) -> Any:
-    import vtk
-    from vtk.util import numpy_support
-
-    image = vtk.vtkImageData()
-    image.SetDimensions(*array_xyz.shape)
-    flat = np.ascontiguousarray(array_xyz.transpose(2, 1, 0)).ravel()  # VTK scalars run x fastest
-    image.GetPointData().SetScalars(numpy_support.numpy_to_vtk(flat, deep=True))
-    return image
-
-
-def _vtk_matrix(matrix: np.ndarray) -> Any:
-    import vtk
-
-    result = vtk.vtkMatrix4x4()
-    for row in range(4):
-        for column in range(4):
-            result.SetElement(row, column, float(matrix[row, column]))
-    return result
-
-
-def import_segmentation(
-    scene: Any,
-    labels: np.ndarray,
-    ijk_to_ras: np.ndarray,
-    segments: list[dict[str, Any]],
-    name: str,
-    reference_volume: Any | None = None,
-    provenance: dict[str, Any] | None = None,
-    segmentation: Any | None = None,
-    closed_surface: bool = True,
-    transform_node_id: str | None = None,
-    display: bool = True,
-) -> Any:
-    """A segmentation node made from a label map (X, Y, Z) on ``ijk_to_ras``.
-
-    Args:
-        segments: per label: ``value``, ``name``, ``color_rgb`` (0-255) and ``terminology_entry`` (or None),
-            as in a model bundle's labels.
-        reference_volume: the input volume: becomes the reference geometry (needed for DICOM SEG export).
-        provenance: model id, version, SHA-256, device and seconds, stored as ``FetalHeadSeg.*`` attributes.
-        segmentation: an existing segmentation node to fill (its segments are replaced); None creates one.
-        closed_surface: also make the closed surface of volumes, so the 3D view shows them.
-        transform_node_id: the parent transform of the frame ``ijk_to_ras`` maps into (the input volume's): the
-            segmentation goes under it, so it moves with the volume.
-        display: create display nodes (False for a sequence item, which is removed from the scene at once:
-            the scene does not remove display nodes with their node).
-    """
-    import slicer
-
-    labelmap = scene.AddNewNodeByClass("vtkMRMLLabelMapVolumeNode", f"{name} labels")
-    labelmap.SetAndObserveImageData(_vtk_image(labels.astype(np.uint8)))
-    labelmap.SetIJKToRASMatrix(_vtk_matrix(ijk_to_ras))
-    labelmap.SetAndObserveTransformNodeID(transform_node_id)
-    if segmentation is None:
-        segmentation = scene.AddNewNodeByClass("vtkMRMLSegmentationNode", name)
-    segmentation.GetSegmentation().RemoveAllSegments()
-    # Label maps are imported through the transform between their node and the segmentation node: both under the
-    # same parent, the voxels land where the worker put them (vtkSlicerSegmentationsModuleLogic.cxx).
-    segmentation.SetAndObserveTransformNodeID(transform_node_id)
-    if display:
-        segmentation.CreateDefaultDisplayNodes()
-    if reference_volume is not None:  # also sets the reference-geometry node reference
-        segmentation.SetReferenceImageGeometryParameterFromVolumeNode(reference_volume)
-    else:
-        segmentation.SetReferenceImageGeometryParameterFromVolumeNode(labelmap)
-    for segment_info in segments:
-        value = int(segment_info["value"])
-        single = scene.AddNewNodeByClass("vtkMRMLLabelMapVolumeNode")
-        single.SetAndObserveImageData(_vtk_image((labels == value).astype(np.uint8)))
-        single.SetIJKToRASMatrix(_vtk_matrix(ijk_to_ras))
-        single.SetAndObserveTransformNodeID(transform_node_id)
-        before = segmentation.GetSegmentation().GetNumberOfSegments()
-        slicer.vtkSlicerSegmentationsModuleLogic.ImportLabelmapToSegmentationNode(single, segmentation)
-        scene.RemoveNode(single)
-        if segmentation.GetSegmentation().GetNumberOfSegments() == before:
-            segment_id = segmentation.GetSegmentation().AddEmptySegment(segment_info["name"])
-        else:
-            segment_id = segmentation.GetSegmentation().GetNthSegmentID(before)
-        segment = segmentation.GetSegmentation().GetSegment(segment_id)
-        segment.SetName(segment_info["name"])
-        segment.SetColor(*(c / 255.0 for c in segment_info["color_rgb"]))
-        segment.SetNameAutoGenerated(False)  # chosen by the model: a terminology edit must not rename it
-        segment.SetColorAutoGenerated(False)
-        if segment_info.get("terminology_entry"):
-            segment.SetTag(segment.GetTerminologyEntryTagName(), segment_info["terminology_entry"])
-    scene.RemoveNode(labelmap)
-    if closed_surface and labels.shape[2] > 1:
-        segmentation.CreateClosedSurfaceRepresentation()
-    for key, value in (provenance or {}).items():
-        segmentation.SetAttribute(f"FetalHeadSeg.{key}", str(value))
-    return segmentation
 
 
 def _rows(biometry: dict[str, Any]) -> list[tuple[str, Any, str, str, str]]:
@@ -175,62 +77,6 @@ def create_biometry_table(scene: Any, biometry: dict[str, Any], name: str) -> An
         for measurement, value, unit, method, convention in _rows(biometry)
     ]
     return _table(scene, name, headings, rows)
-
-
-def _add_points(node: Any, points_ras: list[list[float]], labels: list[str] | None = None) -> None:
-    import vtk
-
-    for index, point in enumerate(points_ras):
-        node.AddControlPoint(vtk.vtkVector3d(*point), labels[index] if labels else "")
-    node.SetLocked(True)
-
-
-def create_markups(
-    scene: Any, biometry: dict[str, Any], prefix: str, transform_node_id: str | None = None
-) -> dict[str, Any]:
-    """BPD and OFD lines, the HC closed curve, the measurement plane (3D) and the AoP angle (intrapartum).
-
-    Args:
-        transform_node_id: the parent transform of the frame the landmarks are in (the input volume's); every
-            markup goes under it.
-    """
-    nodes = _create_markups(scene, biometry, prefix)
-    for node in nodes.values():
-        node.SetAndObserveTransformNodeID(transform_node_id)
-    if "HC" in nodes:  # 64 points: their automatic labels would crowd the head
-        nodes["HC"].CreateDefaultDisplayNodes()
-        if nodes["HC"].GetDisplayNode() is not None:
-            nodes["HC"].GetDisplayNode().SetPointLabelsVisibility(False)
-    return nodes
-
-
-def _create_markups(scene: Any, biometry: dict[str, Any], prefix: str) -> dict[str, Any]:
-    landmarks = biometry.get("landmarks") or {}
-    nodes: dict[str, Any] = {}
-    if not landmarks:
-        return nodes
-    for key, kind in (("bpd", "BPD"), ("ofd", "OFD")):
-        node = scene.AddNewNodeByClass("vtkMRMLMarkupsLineNode", f"{prefix} {kind}")
-        _add_points(node, landmarks[key], [f"{kind}-1", f"{kind}-2"])
-        nodes[kind] = node
-    curve = scene.AddNewNodeByClass("vtkMRMLMarkupsClosedCurveNode", f"{prefix} HC")
-    _add_points(curve, landmarks["hc_ellipse"])
-    nodes["HC"] = curve
-    plane_info = biometry.get("plane") or {}
-    if biometry.get("dimension") == 3 and plane_info:
-        plane = scene.AddNewNodeByClass("vtkMRMLMarkupsPlaneNode", f"{prefix} measurement plane")
-        plane.SetOrigin(*plane_info["origin_ras"])
-        plane.SetNormal(*plane_info["normal_ras"])
-        plane.SetLocked(True)
-        nodes["plane"] = plane
-    aop = biometry.get("aop") or {}
-    if aop:
-        angle = scene.AddNewNodeByClass("vtkMRMLMarkupsAngleNode", f"{prefix} AoP")
-        _add_points(
-            angle, [aop["symphysis_superior_ras"], aop["symphysis_apex_ras"], aop["head_tangent_ras"]], ["S", "V", "T"]
-        )
-        nodes["AoP"] = angle
-    return nodes
 
 
 def create_frame_table(scene: Any, frames: list[tuple[str, dict[str, Any]]], index_name: str, name: str) -> Any:

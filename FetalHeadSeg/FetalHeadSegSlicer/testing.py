@@ -12,7 +12,8 @@ from FetalHeadSegSlicer.runner import WorkerState
 
 
 class TruthMaskWorker:
-    """Writes ``<stem>.seg.nrrd`` and ``<stem>_biometry.json`` from a known mask and reports like the worker."""
+    """Writes ``<stem>.seg.nrrd``, ``<stem>_biometry.json`` and the markups files from a known mask and reports like
+    the worker; reads its command line with the command line's own parser."""
 
     def __init__(self, mask_path: Path) -> None:
         self.mask_path = mask_path
@@ -24,22 +25,26 @@ class TruthMaskWorker:
         on_event: Callable[[dict[str, Any]], None] | None = None,
     ) -> TruthMaskWorker:
         from FetalHeadSegLib.biometry import measure_biometry
+        from FetalHeadSegLib.cli import build_parser
         from FetalHeadSegLib.cli.biometry_command import output_stem
         from FetalHeadSegLib.io import read_image
         from FetalHeadSegLib.labels import HEAD
+        from FetalHeadSegLib.markups import write_markups
+        from FetalHeadSegLib.request import SegmentRequest
         from FetalHeadSegLib.segfile import write_seg_nrrd
 
         self.state = WorkerState()
         self.returncode = 0
         self.finished = True  # everything below is reported before this returns
-        source = Path(command[4])
-        output = Path(command[command.index("-o") + 1])
+        request = SegmentRequest.from_namespace(build_parser().parse_args(command[3:]))  # the worker's own parser
+        source, output = Path(request.inputs[0]), request.output
         mask = read_image(self.mask_path)
         stem = output_stem(source)
         labels = write_seg_nrrd(mask, [HEAD], output / f"{stem}.seg.nrrd")
+        measured = measure_biometry(mask)
         record = {
             "input": str(source),
-            **measure_biometry(mask).to_dict(),
+            **measured.to_dict(),
             "provenance": {
                 "model_id": "truth-mask (self-test)",
                 "model_version": "0",
@@ -50,13 +55,16 @@ class TruthMaskWorker:
         }
         biometry = output / f"{stem}_biometry.json"
         biometry.write_text(json.dumps(record))
-        events = [
+        outputs = {"labels": str(labels), "biometry": str(biometry)}
+        for path in write_markups(measured, output, stem):  # <stem>_<key>.mrk.json
+            outputs[f"markups_{path.name[len(stem) + 1 : -len('.mrk.json')]}"] = str(path)
+        events: list[dict[str, Any]] = [
             {"event": "start", "input": str(source), "model_id": "truth-mask (self-test)"},
             {"event": "progress", "input": str(source), "stage": "stage1", "fraction": 1.0, "message": ""},
             {
                 "event": "result",
                 "input": str(source),
-                "outputs": {"labels": str(labels), "biometry": str(biometry)},
+                "outputs": outputs,
                 "seconds": 0.0,
             },
             {"event": "done", "succeeded": 1, "failed": 0},
