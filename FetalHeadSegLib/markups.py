@@ -62,6 +62,23 @@ def _markup(
     }
 
 
+def _plane_base_to_node(x_axis_ras: np.ndarray, normal_ras: np.ndarray, origin_ras: np.ndarray) -> list[float]:
+    """A plane's ``baseToNode`` matrix (16 values, row-major), which Slicer's plane reader places it by.
+
+    The reader turns a matrix of an LPS file into RAS as ``D @ M @ D`` (D = diag(-1, -1, 1, 1): both the node's
+    and the plane's own frame change), so the file holds ``D @ M_ras @ D`` where ``M_ras``'s columns are the plane's
+    x axis (OFD), y axis (normal x x_axis), normal and origin in RAS. Checked with slicer-core's
+    ``vtkSlicerMarkupsLogic.LoadMarkups`` (Testing/test_slicer_scene.py).
+    """
+    x = np.asarray(x_axis_ras, dtype=np.float64)
+    z = np.asarray(normal_ras, dtype=np.float64)
+    matrix = np.eye(4)
+    matrix[:3, 0], matrix[:3, 1], matrix[:3, 2] = x, np.cross(z, x), z
+    matrix[:3, 3] = np.asarray(origin_ras, dtype=np.float64)
+    flip = np.diag([-1.0, -1.0, 1.0, 1.0])
+    return [round(float(v), 6) for v in (flip @ matrix @ flip).ravel()]
+
+
 def biometry_markups(biometry: Biometry) -> dict[str, dict[str, Any]]:
     """Markups documents keyed by short name (``BPD``, ``OFD``, ``HC``, ``plane``, ``AoP``)."""
     landmarks = biometry.landmarks
@@ -102,6 +119,8 @@ def biometry_markups(biometry: Biometry) -> dict[str, dict[str, Any]]:
             (0.9, 0.3, 0.9),
             planeType="PointNormal",
             normal=np.round(plane.normal_ras * _LPS_FROM_RAS, 6).tolist(),
+            objectToBase=np.eye(4).ravel().tolist(),
+            baseToNode=_plane_base_to_node(plane.ofd_axis_ras, plane.normal_ras, plane.origin_ras),
             size=[round(2.4 * biometry.ellipse.semi_major, 3)] * 2 + [0.0],
             sizeMode="absolute",
         )

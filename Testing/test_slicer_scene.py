@@ -131,6 +131,9 @@ def test_markups_lengths_are_the_library_measurements(scene: Any, tmp_path: Path
     nodes["plane"].GetOrigin(origin)
     assert abs(np.dot(normal, biometry["plane"]["normal_ras"])) == pytest.approx(1.0, abs=1e-6)
     assert origin == pytest.approx(biometry["plane"]["origin_ras"], abs=1e-3)
+    x_axis, y_axis, z_axis = [0.0] * 3, [0.0] * 3, [0.0] * 3
+    nodes["plane"].GetAxesWorld(x_axis, y_axis, z_axis)  # placed by the file itself (its baseToNode), in RAS
+    assert x_axis == pytest.approx(biometry["plane"]["ofd_axis_ras"], abs=1e-4)
     assert imported.plane is not None and imported.plane["origin_ras"] == pytest.approx(origin, abs=1e-3)
 
 

@@ -178,11 +178,6 @@ def _load_markups(
         node.SetName(f"{prefix} {title}")
         node.SetAndObserveTransformNodeID(transform_node_id)
         nodes[key] = node
-    if "plane" in nodes and record.get("plane"):
-        # Slicer's plane reader (vtkMRMLMarkupsPlaneJsonStorageNode) places a plane by its baseToNode matrix, which
-        # the library's file lacks (it gives "normal" and a control point): place it from the record.
-        nodes["plane"].SetOrigin(*record["plane"]["origin_ras"])
-        nodes["plane"].SetNormal(*record["plane"]["normal_ras"])
     if "HC" in nodes and nodes["HC"].GetDisplayNode() is not None:  # 64 points: their labels would crowd the head
         nodes["HC"].GetDisplayNode().SetPointLabelsVisibility(False)
     return nodes
