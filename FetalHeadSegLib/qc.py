@@ -16,6 +16,7 @@ if TYPE_CHECKING:
 
 SEGMENTATION_RGB = (255, 70, 200)
 HC_RGB, BPD_RGB, OFD_RGB = (255, 210, 0), (60, 220, 60), (60, 160, 255)
+SYMPHYSIS_AXIS_RGB, AOP_TANGENT_RGB = (255, 60, 60), (0, 230, 230)
 CAPTION_FONT_PX = 15
 
 
@@ -27,19 +28,9 @@ def qc_picture(image: Image, head_mask: Image, biometry: Biometry | None, unit: 
     """
     if biometry is None:
         return orthogonal_slices(image, head_mask)
-    plane = biometry.plane
-    u, v = plane.ofd_axis_ras, plane.lr_axis_ras
-    half = 0.75 * biometry.ofd_mm
-    # Sample at the image's resolution, but finely enough that each plane is at least 256 pixels wide.
-    step = min(min(image.spacing_mm[:2] if image.is_2d else image.spacing_mm), 2 * half / 256)
-    size = int(2 * half / step) + 1
-    frames = (
-        [(u, v, True)] if image.is_2d else [(u, v, True), (u, plane.normal_ras, False), (v, plane.normal_ras, False)]
-    )
     grey = _to_unit(image)
     tiles = []
-    for axis_u, axis_v, main in frames:
-        grid = PlaneGrid(plane.origin_ras, axis_u, axis_v, -half, -half, step, (size, size))
+    for grid, main in _grids(image, biometry):
         pixels = (np.clip(sample_on_plane(grey, grid), 0, 1) * 255).astype(np.uint8)
         mask = sample_on_plane(head_mask.with_array((head_mask.array != 0).astype(np.float32)), grid) >= 0.5
         rgb = np.repeat(pixels[:, :, None], 3, axis=2)
@@ -47,9 +38,31 @@ def qc_picture(image: Image, head_mask: Image, biometry: Biometry | None, unit: 
         if main:
             _draw_landmarks(rgb, biometry, grid)
         tiles.append(rgb.transpose(1, 0, 2))
-    gap = np.zeros((size, 4, 3), dtype=np.uint8)
+    gap = np.zeros((tiles[0].shape[0], 4, 3), dtype=np.uint8)
     picture = np.concatenate([part for tile in tiles for part in (tile, gap)][:-1], axis=1)
     return _caption(picture, biometry, unit)
+
+
+def _grids(image: Image, biometry: Biometry) -> list[tuple[PlaneGrid, bool]]:
+    """Where to sample: a 2D frame whole and unrotated, as acquired (at most 900 pixels wide); a volume as three
+    orthogonal planes through the measurement plane, centred on the head."""
+    if image.is_2d:
+        direction = image.direction_ras
+        extent = np.asarray(image.shape[:2]) * np.asarray(image.spacing_mm[:2])
+        step = max(min(image.spacing_mm[:2]), float(extent.max()) / 900)
+        corner = image.ijk_to_ras_points([-0.5, -0.5, 0.0])[0]
+        shape = (int(extent[0] / step), int(extent[1] / step))
+        return [(PlaneGrid(corner, direction[:, 0], direction[:, 1], 0.5 * step, 0.5 * step, step, shape), True)]
+    plane = biometry.plane
+    u, v = plane.ofd_axis_ras, plane.lr_axis_ras
+    half = 0.75 * biometry.ofd_mm
+    # Sample at the image's resolution, but finely enough that each plane is at least 256 pixels wide.
+    step = min(min(image.spacing_mm), 2 * half / 256)
+    size = int(2 * half / step) + 1
+    return [
+        (PlaneGrid(plane.origin_ras, axis_u, axis_v, -half, -half, step, (size, size)), main)
+        for axis_u, axis_v, main in ((u, v, True), (u, plane.normal_ras, False), (v, plane.normal_ras, False))
+    ]
 
 
 def _to_unit(image: Image) -> Image:
@@ -85,6 +98,12 @@ def _draw_landmarks(rgb: np.ndarray, biometry: Biometry, grid: PlaneGrid) -> Non
     _draw_polyline(rgb, _to_pixels(landmarks.hc_ellipse_ras, grid), HC_RGB, closed=True)
     _draw_polyline(rgb, _to_pixels(landmarks.bpd_ras, grid), BPD_RGB, closed=False)
     _draw_polyline(rgb, _to_pixels(landmarks.ofd_ras, grid), OFD_RGB, closed=False)
+    aop = biometry.aop
+    if aop is not None:  # the construction: symphysis axis from the apex V to S, and the line from V through T
+        apex = aop.v_ras
+        _draw_polyline(rgb, _to_pixels(np.stack([apex, aop.s_ras]), grid), SYMPHYSIS_AXIS_RGB, closed=False)
+        through = apex + 1.3 * (aop.t_ras - apex)
+        _draw_polyline(rgb, _to_pixels(np.stack([apex, through]), grid), AOP_TANGENT_RGB, closed=False)
 
 
 def _caption(picture: np.ndarray, biometry: Biometry, unit: str) -> np.ndarray:
@@ -114,6 +133,7 @@ def _caption(picture: np.ndarray, biometry: Biometry, unit: str) -> np.ndarray:
         ("HC ellipse fit", HC_RGB),
         ("BPD", BPD_RGB),
         ("OFD", OFD_RGB),
+        *((("symphysis axis", SYMPHYSIS_AXIS_RGB), ("AoP tangent", AOP_TANGENT_RGB)) if biometry.aop else ()),
     ):
         draw.text((x, 3 + line), text, fill=colour, font=font)
         x += int(draw.textlength(text, font=font)) + 16
