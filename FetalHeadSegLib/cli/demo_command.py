@@ -75,7 +75,9 @@ def _segment_sample(
     if result.biometry is not None and task is Task.HEAD:
         from FetalHeadSegLib.cli.report import biometry_table
 
-        print(biometry_table(result.biometry.to_dict(), "  measured on the segmentation"))
+        from FetalHeadSegLib.outputs import biometry_record
+
+        print(biometry_table(biometry_record(result, str(sample.image_path)), "  measured on the segmentation"))
     return sample, image, result
 
 

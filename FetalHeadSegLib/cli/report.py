@@ -43,9 +43,12 @@ def biometry_table(result: dict[str, Any], title: str) -> str:
         rows.append(("Angle of progression", _number(result["aop_deg"], "deg"), "symphysis axis to head tangent"))
     width = max(len(name) for name, _, _ in rows)
     lines = [title] + [f"  {name:<{width}}  {value:>12}  {note}".rstrip() for name, value, note in rows]
+    if "review_recommended" in result:
+        reasons = ", ".join(result.get("review_reasons") or [])
+        lines.append(f"Review: {'recommended (' + reasons + ')' if result['review_recommended'] else 'not needed'}")
     flags = result.get("flags") or []
     if flags:
-        lines.append("Flags:")
+        lines.append("Quality flags (detail):" if "review_recommended" in result else "Flags:")
         lines += [f"  - {flag['code']}: {flag['message']}" for flag in flags]
     return "\n".join(lines)
 
