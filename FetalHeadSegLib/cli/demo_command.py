@@ -74,7 +74,6 @@ def _segment_sample(
     print(f"{name} with {bundle.id}@{bundle.version} on {result.device} ({result.seconds:.1f} s)")
     if result.biometry is not None and task is Task.HEAD:
         from FetalHeadSegLib.cli.report import biometry_table
-
         from FetalHeadSegLib.outputs import biometry_record
 
         print(biometry_table(biometry_record(result, str(sample.image_path)), "  measured on the segmentation"))
