@@ -92,7 +92,9 @@ def test_the_roi_cascade_runs_on_the_exact_input_grid_with_and_without_flips(tmp
     image = head.image.with_array(head.image.array * 2.0 + noise)
     for tta in (False, True):
         stages: set[str] = set()
-        result = model.segment(image, InferenceOptions(tta=tta, biometry=False), lambda s, f, m: stages.add(s))
+        result = model.segment(
+            image, InferenceOptions(tta=tta, biometry=False), lambda s, f, m, seen=stages: seen.add(s)
+        )
         assert {"stage1", "stage2"} <= stages  # level 2 ran on the region level 1 found
         assert result.labels.shape == result.probability.shape == image.shape
         np.testing.assert_allclose(result.labels.ijk_to_ras, image.ijk_to_ras)
