@@ -712,3 +712,26 @@ def test_the_run_ends_only_after_the_last_output_line_is_read(
         time.sleep(0.05)
         timer.fire()
     assert task.state == "done", task.message
+
+
+def test_the_module_loads_and_sets_up_without_torch_or_scikit_image() -> None:
+    """In a fresh interpreter: importing the module and building its panel must not import torch (the worker's
+    job) or scikit-image (installed on first Apply)."""
+    import os
+
+    environment = {**os.environ, "FETALHEADSEG_ISOLATED_PANEL": "1"}
+    command = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", f"{__file__}::test_isolated_panel_setup"]
+    finished = subprocess.run(command, env=environment, capture_output=True, text=True, timeout=300)
+    assert finished.returncode == 0, finished.stdout[-2000:]
+    assert "1 passed" in finished.stdout
+
+
+def test_isolated_panel_setup(application: Application, module: Any) -> None:
+    import os
+
+    if not os.environ.get("FETALHEADSEG_ISOLATED_PANEL"):
+        pytest.skip("run in a fresh interpreter by test_the_module_loads_and_sets_up_without_torch_or_scikit_image")
+    widget = module.FetalHeadSegWidget()
+    widget.setup()
+    assert widget.ui.modelIdComboBox.count > 1  # the model list was read (from bundle.json files only)
+    assert "torch" not in sys.modules and "skimage" not in sys.modules
