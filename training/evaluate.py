@@ -68,7 +68,7 @@ def evaluate_hc18(
     from FetalHeadSegLib.hc18 import ellipse_from_outline, rasterize_ellipse, read_pixel_size_csv
 
     table = read_pixel_size_csv(root / "subset_pixel_size_and_HC.csv")
-    df, dice, hd, seconds = [], [], [], []
+    df, dice, hd, seconds, reference_hc = [], [], [], [], []
     for case_id in case_ids:
         row = table[f"{case_id}.png"]
         image = read_image(root / "training_set" / f"{case_id}.png", spacing_mm=row.pixel_size_mm)
@@ -78,6 +78,7 @@ def evaluate_hc18(
         outline = read_image(root / "training_set" / f"{case_id}_Annotation.png")
         reference = rasterize_ellipse(ellipse_from_outline(outline.array[:, :, 0]), outline.shape[:2])
         assert row.hc_mm is not None
+        reference_hc.append(row.hc_mm)
         if result.biometry is None:
             df.append(float("nan"))
             dice.append(0.0)
@@ -96,6 +97,14 @@ def evaluate_hc18(
         "cases": len(case_ids),
         "df_mm": _summary(df),
         "adf_mm": _summary([abs(v) for v in df]),
+        "adf_mm_by_reference_hc": {
+            name: _summary([abs(v) for v, hc in zip(df, reference_hc, strict=True) if low <= hc < high])
+            for name, low, high in (
+                ("under_100_mm", 0, 100),
+                ("100_to_200_mm", 100, 200),
+                ("200_mm_and_over", 200, 1e9),
+            )
+        },
         "dice_ellipse": _summary(dice),
         "hd_mm": _summary(hd),
         "failed": sum(1 for v in df if not math.isfinite(v)),
