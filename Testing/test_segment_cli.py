@@ -196,3 +196,16 @@ def test_a_frame_without_pixel_size_is_refused_unless_pixel_units(tmp_path: Path
     assert not list((tmp_path / "c").glob("*.mrk.json"))  # markups are in mm: none in pixel units
     stderr = capsys.readouterr().err
     assert "\r" not in stderr and "model tiny-test-model" in stderr  # a log file gets lines, not a live bar
+
+
+def test_with_json_lines_every_fatal_error_is_an_event(workspace: dict[str, Path], tmp_path: Path, capsys) -> None:
+    """A supervising program (the Slicer module) reads the error from stdout, never from stderr."""
+    model = ["--model", str(workspace["model"]), "--progress", "jsonl"]
+    for arguments, code in (
+        ([str(tmp_path / "none.nii.gz")], "InputImageError"),  # before any case runs
+        ([str(workspace["frame"])], "InputImageError"),  # the one case fails (a 2D frame, a 3D model)
+    ):
+        assert main(["segment", *arguments, "-o", str(tmp_path / "out"), *model]) == 2
+        events = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+        errors = [event for event in events if event["event"] == "error"]
+        assert len(errors) == 1 and errors[0]["code"] == code and errors[0]["message"]

@@ -142,8 +142,6 @@ class WorkerProcess:
                 self.state.log.append(line)
                 if name == "stderr":
                     self.state.last_stderr = line
-                if name == "stderr" and line.startswith("fetalheadseg: error:"):
-                    self.state.error = line.removeprefix("fetalheadseg: error:").strip()
                 continue
             self._apply(event)
 

@@ -155,8 +155,20 @@ class _Reporter:
 
 
 def run(args: argparse.Namespace) -> int:
-    """``fetalheadseg segment`` with parsed arguments: the request is built once, here."""
-    return segment_request(SegmentRequest.from_namespace(args))
+    """``fetalheadseg segment`` with parsed arguments: the request is built once, here.
+
+    With JSON-lines progress every failure that ends the run is also an ``error`` event on stdout (a supervising
+    program such as the Slicer module reads that, never stderr), then raised for the one-line message.
+    """
+    jsonl = getattr(args, "progress", None) == ProgressMode.JSONL.value
+    try:
+        return segment_request(SegmentRequest.from_namespace(args))
+    except FetalHeadSegError as err:
+        if jsonl:
+            from FetalHeadSegLib.protocol import emit
+
+            emit("error", input=getattr(err, "input", None), code=type(err).__name__, message=str(err))
+        raise
 
 
 def segment_request(request: SegmentRequest) -> int:
@@ -194,8 +206,7 @@ def segment_request(request: SegmentRequest) -> int:
             rows += _segment_case(case, request, models, spacing_table, reporter)
         except FetalHeadSegError as err:
             if len(cases) == 1:
-                if request.progress is ProgressMode.JSONL:
-                    reporter.event("error", input=str(case.input), code=type(err).__name__, message=str(err))
+                err.input = str(case.input)  # type: ignore[attr-defined]  # for run()'s error event
                 raise
             reporter.event("error", input=str(case.input), code=type(err).__name__, message=str(err))
             failed += 1
