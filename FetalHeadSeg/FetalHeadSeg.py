@@ -141,11 +141,9 @@ class FetalHeadSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.logic.cancel(self._task)
 
     def onReload(self) -> None:
-        """Reload the helper packages too: forgotten, not reloaded one by one (any fixed order leaves some module
-        with another's old classes, e.g. a BundleError that ``except`` no longer matches); lazy imports reload them."""
-        packages = ("FetalHeadSegLib", "FetalHeadSegSlicer")
-        for name in [n for n in sys.modules if n.split(".")[0] in packages]:
-            del sys.modules[name]
+        from FetalHeadSegSlicer.panel import forget_helper_packages
+
+        forget_helper_packages(sys.modules)  # the helper packages too, before the module itself
         ScriptedLoadableModuleWidget.onReload(self)
 
     def enter(self) -> None:
@@ -241,28 +239,20 @@ class FetalHeadSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         return problem is None
 
     def _onEvent(self, event: dict) -> None:
-        kind = event.get("event")
-        if kind == "progress":
-            self.ui.progressBar.value = int(100 * float(event.get("fraction", 0.0)))
-            self.ui.statusLabel.text = f"{event.get('stage')}: {event.get('message', '')}"
-        elif kind == "log":
-            self.ui.logTextEdit.appendPlainText(event.get("message", ""))
-        elif kind == "imported":
-            from FetalHeadSegSlicer.logic import done_message
+        from FetalHeadSegSlicer.panel import show_event
 
-            results = event["results"]
-            if results.segmentation is not None:
-                self._parameterNode.outputSegmentation = results.segmentation
-                self.ui.show3DButton.setSegmentationNode(results.segmentation)
-            self._onFinished(done_message(event))  # first: the run is over either way
-            if results.plane:
-                from FetalHeadSegSlicer.results import show_plane
+        message = show_event(self.ui, event)
+        if message is None:
+            return
+        results = event.get("results")
+        if results is not None and results.segmentation is not None:
+            self._parameterNode.outputSegmentation = results.segmentation
+            self.ui.show3DButton.setSegmentationNode(results.segmentation)
+        self._onFinished(message)  # first: the run is over either way
+        if results is not None and results.plane:
+            from FetalHeadSegSlicer.results import show_plane
 
-                show_plane(slicer.mrmlScene, results.plane)
-        elif kind == "failed":
-            self._onFinished(_("Failed: {message}").format(message=event.get("message", "")))
-        if kind not in ("progress",):
-            self.ui.logTextEdit.appendPlainText(str(event))
+            show_plane(slicer.mrmlScene, results.plane)
 
     def _onFinished(self, message: str) -> None:
         self._task = None
