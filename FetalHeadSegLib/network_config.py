@@ -7,9 +7,20 @@ and per decoder level a transposed-convolution up-sampling plus two convolutions
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from enum import StrEnum
 from typing import Any
 
-ARCHITECTURES = ("usegnet", "mobilenetv2-unet")
+
+class Architecture(StrEnum):
+    """The network families :func:`FetalHeadSegLib.networks.build_network` can build."""
+
+    USEGNET = "usegnet"
+    """The seed's USegNet, 2D or 3D, optional deep supervision and dilation."""
+    MOBILENETV2_UNET = "mobilenetv2-unet"
+    """A MobileNetV2 encoder with a U-Net decoder (2D)."""
+
+
+ARCHITECTURES = tuple(architecture.value for architecture in Architecture)
 
 
 @dataclass(frozen=True)
@@ -32,7 +43,7 @@ class NetworkConfig:
         width_multiplier: scales the MobileNetV2 encoder's channels (mobilenetv2-unet).
     """
 
-    architecture: str = "usegnet"
+    architecture: Architecture = Architecture.USEGNET
     spatial_dims: int = 3
     in_channels: int = 1
     out_channels: int = 2
@@ -49,11 +60,12 @@ class NetworkConfig:
     def __post_init__(self) -> None:
         if self.architecture not in ARCHITECTURES:
             raise ValueError(f"unknown architecture {self.architecture!r}; expected one of {ARCHITECTURES}")
+        object.__setattr__(self, "architecture", Architecture(self.architecture))
         if self.spatial_dims not in (2, 3):
             raise ValueError(f"spatial_dims must be 2 or 3, got {self.spatial_dims}")
         if self.in_channels < 1 or self.out_channels < 2:
             raise ValueError("in_channels must be >= 1 and out_channels >= 2")
-        if self.architecture == "mobilenetv2-unet":
+        if self.architecture is Architecture.MOBILENETV2_UNET:
             if self.spatial_dims != 2 or len(self.decoder_widths) != 5:
                 raise ValueError("mobilenetv2-unet is 2D and needs five decoder_widths")
             return
@@ -73,7 +85,12 @@ class NetworkConfig:
     @property
     def size_multiple(self) -> int:
         """Every spatial size of the input must be a multiple of this (2 ** number of poolings)."""
-        return 32 if self.architecture == "mobilenetv2-unet" else 2 ** (len(self.channels) - 1)
+        return 32 if self.architecture is Architecture.MOBILENETV2_UNET else 2 ** (len(self.channels) - 1)
+
+    @property
+    def has_aux_heads(self) -> bool:
+        """True when training sees deep-supervision heads besides the main output (a USegNet with them)."""
+        return self.architecture is Architecture.USEGNET and self.deep_supervision
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -123,7 +140,7 @@ DILATED_UNET_2D = NetworkConfig(
 )
 """The 2D dilated-convolution U-Net (``method.md`` §2.2): the second convolution of levels 1-2 has dilation 2."""
 
-MOBILENETV2_UNET_2D = NetworkConfig(architecture="mobilenetv2-unet", spatial_dims=2, deep_supervision=False)
+MOBILENETV2_UNET_2D = NetworkConfig(architecture=Architecture.MOBILENETV2_UNET, spatial_dims=2, deep_supervision=False)
 """U-Net with a MobileNetV2-style encoder (``method.md`` §2.1), grey input, no pretrained weights."""
 
 PRESETS = {

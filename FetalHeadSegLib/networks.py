@@ -11,7 +11,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from FetalHeadSegLib.network_config import NetworkConfig
+from FetalHeadSegLib.network_config import Architecture, NetworkConfig
 
 
 def _layers(spatial_dims: int) -> tuple[Any, Any, Any, Any]:
@@ -55,7 +55,7 @@ class USegNet(nn.Module):
 
     def __init__(self, config: NetworkConfig) -> None:
         super().__init__()
-        if config.architecture != "usegnet":
+        if config.architecture is not Architecture.USEGNET:
             raise ValueError(f"USegNet cannot build architecture {config.architecture!r}")
         self.config = config
         self.checkpointing = False  # trade compute for memory in training (torch.utils.checkpoint per block)
@@ -167,7 +167,7 @@ class MobileNetV2UNet(nn.Module):
 
     def __init__(self, config: NetworkConfig) -> None:
         super().__init__()
-        if config.architecture != "mobilenetv2-unet":
+        if config.architecture is not Architecture.MOBILENETV2_UNET:
             raise ValueError(f"MobileNetV2UNet cannot build architecture {config.architecture!r}")
         self.config = config
 
@@ -232,9 +232,11 @@ class MobileNetV2UNet(nn.Module):
 
 def build_network(config: NetworkConfig) -> nn.Module:
     """The network described by ``config``."""
-    if config.architecture == "usegnet":
-        return USegNet(config)
-    return MobileNetV2UNet(config)
+    builders: dict[Architecture, type[nn.Module]] = {
+        Architecture.USEGNET: USegNet,
+        Architecture.MOBILENETV2_UNET: MobileNetV2UNet,
+    }
+    return builders[config.architecture](config)
 
 
 def count_parameters(module: nn.Module) -> int:

@@ -171,7 +171,7 @@ def test_a_cpu_fallback_never_moves_the_shared_model_and_provenance_tells_the_tr
 def test_training_validation_and_segment_give_identical_probabilities(tmp_path: Path) -> None:
     """The two paths share one preprocessing, padding, context and forward pass: bit-for-bit the same numbers."""
     from training.data import CaseArrays, preprocess_case
-    from training.engine import predict_context, predict_probabilities
+    from training.validation import predict_context, predict_probabilities
 
     bundle = make_tiny_bundle(tmp_path / "m", preprocessing=PreprocessingConfig())
     model = load_model(bundle, "cpu")

@@ -111,7 +111,8 @@ def test_stage_two_consumes_the_context(tmp_path: Path, cache: Path) -> None:
     level1 = weights(tmp_path / "level1.pt")
     assert level1["encoder.0.0.0.weight"].shape[1] == 2  # image + context
     from FetalHeadSegLib.networks import build_network
-    from training.engine import level_network_config, predict_probabilities
+    from training.engine import level_network_config
+    from training.validation import predict_probabilities
 
     network = build_network(level_network_config(config, 1))
     network.load_state_dict(level1)

@@ -13,7 +13,7 @@ from typing import Any
 
 from FetalHeadSegLib.cascade import CascadeConfig, CascadeMode
 from FetalHeadSegLib.errors import ConfigError
-from FetalHeadSegLib.network_config import PRESETS, NetworkConfig
+from FetalHeadSegLib.network_config import PRESETS, Architecture, NetworkConfig
 from FetalHeadSegLib.preprocessing import PreprocessingConfig
 from FetalHeadSegLib.tasks import Task
 from training.augment import AugmentConfig
@@ -118,7 +118,7 @@ class TrainConfig:
             if not ok:
                 raise ConfigError(f"invalid training config: {message}")
         expected = len(self.network.channels) - 1 if self.network.deep_supervision else 0
-        if self.network.architecture == "usegnet" and len(self.loss.aux_weights) != expected:
+        if self.network.architecture is Architecture.USEGNET and len(self.loss.aux_weights) != expected:
             raise ConfigError(
                 f"loss.aux_weights needs {expected} values (one per auxiliary head), got {len(self.loss.aux_weights)}"
             )

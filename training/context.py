@@ -16,7 +16,8 @@ from torch import nn
 from training.config import TrainConfig
 from training.data import CaseArrays
 from training.distributed import DistInfo
-from training.engine import Log, cascade_multiple, level_network_config, predict_context, train_level
+from training.engine import Log, level_network_config, train_level
+from training.validation import cascade_multiple, predict_context
 
 
 def subject_folds(subjects: list[str], folds: int, seed: int) -> list[list[int]]:

@@ -7,6 +7,7 @@ import csv
 import math
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,7 @@ from training.data import CaseArrays
 from training.distributed import DistInfo, barrier, mean_over_ranks
 from training.losses import DeepSupervisionLoss
 from training.samples import AugmentedCases, StepSampler
+from training.validation import cascade_multiple, evaluate
 
 Log = Callable[[str], None]
 
@@ -32,13 +34,13 @@ def level_network_config(config: TrainConfig, level: int) -> NetworkConfig:
 
 def target_factors(network: NetworkConfig) -> list[int]:
     """Down-sampling factor of each training output, coarse to fine (the main output last, factor 1)."""
-    if network.architecture == "usegnet" and network.deep_supervision:
+    if network.has_aux_heads:
         return [2**level for level in reversed(range(len(network.channels)))]
     return [1]
 
 
 def loss_weights(config: TrainConfig, step: int, steps_per_epoch: int) -> list[float]:
-    if config.network.architecture != "usegnet" or not config.network.deep_supervision:
+    if not config.network.has_aux_heads:
         return [config.loss.main_weight]
     decay = config.loss.aux_decay ** (step // max(1, steps_per_epoch))
     return [w * decay for w in config.loss.aux_weights] + [config.loss.main_weight]
@@ -136,6 +138,44 @@ def _lr_lambda(config: TrainConfig) -> Callable[[int], float]:
     return factor
 
 
+@dataclass
+class LevelJob:
+    """One cascade level's training: the network and its optimiser, and where it logs and checkpoints.
+
+    Attributes:
+        start: the step training starts from (after a resumed checkpoint, the step it holds).
+    """
+
+    config: TrainConfig
+    level: int
+    tag: str
+    dist: DistInfo
+    run_dir: Path
+    log: Log
+    network: nn.Module
+    network_config: NetworkConfig
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LambdaLR
+    start: int = 0
+
+    @property
+    def checkpoint_path(self) -> Path:
+        return self.run_dir / "checkpoints" / f"{self.tag}.pt"
+
+    @property
+    def frozen_strategy(self) -> str:
+        return self.config.finetune_strategy if self.config.finetune_from else "all"
+
+
+@dataclass
+class _Meter:
+    """Losses since the last log line and the time spent waiting for data versus computing."""
+
+    losses: list[float] = field(default_factory=list)
+    wait_s: float = 0.0
+    compute_s: float = 0.0
+
+
 def train_level(
     config: TrainConfig,
     level: int,
@@ -151,114 +191,152 @@ def train_level(
 
     Returns the trained (unwrapped) network on the training device, in eval mode.
     """
+    job = start_level(config, level, dist, run_dir, tag, log)
+    model = wrap_for_training(job)
+    loader = build_loader(job, arrays, context)
+    steps_per_epoch = max(1, len(arrays) // config.batch_size)
+    _keep_frozen_in_eval(job.network, job.frozen_strategy)
+    meter = _Meter()
+    clock = time.perf_counter()
+    for offset, (images, targets) in enumerate(loader):
+        step = job.start + offset
+        loaded = time.perf_counter()
+        meter.wait_s += loaded - clock
+        meter.losses.append(train_step(job, model, images, targets, step, steps_per_epoch))
+        clock = time.perf_counter()
+        meter.compute_s += clock - loaded
+        done = step + 1
+        if done % config.log_every == 0 or done == config.iterations:
+            _log_progress(job, done, offset + 1, meter)
+            meter.losses = []
+        _validate_and_checkpoint(job, done, validation)
+    return job.network.eval()
+
+
+def start_level(config: TrainConfig, level: int, dist: DistInfo, run_dir: Path, tag: str, log: Log) -> LevelJob:
+    """The level's network, Adam and learning-rate schedule, restored from its checkpoint when there is one."""
     device = dist.device
     network = build_level(config, level).to(device)
-    trainable = [p for p in network.parameters() if p.requires_grad]
     optimizer = torch.optim.Adam(
-        trainable,
+        [p for p in network.parameters() if p.requires_grad],
         lr=config.optim.lr,
         betas=config.optim.betas,
         eps=config.optim.eps,
         weight_decay=config.optim.weight_decay,
     )
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(config))
-    checkpoint_path = run_dir / "checkpoints" / f"{tag}.pt"
-    start = 0
-    if checkpoint_path.exists():
-        state = torch.load(checkpoint_path, map_location=device, weights_only=True)
+    job = LevelJob(
+        config, level, tag, dist, run_dir, log, network, level_network_config(config, level), optimizer, scheduler
+    )
+    if job.checkpoint_path.exists():
+        state = torch.load(job.checkpoint_path, map_location=device, weights_only=True)
         network.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
-        start = int(state["step"])
-        log(f"[{tag}] resuming at step {start}")
-    network_config = level_network_config(config, level)
-    model: nn.Module = WithAux(network, network_config.architecture == "usegnet" and network_config.deep_supervision)
-    if dist.world_size > 1:
+        job.start = int(state["step"])
+        log(f"[{tag}] resuming at step {job.start}")
+    return job
+
+
+def wrap_for_training(job: LevelJob) -> nn.Module:
+    """The module a step calls: every output (deep supervision), DDP across processes, optionally compiled."""
+    device = job.dist.device
+    model: nn.Module = WithAux(job.network, job.network_config.has_aux_heads)
+    if job.dist.world_size > 1:
         model = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
-    if config.compile:
+    if job.config.compile:
         model = torch.compile(model)  # type: ignore[assignment]
-    multiple = network_config.size_multiple
+    return model
+
+
+def build_loader(job: LevelJob, arrays: CaseArrays, context: list[np.ndarray] | None) -> torch.utils.data.DataLoader:
+    """Augmented batches keyed by step from ``job.start`` on (so a resumed run sees the same samples)."""
+    config, dist = job.config, job.dist
     dataset = AugmentedCases(
         arrays,
         context,
         config.augment,
-        config.seed + 1000 * level,
+        config.seed + 1000 * job.level,
         config.batch_size,
-        target_factors(network_config),
-        multiple,
+        target_factors(job.network_config),
+        job.network_config.size_multiple,
         config.patch_size,
     )
-    sampler = StepSampler(start, config.iterations, config.batch_size, dist.rank, dist.world_size)
-    loader = torch.utils.data.DataLoader(
+    return torch.utils.data.DataLoader(
         dataset,
         batch_size=config.batch_size // dist.world_size,
-        sampler=sampler,
+        sampler=StepSampler(job.start, config.iterations, config.batch_size, dist.rank, dist.world_size),
         num_workers=config.num_workers,
-        pin_memory=device.type == "cuda",
+        pin_memory=dist.device.type == "cuda",
         persistent_workers=config.num_workers > 0,
     )
-    steps_per_epoch = max(1, len(arrays) // config.batch_size)
+
+
+def train_step(
+    job: LevelJob,
+    model: nn.Module,
+    images: torch.Tensor,
+    targets: list[torch.Tensor],
+    step: int,
+    steps_per_epoch: int,
+) -> float:
+    """One optimiser step (bf16/fp16 autocast on CUDA); returns the loss."""
+    config, device = job.config, job.dist.device
+    images = images.to(device, non_blocking=True)
+    targets = [t.to(device, non_blocking=True) for t in targets]
+    criterion = DeepSupervisionLoss(loss_weights(config, step, steps_per_epoch), config.loss.dice_weight)
     autocast = (
         torch.autocast(device.type, dtype=torch.bfloat16 if config.amp == "bf16" else torch.float16)
         if device.type == "cuda" and config.amp != "none"
         else contextlib.nullcontext()
     )
-    metrics_file = run_dir / f"metrics_{tag}.csv"
-    _keep_frozen_in_eval(network, config.finetune_strategy if config.finetune_from else "all")
-    window: list[float] = []
-    wait = compute = 0.0
-    clock = time.perf_counter()
-    for offset, (images, targets) in enumerate(loader):
-        step = start + offset
-        loaded = time.perf_counter()
-        wait += loaded - clock
-        images = images.to(device, non_blocking=True)
-        targets = [t.to(device, non_blocking=True) for t in targets]
-        criterion = DeepSupervisionLoss(loss_weights(config, step, steps_per_epoch), config.loss.dice_weight)
-        with autocast:
-            outputs = model(images)
-        loss = criterion(outputs, targets)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        scheduler.step()
-        window.append(float(loss.detach()))
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        clock = time.perf_counter()
-        compute += clock - loaded
-        done = step + 1
-        if done % config.log_every == 0 or done == config.iterations:
-            mean_loss = mean_over_ranks(float(np.mean(window)), device)
-            if dist.is_main:
-                rate = (offset + 1) * config.batch_size / max(wait + compute, 1e-9)
-                waiting = 100 * wait / max(wait + compute, 1e-9)
-                log(
-                    f"[{tag}] step {done}/{config.iterations} loss {mean_loss:.4f} lr {scheduler.get_last_lr()[0]:.2e} "
-                    f"{rate:.2f} samples/s, waiting for data {waiting:.0f} %"
-                )
-                _append_csv(
-                    metrics_file,
-                    {
-                        "step": done,
-                        "loss": mean_loss,
-                        "lr": scheduler.get_last_lr()[0],
-                        "data_wait_fraction": wait / max(wait + compute, 1e-9),
-                    },
-                )
-            window = []
-        if dist.is_main and validation is not None and (done % config.validate_every == 0 or done == config.iterations):
-            scores = evaluate(
-                network, network_config, validation[0], validation[1], config.task, cascade_multiple(config)
-            )
-            log(f"[{tag}] validation at step {done}: " + ", ".join(f"{k} {v:.4f}" for k, v in scores.items()))
-            _append_csv(run_dir / f"validation_{tag}.csv", {"step": done, **scores})
-            _keep_frozen_in_eval(network, config.finetune_strategy if config.finetune_from else "all")
-        if done % config.checkpoint_every == 0 or done == config.iterations:
-            if dist.is_main:
-                _save_checkpoint(checkpoint_path, network, optimizer, scheduler, done, config, level)
-            barrier()
-    return network.eval()
+    with autocast:
+        outputs = model(images)
+    loss = criterion(outputs, targets)
+    job.optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    job.optimizer.step()
+    job.scheduler.step()
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return float(loss.detach())
+
+
+def _log_progress(job: LevelJob, done: int, steps: int, meter: _Meter) -> None:
+    """The mean loss over every process since the last line, throughput and the share of time spent waiting."""
+    config = job.config
+    mean_loss = mean_over_ranks(float(np.mean(meter.losses)), job.dist.device)
+    if not job.dist.is_main:
+        return
+    busy = max(meter.wait_s + meter.compute_s, 1e-9)
+    learning_rate = job.scheduler.get_last_lr()[0]
+    job.log(
+        f"[{job.tag}] step {done}/{config.iterations} loss {mean_loss:.4f} lr {learning_rate:.2e} "
+        f"{steps * config.batch_size / busy:.2f} samples/s, waiting for data {100 * meter.wait_s / busy:.0f} %"
+    )
+    _append_csv(
+        job.run_dir / f"metrics_{job.tag}.csv",
+        {"step": done, "loss": mean_loss, "lr": learning_rate, "data_wait_fraction": meter.wait_s / busy},
+    )
+
+
+def _validate_and_checkpoint(
+    job: LevelJob, done: int, validation: tuple[CaseArrays, list[np.ndarray] | None] | None
+) -> None:
+    """Validate (main process) and save a checkpoint (all processes wait) when their step has come."""
+    config = job.config
+    last = done == config.iterations
+    if job.dist.is_main and validation is not None and (done % config.validate_every == 0 or last):
+        scores = evaluate(
+            job.network, job.network_config, validation[0], validation[1], config.task, cascade_multiple(config)
+        )
+        job.log(f"[{job.tag}] validation at step {done}: " + ", ".join(f"{k} {v:.4f}" for k, v in scores.items()))
+        _append_csv(job.run_dir / f"validation_{job.tag}.csv", {"step": done, **scores})
+        _keep_frozen_in_eval(job.network, job.frozen_strategy)
+    if done % config.checkpoint_every == 0 or last:
+        if job.dist.is_main:
+            _save_checkpoint(job.checkpoint_path, job.network, job.optimizer, job.scheduler, done, config, job.level)
+        barrier()
 
 
 def _save_checkpoint(
@@ -292,113 +370,3 @@ def _append_csv(path: Path, row: dict[str, Any]) -> None:
         if new:
             writer.writeheader()
         writer.writerow(row)
-
-
-def cascade_multiple(config: TrainConfig) -> int:
-    """The size multiple the inference engine pads every level's input to (the exported bundle's)."""
-    from FetalHeadSegLib.preprocessing import cascade_size_multiple
-
-    pad_multiples = [config.level_preprocessing(level).pad_multiple for level in range(config.levels)]
-    return cascade_size_multiple(math.lcm(*pad_multiples), [config.network.size_multiple])
-
-
-def predict_probabilities(
-    network: nn.Module,
-    network_config: NetworkConfig,
-    image: np.ndarray,
-    context: np.ndarray | None,
-    size_multiple: int,
-) -> np.ndarray:
-    """Softmax probabilities (K, X, Y, Z) of one preprocessed case (image float (X, Y, Z) in the 256 input levels):
-    the inference engine's own padding and forward pass (``FetalHeadSegLib.cascade.predict_unpadded``)."""
-    from FetalHeadSegLib.cascade import predict_unpadded
-
-    network.eval()
-    return predict_unpadded(network, network_config.spatial_dims, size_multiple, image, context)
-
-
-def predict_context(
-    network: nn.Module,
-    network_config: NetworkConfig,
-    arrays: CaseArrays,
-    context: list[np.ndarray] | None,
-    size_multiple: int,
-) -> list[np.ndarray]:
-    """The foreground probability (uint8, value / 255) of every case: the next level's context channel, in the
-    same 256 levels the engine's ``context_channel`` gives."""
-    from FetalHeadSegLib.cascade import context_channel
-
-    maps = []
-    for index in range(len(arrays)):
-        previous = None if context is None else np.asarray(context[index], np.float32) / 255.0
-        probabilities = predict_probabilities(
-            network, network_config, arrays.image_float(index), previous, size_multiple
-        )
-        maps.append(np.rint(context_channel(probabilities) * 255.0).astype(np.uint8))
-    return maps
-
-
-def evaluate(
-    network: nn.Module,
-    network_config: NetworkConfig,
-    arrays: CaseArrays,
-    context: list[np.ndarray] | None,
-    task: str,
-    size_multiple: int,
-) -> dict[str, float]:
-    """Mean Dice (foreground classes), HD95 (mm) and HC error (mm; head task) or AoP error (deg; intrapartum) on
-    the working grid, after the same clean-up as inference."""
-    from FetalHeadSegLib.aop import angle_of_progression
-    from FetalHeadSegLib.biometry import measure_biometry
-    from FetalHeadSegLib.errors import FetalHeadSegError
-    from FetalHeadSegLib.image import Image, make_ijk_to_ras
-    from FetalHeadSegLib.metrics import segmentation_metrics
-    from FetalHeadSegLib.postprocessing import clean_label_map
-    from FetalHeadSegLib.tasks import Task, task_spec
-
-    dice, hd95, errors = [], [], []
-    spec = task_spec(task)
-    head_value = spec.head_label
-    for index in range(len(arrays)):
-        previous = None if context is None else np.asarray(context[index], np.float32) / 255.0
-        probabilities = predict_probabilities(
-            network, network_config, arrays.image_float(index), previous, size_multiple
-        )
-        values = list(range(1, probabilities.shape[0]))
-        predicted = clean_label_map(np.argmax(probabilities, axis=0).astype(np.uint8), values)
-        truth = arrays.labels[index]
-        spacing = arrays.spacings[index]
-        is_2d = truth.shape[2] == 1
-        squeeze = (lambda a: a[:, :, 0]) if is_2d else (lambda a: a)
-        per_class = [
-            segmentation_metrics(squeeze(predicted == v), squeeze(truth == v), spacing[:2] if is_2d else spacing)
-            for v in values
-        ]
-        dice.append(float(np.mean([m.dice for m in per_class])))
-        head_metric = per_class[values.index(head_value)] if head_value in values else per_class[0]
-        if math.isfinite(head_metric.hd95_mm):
-            hd95.append(head_metric.hd95_mm)
-        grid = make_ijk_to_ras(spacing)
-        try:
-            if spec.task is Task.INTRAPARTUM:
-                errors.append(
-                    abs(
-                        angle_of_progression(Image(predicted, grid)).aop_deg
-                        - angle_of_progression(Image(truth, grid)).aop_deg
-                    )
-                )
-            else:
-                errors.append(
-                    abs(
-                        measure_biometry(Image(spec.head_mask(predicted), grid)).hc_mm
-                        - measure_biometry(Image(spec.head_mask(truth), grid)).hc_mm
-                    )
-                )
-        except FetalHeadSegError:
-            errors.append(float("nan"))
-    key = "aop_error_deg" if spec.task is Task.INTRAPARTUM else "hc_error_mm"
-    return {
-        "dice": float(np.mean(dice)),
-        "hd95_mm": float(np.mean(hd95)) if hd95 else float("nan"),
-        key: float(np.nanmean(errors)) if not all(math.isnan(e) for e in errors) else float("nan"),
-    }

@@ -23,8 +23,9 @@ from training import distributed
 from training.config import TrainConfig, read_config
 from training.context import context_maps
 from training.data import build_arrays, split_by_subject
-from training.engine import build_level, cascade_multiple, evaluate, level_network_config, predict_context, train_level
+from training.engine import build_level, level_network_config, train_level
 from training.roi_data import build_level_arrays, select
+from training.validation import cascade_multiple, evaluate, predict_context
 
 
 def check_labels(config: TrainConfig, labels: list[np.ndarray], case_ids: list[str]) -> None:
