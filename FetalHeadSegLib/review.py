@@ -64,6 +64,8 @@ class ReviewPolicy:
     max_field_fill: float | None = None
     min_cascade_dice: float | None = 0.8
     max_tta_disagreement: float | None = 0.1
+    plausible_hc_mm: tuple[float, float] | None = PLAUSIBLE_HC_MM
+    """HC range a fetus can have; None turns the rule off (a data set whose pixel size is not physical)."""
     calibration: dict[str, Any] | None = None
     """How the thresholds were chosen and what they achieved (data, flag rate, recall, precision)."""
 
@@ -75,7 +77,11 @@ class ReviewPolicy:
         if not data:
             return cls()
         known = {field.name for field in fields(cls)}
-        return cls(**{key: value for key, value in data.items() if key in known})
+        values = {key: value for key, value in data.items() if key in known}
+        if values.get("plausible_hc_mm") is not None:
+            low, high = values["plausible_hc_mm"]
+            values["plausible_hc_mm"] = (float(low), float(high))
+        return cls(**values)
 
     def reasons(self, signals: ReviewSignals) -> list[str]:
         """Why this result should be reviewed (empty: no reason)."""
@@ -93,9 +99,10 @@ class ReviewPolicy:
             for value, limit, side, code in rules
             if value is not None and limit is not None and (value > limit if side == ">" else value < limit)
         ]
-        low, high = PLAUSIBLE_HC_MM
-        if signals.hc_mm is not None and not low <= signals.hc_mm <= high:
-            reasons.append("implausible_size")
+        if self.plausible_hc_mm is not None and signals.hc_mm is not None:
+            low, high = self.plausible_hc_mm
+            if not low <= signals.hc_mm <= high:
+                reasons.append("implausible_size")
         return reasons
 
 
@@ -206,11 +213,16 @@ def calibrate(cases: list[tuple[ReviewSignals, bool]], max_flag_rate: float = 0.
     Greedy: start with every signal off; repeatedly tighten the one threshold whose next step catches the most
     bad cases per newly flagged case, while the flag budget allows; stop when no step catches another bad case.
     Each threshold lies halfway between the last flagged value and the next one, so a case at the edge of the
-    validation data is not flagged by accident. The plausibility rule (HC range) always stays on.
+    validation data is not flagged by accident. The plausibility rule (HC range) stays on, and its flags count
+    against the budget, unless it alone flags more than the budget (the data's pixel size is then not physical,
+    as in PSFHS frames): it is turned off.
     """
     budget = int(math.floor(max_flag_rate * len(cases)))
-    limits: dict[str, float | None] = {field: None for _, field, _ in RULES}
-    flagged = [False] * len(cases)
+    limits: dict[str, Any] = {field: None for _, field, _ in RULES}
+    flagged = [bool(ReviewPolicy(**limits).reasons(signals)) for signals, _ in cases]
+    if sum(flagged) > budget:
+        limits["plausible_hc_mm"] = None
+        flagged = [False] * len(cases)
     while True:
         best: tuple[float, str, float, list[bool]] | None = None
         for signal, field, side in RULES:
@@ -232,6 +244,5 @@ def calibrate(cases: list[tuple[ReviewSignals, bool]], max_flag_rate: float = 0.
             break
         _, field, limit, flagged = best
         limits[field] = round(limit, 6)
-    policy = ReviewPolicy(**limits)  # type: ignore[arg-type]
-    rates = review_rates(policy, cases)
+    rates = review_rates(ReviewPolicy(**limits), cases)
     return ReviewPolicy(**limits, calibration={"max_flag_rate": max_flag_rate, **rates})

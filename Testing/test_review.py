@@ -100,3 +100,15 @@ def test_calibration_catches_the_bad_cases_within_the_flag_budget() -> None:
     assert rates["flag_rate"] <= 0.15 and rates["recall"] == 1.0
     assert policy.max_fit_residual is None  # the noise signal was never worth its flags
     assert policy.calibration is not None and policy.calibration["recall"] == 1.0
+
+
+def test_calibration_turns_off_a_plausibility_rule_that_alone_breaks_the_budget() -> None:
+    """Frames whose pixel size is not physical (every HC 'implausible'): the rule would flag everything."""
+    from FetalHeadSegLib.review import calibrate
+
+    cases = [(ReviewSignals(hc_mm=470.0, uncertain_band=0.2 if i < 5 else 0.01), i < 5) for i in range(50)]
+    policy = calibrate(cases, max_flag_rate=0.15)
+    assert policy.plausible_hc_mm is None and policy.calibration is not None
+    assert policy.calibration["flag_rate"] == 0.1 and policy.calibration["recall"] == 1.0
+    kept = calibrate([(ReviewSignals(hc_mm=200.0), False)] * 9 + [(ReviewSignals(hc_mm=520.0), True)])
+    assert kept.plausible_hc_mm is not None and kept.calibration["recall"] == 1.0
