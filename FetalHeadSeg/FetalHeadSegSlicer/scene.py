@@ -11,35 +11,11 @@ from typing import Any
 
 
 def _rows(biometry: dict[str, Any]) -> list[tuple[str, Any, str, str, str]]:
-    """(measurement, value, unit, method, convention) rows of a biometry JSON."""
-    rows = [
-        ("HC", biometry.get("hc_mm"), "mm", "Ramanujan I perimeter of the fitted ellipse", "outer skull"),
-        ("BPD", biometry.get("bpd_mm"), "mm", "minor axis of the fitted ellipse", "outer-outer"),
-        ("OFD", biometry.get("ofd_mm"), "mm", "major axis of the fitted ellipse", "outer-outer"),
-        ("Cephalic index", biometry.get("cephalic_index"), "", "100 x BPD / OFD", ""),
-    ]
-    if biometry.get("bpd_outer_inner_mm") is not None:
-        rows.append(("BPD", biometry["bpd_outer_inner_mm"], "mm", "outer to inner skull edge", "outer-inner"))
-    if biometry.get("head_volume_ml") is not None:
-        rows.append(("Head volume", biometry["head_volume_ml"], "mL", "voxel count x voxel volume", ""))
-    estimate = (biometry.get("ga_weeks") or {}).get("intergrowth21_2016_hc") or {}
-    if estimate:
-        days = None if estimate.get("days") is None else round(estimate["days"], 1)
-        rows.append(("GA from HC", days, "days", "INTERGROWTH-21st 2016", estimate.get("reason") or ""))
-    hc_size = ((biometry.get("size_for_ga") or {}).get("hc")) or {}
-    if hc_size:
-        rows.append(("HC z-score", hc_size.get("z_score"), "", "INTERGROWTH-21st 2014", hc_size.get("reason") or ""))
-        rows.append(("HC centile", hc_size.get("centile"), "%", "INTERGROWTH-21st 2014", ""))
-    if biometry.get("aop_deg") is not None:
-        rows.append(("Angle of progression", biometry["aop_deg"], "deg", "symphysis axis to head tangent", ""))
-    if biometry.get("spacing_mm") is not None:
-        spacing = biometry["spacing_mm"]
-        value = " x ".join(f"{s:g}" for s in spacing) if isinstance(spacing, list) else spacing
-        rows.append(("Pixel size", value, "mm", f"from the {biometry.get('spacing_source') or 'image'}", ""))
-    if biometry.get("review_recommended") is not None:
-        reasons = "; ".join(biometry.get("review_reasons") or [])
-        rows.append(("Review recommended", "yes" if biometry["review_recommended"] else "no", "", reasons, ""))
-    return rows
+    """(measurement, value, unit, method, convention or note) rows of a biometry JSON: the library's
+    ``biometry_rows``, the same the command line prints."""
+    from FetalHeadSegLib.rows import biometry_rows
+
+    return [(row.measurement, row.value, row.unit, row.method, row.note) for row in biometry_rows(biometry)]
 
 
 def _text(value: Any) -> str:
