@@ -25,7 +25,7 @@ import numpy as np
 from FetalHeadSegLib.atomic import atomic_output_dir
 from FetalHeadSegLib.errors import InputImageError, OutputError
 from FetalHeadSegLib.image import Image, make_ijk_to_ras
-from FetalHeadSegLib.spacing import SpacingSource
+from FetalHeadSegLib.spacing import SpacingSource, apply_spacing
 
 if TYPE_CHECKING:
     import SimpleITK as sitk
@@ -59,21 +59,6 @@ def image_suffix(path: str | os.PathLike[str]) -> str:
 def is_raster_path(path: str | os.PathLike[str]) -> bool:
     """True for 2D raster formats (PNG, JPEG, BMP, TIFF), which carry no reliable pixel size."""
     return image_suffix(path) in RASTER_SUFFIXES
-
-
-def parse_spacing(values: Sequence[float] | float) -> tuple[float, ...]:
-    """Validate 1 to 3 user-given spacings (mm); one value means isotropic.
-
-    Raises:
-        InputImageError: a value is not a finite positive number, or there are more than 3.
-    """
-    spacing = (float(values),) if isinstance(values, (int, float)) else tuple(float(v) for v in values)
-    if not 1 <= len(spacing) <= 3:
-        raise InputImageError(f"spacing needs 1 to 3 values in mm, got {len(spacing)}")
-    for value in spacing:
-        if not np.isfinite(value) or value <= 0:
-            raise InputImageError(f"spacing must be finite and positive (mm), got {value}")
-    return spacing
 
 
 @dataclass(frozen=True)
@@ -181,7 +166,7 @@ def read_image(path: str | os.PathLike[str], spacing_mm: Sequence[float] | float
     else:
         image = _read_with_sitk(file, image_suffix(file))
     if spacing_mm is not None:
-        image = _override_spacing(image, parse_spacing(spacing_mm))
+        image = apply_spacing(image, spacing_mm)
     logger.debug("read %s: shape %s, spacing %s mm", file, image.shape, image.spacing_mm)
     return image
 
@@ -215,19 +200,6 @@ def _frame_from_channel_slices(image: Image, source: Path) -> Image:
         logger.info("%s: %d identical slices read as one 2D frame", source, array.shape[2])
         return Image(np.ascontiguousarray(array[:, :, :1]), image.ijk_to_ras)
     return image
-
-
-def _override_spacing(image: Image, spacing: tuple[float, ...]) -> Image:
-    current = image.spacing_mm
-    if len(spacing) == 1:
-        new = (spacing[0], spacing[0], current[2] if image.is_2d else spacing[0])
-    elif len(spacing) == 2:
-        if not image.is_2d:
-            raise InputImageError("two spacing values are for 2D frames; give one or three for a volume")
-        new = (spacing[0], spacing[1], current[2])
-    else:
-        new = (spacing[0], spacing[1], spacing[2])
-    return image.with_spacing(new)
 
 
 def image_from_sitk(itk_image: sitk.Image, source: str = "image", raster: bool = False) -> Image:

@@ -154,7 +154,7 @@ def parse_spacing(values: Sequence[float] | float) -> tuple[float, ...]:
     return spacing
 
 
-def apply_spacing(image: Image, spacing_mm: Sequence[float]) -> Image:
+def apply_spacing(image: Image, spacing_mm: Sequence[float] | float) -> Image:
     """The same voxels with a user-given voxel size: one value (isotropic; a 2D frame keeps its slice
     thickness), two (a 2D frame's in-plane size) or three.
 
