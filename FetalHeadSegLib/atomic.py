@@ -15,6 +15,8 @@ from pathlib import Path
 from FetalHeadSegLib.errors import OutputError
 
 STAGING_PREFIX = ".fetalheadseg-"
+_SWEPT: set[Path] = set()
+"""Folders already swept of stale staging folders by this process (once is enough: a cohort writes many times)."""
 
 
 @contextlib.contextmanager
@@ -63,8 +65,9 @@ def remove_stale_staging(directory: Path) -> None:
 
     Only on POSIX, where signal 0 asks whether a process exists (on Windows ``os.kill`` would end it).
     """
-    if os.name != "posix":
+    if os.name != "posix" or directory in _SWEPT:
         return
+    _SWEPT.add(directory)
     for staging in directory.glob(f"{STAGING_PREFIX}*-*"):
         pid_text = staging.name[len(STAGING_PREFIX) :].split("-", 1)[0]
         if not pid_text.isdigit() or not staging.is_dir():

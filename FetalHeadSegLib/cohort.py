@@ -33,6 +33,8 @@ PER_CASE_SUFFIXES = (
     *(f"_{name}.mrk.json" for name in MARKUP_NAMES),
 )
 SUMMARY_NAME = "summary.csv"
+FRAME_GLOB = "_frame[0-9][0-9][0-9][0-9]"
+"""What follows a case's stem in its cine frames' names (``<stem>_frame0003``)."""
 
 
 class ExistingOutputs(StrEnum):
@@ -115,8 +117,14 @@ class Case:
         return [self.directory / f"{self.stem}{suffix}" for suffix in PER_CASE_SUFFIXES]
 
     def existing_outputs(self) -> list[Path]:
-        """The outputs of this case that exist now."""
-        return [path for path in self.output_paths() if path.exists()]
+        """The outputs of this case, and of its cine frames, that exist now."""
+        frames = sorted(self.directory.glob(f"{self.stem}{FRAME_GLOB}_*"))
+        return [*(path for path in self.output_paths() if path.exists()), *frames]
+
+    def completion_markers(self) -> list[Path]:
+        """The biometry JSON files of this case: its own, or one per cine frame."""
+        frames = sorted(self.directory.glob(f"{self.stem}{FRAME_GLOB}_biometry.json"))
+        return ([self.marker] if self.is_complete() else []) + frames
 
     def is_complete(self) -> bool:
         return self.marker.is_file()

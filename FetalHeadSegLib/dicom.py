@@ -17,7 +17,8 @@ Pixel size, the first that the file has:
    ``SpacingSource.DICOM_REGION``.
 2. Pixel Spacing (top level or in the Pixel Measures functional group), else Imager Pixel Spacing.
    ``SpacingSource.HEADER``.
-3. none: a 1 mm placeholder, ``SpacingSource.NONE``.
+3. none: ``SpacingSource.NONE``, 1 mm per pixel; callers then refuse the file or measure in pixel units
+   (:func:`FetalHeadSegLib.spacing.choose_spacing`).
 
 Pixels go through pydicom's own handling (decompression, YBR_FULL/YBR_FULL_422 to RGB as ``Dataset.pixel_array``
 does, palette colour lookup, modality LUT). Colour becomes grey the way raster files do

@@ -33,7 +33,7 @@ from FetalHeadSegLib.image import Image
 from FetalHeadSegLib.postprocessing import clean_label_map
 from FetalHeadSegLib.preprocessing import Padding, cascade_size_multiple, check_image, prepare
 from FetalHeadSegLib.quality import Flag
-from FetalHeadSegLib.roi_cascade import CascadeOutput, predict_roi_cascade
+from FetalHeadSegLib.roi_cascade import CascadeOutput, flip_disagreement, predict_roi_cascade
 from FetalHeadSegLib.tiling import sliding_window
 
 if TYPE_CHECKING:
@@ -221,10 +221,7 @@ def predict_same_grid(
     class_probabilities = prepared.restore(np.mean(passes, axis=0))
     if len(passes) == 1:
         return CascadeOutput(class_probabilities, None, None, [])
-    votes = np.stack([prepared.padding.crop(p)[0] < 0.5 for p in passes])
-    share = votes.mean(axis=0)
-    split = np.minimum(share, 1.0 - share).astype(np.float32)  # 0 = unanimous, 0.5 = evenly split
-    disagreement = prepared.restore(prepared.padding.pad(split)[np.newaxis])[0]
+    votes, disagreement = flip_disagreement(passes, prepared)
     return CascadeOutput(class_probabilities, disagreement, votes, [])
 
 

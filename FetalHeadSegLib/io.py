@@ -56,11 +56,6 @@ def image_suffix(path: str | os.PathLike[str]) -> str:
     raise InputImageError(f"{path}: not a supported image file name (expected one of {supported})")
 
 
-def is_raster_path(path: str | os.PathLike[str]) -> bool:
-    """True for 2D raster formats (PNG, JPEG, BMP, TIFF), which carry no reliable pixel size."""
-    return image_suffix(path) in RASTER_SUFFIXES
-
-
 @dataclass(frozen=True)
 class ImageFrames:
     """The images held by one file, with where their pixel size came from.
@@ -69,8 +64,8 @@ class ImageFrames:
         frames: one image for a 2D frame or a 3D volume; one single-slice image per frame for a cine (all on the
             same grid).
         spacing_source: ``HEADER`` for NIfTI/NRRD/MetaImage and DICOM Pixel Spacing, ``DICOM_REGION`` for a DICOM
-            ultrasound region calibration, ``NONE`` for raster formats and uncalibrated DICOM (the spacing is then
-            a 1 mm placeholder).
+            ultrasound region calibration, ``NONE`` for raster formats and uncalibrated DICOM (1 mm per pixel:
+            :func:`FetalHeadSegLib.spacing.choose_spacing` then refuses the file or measures in pixel units).
         is_cine: the frames are successive times of one 2D view (an ultrasound cine loop), not one image.
     """
 

@@ -27,6 +27,16 @@ def biometry_record(result: Segmentation, source: str) -> dict[str, Any]:
     return {"input": source, **review, **measured, "provenance": result.provenance()}
 
 
+def case_record(
+    result: Segmentation, image: Image, source: str, spacing: SpacingChoice | None = None
+) -> dict[str, Any]:
+    """The biometry JSON of one case: :func:`biometry_record` with where its pixel size came from (in pixel
+    units, lengths under ``_px`` keys)."""
+    choice = spacing or SpacingChoice(None, SpacingSource.HEADER)
+    spacing_mm = image.spacing_mm[:2] if image.is_2d else image.spacing_mm
+    return with_spacing_record(biometry_record(result, source), choice, spacing_mm)
+
+
 def write_outputs(
     result: Segmentation,
     image: Image,
@@ -36,6 +46,7 @@ def write_outputs(
     qc: bool = True,
     source: str = "",
     spacing: SpacingChoice | None = None,
+    record: dict[str, Any] | None = None,
 ) -> dict[str, Path]:
     """Write one case's outputs: ``<stem>.seg.nrrd`` (or ``<stem>_seg.nii.gz``), ``<stem>_<name>.mrk.json``,
     ``<stem>_qc.png``, ``<stem>_uncertainty.nii.gz`` (with test-time augmentation) and, last,
@@ -44,6 +55,7 @@ def write_outputs(
     Args:
         spacing: where the pixel size came from (recorded in the JSON); in pixel units no markups are written
             and lengths are reported under ``_px`` keys. None: the image header's spacing, in mm.
+        record: the biometry JSON to write, when the caller has built it (:func:`case_record`); else built here.
 
     Returns:
         The paths written, by kind.
@@ -67,8 +79,7 @@ def write_outputs(
         if result.uncertainty is not None:
             names["uncertainty"] = f"{stem}_uncertainty.nii.gz"
             write_image(result.uncertainty, staging / names["uncertainty"])
-        spacing_mm = image.spacing_mm[:2] if image.is_2d else image.spacing_mm
-        record = with_spacing_record(biometry_record(result, source), choice, spacing_mm)
+        record = record if record is not None else case_record(result, image, source, choice)
         (staging / names["biometry"]).write_text(json.dumps(record, indent=2, allow_nan=False) + "\n", "utf-8")
         if result.biometry is not None and choice.in_mm:
             for key, document in biometry_markups(result.biometry).items():

@@ -14,7 +14,7 @@ import numpy as np
 
 from FetalHeadSegLib.image import Image
 from FetalHeadSegLib.metrics import dice
-from FetalHeadSegLib.preprocessing import prepare, quantise_unit, resample_like
+from FetalHeadSegLib.preprocessing import Prepared, prepare, quantise_unit, resample_like
 from FetalHeadSegLib.quality import Flag
 from FetalHeadSegLib.roi import crop, foreground_box, paste
 
@@ -71,8 +71,7 @@ def predict_roi_cascade(
     disagreement: np.ndarray | None = None
     votes: np.ndarray | None = None
     if tta and bundle.levels == 1:
-        votes = np.stack([first.padding.crop(p)[0] < 0.5 for p in passes])
-        disagreement = first.restore(first.padding.pad(_split_share(votes))[np.newaxis])[0]
+        votes, disagreement = flip_disagreement(passes, first)
     for level in range(1, bundle.levels):
         foreground = (1.0 - probabilities[0]).astype(np.float32)
         box = foreground_box(image.with_array((foreground >= 0.5).astype(np.uint8)), cascade.roi_margin_mm)
@@ -86,9 +85,8 @@ def predict_roi_cascade(
         passes = level_passes(run, level, inputs, dims, tta)
         probabilities = paste(probabilities, box, prepared.restore(np.mean(passes, axis=0)))
         if tta and level == bundle.levels - 1:
-            votes = np.stack([prepared.padding.crop(p)[0] < 0.5 for p in passes])
-            region_share = prepared.restore(prepared.padding.pad(_split_share(votes))[np.newaxis])
-            disagreement = paste(np.zeros((1, *image.shape), np.float32), box, region_share)[0]
+            votes, region_share = flip_disagreement(passes, prepared)
+            disagreement = paste(np.zeros(image.shape, np.float32), box, region_share)
     agreement: float | None = None
     if bundle.levels > 1 and coarse_head.any():
         agreement = dice(coarse_head, probabilities[0] < 0.5)
@@ -102,7 +100,10 @@ def predict_roi_cascade(
     return CascadeOutput(probabilities, disagreement, votes, flags, agreement)
 
 
-def _split_share(votes: np.ndarray) -> np.ndarray:
-    """Per voxel, the share of passes on the minority side (0 unanimous, 0.5 evenly split), float32."""
+def flip_disagreement(passes: list[np.ndarray], prepared: Prepared) -> tuple[np.ndarray, np.ndarray]:
+    """The head votes of flipped passes (passes, ...) on the working grid, and per voxel of ``prepared.image``'s
+    grid the share of passes on the minority side (0 unanimous, 0.5 evenly split)."""
+    votes = np.stack([prepared.padding.crop(p)[0] < 0.5 for p in passes])
     share = votes.mean(axis=0)
-    return np.minimum(share, 1.0 - share).astype(np.float32)
+    minority = np.minimum(share, 1.0 - share).astype(np.float32)
+    return votes, prepared.restore(prepared.padding.pad(minority)[np.newaxis])[0]

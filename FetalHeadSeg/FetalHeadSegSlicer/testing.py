@@ -26,7 +26,7 @@ class TruthMaskWorker:
     ) -> TruthMaskWorker:
         from FetalHeadSegLib.biometry import measure_biometry
         from FetalHeadSegLib.cli import build_parser
-        from FetalHeadSegLib.cli.biometry_command import output_stem
+        from FetalHeadSegLib.cohort import image_stem
         from FetalHeadSegLib.io import read_image
         from FetalHeadSegLib.labels import HEAD
         from FetalHeadSegLib.markups import write_markups
@@ -39,7 +39,7 @@ class TruthMaskWorker:
         request = SegmentRequest.from_namespace(build_parser().parse_args(command[3:]))  # the worker's own parser
         source, output = Path(request.inputs[0]), request.output
         mask = read_image(self.mask_path)
-        stem = output_stem(source)
+        stem = image_stem(source)
         labels = write_seg_nrrd(mask, [HEAD], output / f"{stem}.seg.nrrd")
         measured = measure_biometry(mask)
         record = {

@@ -72,6 +72,7 @@ def add_parser(subcommands: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     from FetalHeadSegLib.aop import angle_of_progression
     from FetalHeadSegLib.biometry import measure_biometry
+    from FetalHeadSegLib.cohort import image_stem
     from FetalHeadSegLib.quality import Flag
     from FetalHeadSegLib.spacing import with_spacing_record
     from FetalHeadSegLib.tasks import Task, task_spec
@@ -101,7 +102,7 @@ def run(args: argparse.Namespace) -> int:
         biometry = biometry.with_flags([Flag("spacing_unknown", message)])
     spacing_mm = labels.spacing_mm[: 2 if labels.is_2d else 3]
     result = with_spacing_record({"input": str(args.mask), **biometry.to_dict()}, choice, spacing_mm)
-    write_outputs(result, biometry if choice.in_mm else None, args.json, args.markups, output_stem(args.mask))
+    write_outputs(result, biometry if choice.in_mm else None, args.json, args.markups, image_stem(args.mask))
     from FetalHeadSegLib.cli.report import biometry_table
 
     kind = "2D frame" if labels.is_2d else "3D volume"
@@ -178,10 +179,3 @@ def _select_label(array: np.ndarray, label: int | None) -> np.ndarray:
         present = [int(v) for v in np.unique(array)[:12] if v != 0]
         raise InputImageError(f"label {label} is not in the mask (labels present: {present or 'none'})")
     return (array == label).astype(np.uint8)
-
-
-def output_stem(path: Path) -> str:
-    """The file name without its image suffix (``case.nii.gz`` -> ``case``)."""
-    from FetalHeadSegLib.cohort import image_stem
-
-    return image_stem(path)

@@ -186,7 +186,7 @@ def segment_request(request: SegmentRequest) -> int:
     summary_path = request.output / SUMMARY_NAME
     if policy is ExistingOutputs.REFUSE:
         for case in cases:
-            if _existing(case):
+            if case.existing_outputs():
                 raise existing_outputs_error(case)
         if summary_path.exists():
             raise ConfigError(f"{summary_path}: exists already; use --overwrite or --skip-existing")
@@ -198,8 +198,9 @@ def segment_request(request: SegmentRequest) -> int:
     failed = 0
     for index, case in enumerate(cases):
         reporter.start_input(index, case.input)
-        if policy is ExistingOutputs.SKIP and _complete_rows(case):
-            rows += _complete_rows(case)
+        kept = _complete_rows(case) if policy is ExistingOutputs.SKIP else []
+        if kept:
+            rows += kept
             reporter.event("skipped", input=str(case.input))
             continue
         try:
@@ -226,20 +227,13 @@ def _set_threads(threads: int | None) -> None:
         torch.set_num_threads(threads)
 
 
-def _existing(case: Case) -> list[Path]:
-    """Outputs of a case (or of its cine frames) that exist now."""
-    frames = sorted(case.directory.glob(f"{case.stem}_frame[0-9][0-9][0-9][0-9]_*"))
-    return [*case.existing_outputs(), *frames]
-
-
 def _complete_rows(case: Case) -> list[dict[str, Any]]:
     """Summary rows of a case whose outputs are complete (every cine frame's too); empty when it is not."""
     import json
 
     from FetalHeadSegLib.summary import summary_row
 
-    markers = [case.marker] if case.is_complete() else []
-    markers += sorted(case.directory.glob(f"{case.stem}_frame[0-9][0-9][0-9][0-9]_biometry.json"))
+    markers = case.completion_markers()
     rows = []
     for marker in markers:
         try:
@@ -314,7 +308,7 @@ def _segment_image(
     reporter: _Reporter,
 ) -> dict[str, Any]:
     from FetalHeadSegLib._version import __version__
-    from FetalHeadSegLib.outputs import write_outputs
+    from FetalHeadSegLib.outputs import case_record, write_outputs
     from FetalHeadSegLib.quality import Flag
     from FetalHeadSegLib.summary import summary_row
 
@@ -345,8 +339,7 @@ def _segment_image(
         reporter.event(
             "review", input=str(path), frame=frame, recommended=result.review.recommended, reasons=result.review.reasons
         )
-    if result.biometry is not None and extra:
-        result.biometry.extra.update(extra)
+    record = case_record(result, image, str(path), choice) | extra
     outputs = write_outputs(
         result,
         image,
@@ -354,8 +347,8 @@ def _segment_image(
         case.stem,
         request.label_format,
         qc=request.qc,
-        source=str(path),
         spacing=choice,
+        record=record,
     )
     seconds = round(time.perf_counter() - start, 2)
     reporter.event(
@@ -366,10 +359,7 @@ def _segment_image(
         seconds=seconds,
         version=__version__,
     )
-    import json
-
-    record = json.loads(outputs["biometry"].read_text(encoding="utf-8"))
-    return summary_row(record | extra) | {"seconds": seconds, "outputs": str(case.directory)}
+    return summary_row(record) | {"seconds": seconds, "outputs": str(case.directory)}
 
 
 def _add_flag(result: Segmentation, flag: Flag) -> None:
@@ -379,9 +369,11 @@ def _add_flag(result: Segmentation, flag: Flag) -> None:
 
 
 def _implausible(result: Segmentation) -> bool:
-    """True when the standard-plane model measured a head no fetus has (HC above 400 mm or below 40 mm)."""
-    measured = result.biometry
-    return measured is not None and not 40.0 <= measured.hc_mm <= 400.0
+    """True when the standard-plane model measured a head no fetus has (outside ``PLAUSIBLE_HC_MM``)."""
+    from FetalHeadSegLib.quality import PLAUSIBLE_HC_MM
+
+    low, high = PLAUSIBLE_HC_MM
+    return result.biometry is not None and not low <= result.biometry.hc_mm <= high
 
 
 def _spacing_table(path: Path | None) -> dict[str, float]:
