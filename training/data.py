@@ -44,7 +44,9 @@ class DataConfig:
         phantom: settings of generated cases: ``count`` and first ``seed``; ``dimension``; ``size`` (one grid) or
             ``sizes`` (case with seed s gets ``sizes[s % len(sizes)]``); and ``ga_weeks_range``,
             ``head_fill_range``, ``elevation_ratio_range``, ``appearance`` (``classic`` or ``randomised``) and
-            ``factors`` (fixed or narrowed randomisation factors) as in :class:`FetalHeadSegLib.phantom.PhantomConfig`.
+            ``factors`` (fixed or narrowed randomisation factors) as in :class:`FetalHeadSegLib.phantom.PhantomConfig`;
+            ``classic_fraction``: with ``appearance`` randomised, this share of the seeds (drawn per seed) keeps the
+            classic appearance instead, so a model learns the randomised world without forgetting the classic one.
         cache: path of the preprocessed cache; built when missing, reused when present.
     """
 
@@ -233,6 +235,10 @@ def split_by_subject(subjects: list[str], fraction: float, seed: int) -> tuple[l
     return train, validation
 
 
+CLASSIC_STREAM = 0xC1A55
+"""Random stream of the per-seed classic-or-randomised draw (``phantom.classic_fraction``)."""
+
+
 def phantom_config(settings: dict[str, Any], seed: int) -> PhantomConfig:
     """The generator config of the phantom case with ``seed`` under the data config's ``phantom`` settings.
 
@@ -246,6 +252,12 @@ def phantom_config(settings: dict[str, Any], seed: int) -> PhantomConfig:
     for key in ("ga_weeks_range", "head_fill_range", "elevation_ratio_range", "appearance", "factors"):
         if key in settings:
             record[key] = settings[key]
+    classic_fraction = float(settings.get("classic_fraction", 0.0))
+    if not 0.0 <= classic_fraction <= 1.0:
+        raise ConfigError(f"data.phantom.classic_fraction must lie between 0 and 1, got {classic_fraction}")
+    if classic_fraction and np.random.default_rng([seed, CLASSIC_STREAM]).random() < classic_fraction:
+        record["appearance"] = "classic"
+        record.pop("factors", None)
     try:
         return PhantomConfig.from_dict(record)
     except (ValueError, TypeError, IndexError) as err:

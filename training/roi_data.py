@@ -1,10 +1,13 @@
 """Training data of a coarse-to-fine cascade's finer levels (``cascade.mode: roi``).
 
-Each case is cropped around its true foreground with a margin drawn per side (0.5-1.5 times the bundle's margin),
-as an imperfect level 1 would place the box, and brought onto the level's working grid by the inference engine's
-own ``to_working_grid``. Its context channel is the true foreground blurred to the coarse level's resolution and
-scaled, as a coarse probability resampled onto the fine grid looks. Every draw is keyed by (seed, level, case),
-so the arrays are the same in every run and process.
+Each case is cropped around its true foreground with a margin drawn per side (0.5-1.5 times the bundle's margin,
+plus however far the drawn context overshoots the head), as an imperfect level 1 would place the box, and brought
+onto the level's working grid by the inference engine's own ``to_working_grid``. Its context channel is what a
+coarse level's probability looks like on cases it has not seen (:func:`coarse_context`): the true head grown or
+shrunk by up to a few coarse voxels with a wavy boundary, soft at the coarse resolution, scaled, sometimes with
+false blobs beside it and sometimes nearly empty. A finer level trained on clean truth contexts follows a coarse
+level that over-segments; this one learns to take the boundary from the image. Every draw is keyed by
+(seed, level, case), so the arrays are the same in every run and process.
 """
 
 from __future__ import annotations
@@ -23,7 +26,18 @@ from training.data import CaseArrays, find_cases, load_case, preprocess_case
 
 MARGIN_DRAW = (0.5, 1.5)
 """Each side's margin is the bundle's margin times a factor drawn from this range."""
-CONTEXT_SCALE = (0.7, 1.0)
+CONTEXT_SCALE = (0.6, 1.0)
+"""The context's peak value is drawn from this range (a coarse level is rarely certain everywhere)."""
+CONTEXT_OFFSET = (-1.0, 2.5)
+"""How far the context's boundary lies outside the true one, in coarse voxels (negative: inside)."""
+CONTEXT_WAVE = (0.0, 1.0)
+"""Amplitude of the boundary's waviness, in coarse voxels."""
+CONTEXT_SOFTNESS = (0.25, 1.0)
+"""Width of the context's edge (logistic scale), in coarse voxels."""
+CONTEXT_BLOBS = 3
+"""At most this many false blobs beside the head."""
+CONTEXT_MISSED = 0.1
+"""Share of cases whose context is nearly empty (a coarse level that missed the head)."""
 
 
 def roi_case(
@@ -37,21 +51,56 @@ def roi_case(
     """One case on a finer level's grid: image values (uint8, the 256 input levels), labels, spacing and the
     context channel (uint8, value / 255)."""
     foreground = label.with_array((label.array > 0).astype(np.uint8))
-    low, high = (margin_mm * rng.uniform(*MARGIN_DRAW, size=3) for _ in range(2))
+    coarse_step_mm = float(np.max((working_spacing(image, coarse) or image.spacing_mm)[0]))
+    offset_mm = rng.uniform(*CONTEXT_OFFSET) * coarse_step_mm
+    low, high = (margin_mm * rng.uniform(*MARGIN_DRAW, size=3) + max(offset_mm, 0.0) for _ in range(2))
     box = foreground_box(foreground, margin_mm, margin_high_mm=high, margin_low_mm=low) or whole_box(image)
     region, region_label = crop(image, box), crop(label, box)
     working = to_working_grid(region, level)
     labels = resample_like(region_label, working, linear=False).array.astype(np.uint8)
-    coarse_step = (working_spacing(image, coarse) or image.spacing_mm)[0]
-    sigma_voxels = np.asarray(coarse_step) / np.asarray(working.spacing_mm) * rng.uniform(0.3, 0.7)
-    if working.is_2d:
-        sigma_voxels = np.array([sigma_voxels[0], sigma_voxels[1], 0.0])
-    from scipy.ndimage import gaussian_filter
-
-    context = gaussian_filter((labels > 0).astype(np.float32), sigma_voxels) * rng.uniform(*CONTEXT_SCALE)
+    context = coarse_context(labels > 0, working.spacing_mm, coarse_step_mm, offset_mm, rng)
     values = np.rint(working.array * 255.0).astype(np.uint8)
     spacing = working.spacing_mm
-    return values, labels, (spacing[0], spacing[1], spacing[2]), np.rint(np.clip(context, 0, 1) * 255).astype(np.uint8)
+    return values, labels, (spacing[0], spacing[1], spacing[2]), np.rint(context * 255).astype(np.uint8)
+
+
+def coarse_context(
+    foreground: np.ndarray,
+    spacing_mm: tuple[float, ...],
+    coarse_step_mm: float,
+    offset_mm: float,
+    rng: np.random.Generator,
+) -> np.ndarray:
+    """A coarse level's foreground probability (0-1) as it looks on a case it has not seen, drawn from the truth.
+
+    The boundary is the true one moved outwards by ``offset_mm`` plus a smooth random wave, with a logistic edge
+    as soft as the coarse grid; false blobs may lie beside it, the whole map is scaled, and in a few cases it is
+    nearly empty. A 2D image (one slice) is treated in-plane.
+    """
+    from scipy.ndimage import distance_transform_edt, gaussian_filter
+
+    planar = foreground.shape[2] == 1
+    sampling = np.asarray(spacing_mm[:2] if planar else spacing_mm, dtype=np.float64)
+    mask = foreground[:, :, 0] if planar else foreground
+    if not mask.any():
+        return np.zeros(foreground.shape, np.float32)
+    signed_mm = distance_transform_edt(~mask, sampling=sampling) - distance_transform_edt(mask, sampling=sampling)
+    wave = gaussian_filter(rng.standard_normal(mask.shape), 2.0 * coarse_step_mm / sampling)
+    wave *= rng.uniform(*CONTEXT_WAVE) * coarse_step_mm / max(float(wave.std()), 1e-6)
+    softness_mm = rng.uniform(*CONTEXT_SOFTNESS) * coarse_step_mm
+    probability = 0.5 * (1.0 - np.tanh((signed_mm + wave - offset_mm) / (2.0 * softness_mm)))
+    grid = np.stack(np.meshgrid(*[np.arange(n) * s for n, s in zip(mask.shape, sampling, strict=True)], indexing="ij"))
+    extent_mm = np.asarray(mask.shape) * sampling
+    for _ in range(int(rng.integers(0, CONTEXT_BLOBS + 1))):
+        centre = rng.uniform(0.0, 1.0, size=mask.ndim) * extent_mm
+        radius_mm = rng.uniform(0.05, 0.2) * float(extent_mm.max())
+        distance2 = sum((grid[axis] - centre[axis]) ** 2 for axis in range(mask.ndim))
+        probability = np.maximum(probability, rng.uniform(0.3, 1.0) * np.exp(-distance2 / (2.0 * radius_mm**2)))
+    probability *= rng.uniform(*CONTEXT_SCALE)
+    if rng.random() < CONTEXT_MISSED:
+        probability *= rng.uniform(0.0, 0.3)
+    out = np.clip(probability, 0.0, 1.0).astype(np.float32)
+    return out[:, :, np.newaxis] if planar else out
 
 
 def build_level_arrays(config: TrainConfig, log: Any = print) -> tuple[list[CaseArrays], list[list[np.ndarray]]]:
