@@ -347,3 +347,30 @@ def test_a_widened_level_computes_what_its_one_channel_source_did() -> None:
         torch.testing.assert_close(target(torch.cat([image, context], dim=1)), source(image))
     with pytest.raises(ConfigError, match="has shape"):
         widen_inputs({"w": torch.zeros(3, 1, 3, 3)}, {"w": torch.zeros(4, 2, 3, 3)})
+
+
+def test_the_hc18_evaluation_writes_a_row_per_frame_against_the_expert_csv(hc18_dir: Path, tmp_path: Path) -> None:
+    """Per-case rows carry the CSV's reference HC and DF = measured - reference; the bundled model is close."""
+    import csv
+
+    from FetalHeadSegLib.catalog import find_model
+    from FetalHeadSegLib.hc18 import read_pixel_size_csv
+    from training.evaluate import main
+
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "splits.json").write_text(json.dumps({"training": [], "validation": ["019_HC", "026_2HC"]}))
+    rows_csv = tmp_path / "cases.csv"
+    code = main(
+        [str(find_model("hc18-plane-2d").path), "--hc18", str(hc18_dir), "--run", str(tmp_path / "run")]
+        + ["--cases-csv", str(rows_csv)]
+    )
+    assert code == 0
+    rows = list(csv.DictReader(rows_csv.open()))
+    table = read_pixel_size_csv(hc18_dir / "subset_pixel_size_and_HC.csv")
+    assert [row["case"] for row in rows] == ["019_HC", "026_2HC"]
+    for row in rows:
+        reference = table[f"{row['case']}.png"].hc_mm
+        assert float(row["reference_hc_mm"]) == pytest.approx(reference, abs=1e-3)
+        assert float(row["df_mm"]) == pytest.approx(float(row["hc_mm"]) - reference, abs=2e-3)
+        assert abs(float(row["df_mm"])) < 10.0 and float(row["dice_ellipse"]) > 0.9
+        assert row["review_recommended"] in ("True", "False")

@@ -62,8 +62,26 @@ def _review_case(result: Any, bad: bool, cases: ReviewCases) -> None:
     cases.append((signals, bad))
 
 
+CaseRows = list[dict[str, Any]]
+"""One row per case (``--cases-csv``): the case id, its reference and measured values and the review verdict."""
+
+
+def _row(case_id: str, result: Any, **values: Any) -> dict[str, Any]:
+    review = result.review
+    return {
+        "case": case_id,
+        **{k: round(v, 4) if isinstance(v, float) else v for k, v in values.items()},
+        "review_recommended": bool(review and review.recommended),
+        "review_reasons": ";".join(review.reasons) if review else "",
+    }
+
+
 def evaluate_hc18(
-    segmenter: Segmenter, root: Path, case_ids: list[str], review_cases: ReviewCases | None = None
+    segmenter: Segmenter,
+    root: Path,
+    case_ids: list[str],
+    review_cases: ReviewCases | None = None,
+    rows: CaseRows | None = None,
 ) -> dict[str, Any]:
     from FetalHeadSegLib.hc18 import ellipse_from_outline, rasterize_ellipse, read_pixel_size_csv
 
@@ -82,6 +100,8 @@ def evaluate_hc18(
         if result.biometry is None:
             df.append(float("nan"))
             dice.append(0.0)
+            if rows is not None:
+                rows.append(_row(case_id, result, reference_hc_mm=row.hc_mm, pixel_size_mm=row.pixel_size_mm))
             if review_cases is not None:
                 _review_case(result, True, review_cases)
             continue
@@ -92,6 +112,18 @@ def evaluate_hc18(
         metrics = segmentation_metrics(predicted, reference, (row.pixel_size_mm, row.pixel_size_mm))
         dice.append(metrics.dice)
         hd.append(metrics.hd_mm)
+        if rows is not None:
+            rows.append(
+                _row(
+                    case_id,
+                    result,
+                    reference_hc_mm=row.hc_mm,
+                    hc_mm=result.biometry.hc_mm,
+                    df_mm=df[-1],
+                    dice_ellipse=metrics.dice,
+                    pixel_size_mm=row.pixel_size_mm,
+                )
+            )
     return {
         "data": "HC18 validation subjects",
         "cases": len(case_ids),
@@ -113,7 +145,11 @@ def evaluate_hc18(
 
 
 def evaluate_psfhs(
-    segmenter: Segmenter, root: Path, case_ids: list[str], review_cases: ReviewCases | None = None
+    segmenter: Segmenter,
+    root: Path,
+    case_ids: list[str],
+    review_cases: ReviewCases | None = None,
+    rows: CaseRows | None = None,
 ) -> dict[str, Any]:
     from FetalHeadSegLib.aop import angle_of_progression
 
@@ -127,10 +163,23 @@ def evaluate_psfhs(
         predicted = result.labels.array[:, :, 0]
         dice_ps.append(segmentation_metrics(predicted == 1, truth.array[:, :, 0] == 1).dice)
         dice_fh.append(segmentation_metrics(predicted == 2, truth.array[:, :, 0] == 2).dice)
+        reference_aop = angle_of_progression(truth).aop_deg
         try:
-            aop_error.append(abs(angle_of_progression(result.labels).aop_deg - angle_of_progression(truth).aop_deg))
+            measured_aop = angle_of_progression(result.labels).aop_deg
         except FetalHeadSegError:
-            aop_error.append(float("nan"))
+            measured_aop = float("nan")
+        aop_error.append(abs(measured_aop - reference_aop))
+        if rows is not None:
+            rows.append(
+                _row(
+                    case_id,
+                    result,
+                    reference_aop_deg=reference_aop,
+                    aop_deg=measured_aop,
+                    dice_fetal_head=dice_fh[-1],
+                    dice_pubic_symphysis=dice_ps[-1],
+                )
+            )
         if review_cases is not None:
             bad = not (math.isfinite(aop_error[-1]) and aop_error[-1] <= AOP_ERROR_BAD_DEG)
             _review_case(result, bad, review_cases)
@@ -199,6 +248,21 @@ def evaluate_phantoms(
         **{k: _summary(v) for k, v in results.items() if k != "seconds"},
         "cpu_seconds_per_case": _summary(results["seconds"]),
     }
+
+
+def write_rows(path: Path, rows: CaseRows) -> None:
+    """The per-case rows as CSV (columns: the union of the rows' keys, in first-seen order), written atomically."""
+    import csv
+    import io
+
+    from FetalHeadSegLib.atomic import write_text_atomic
+
+    columns = list(dict.fromkeys(key for row in rows for key in row))
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, columns, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    write_text_atomic(path, buffer.getvalue())
 
 
 def write_card(bundle_path: Path, evaluation: dict[str, Any]) -> None:
@@ -275,6 +339,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=900000, help="first phantom seed (default 900000)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--update-card", action="store_true", help="write the results into the bundle's card")
+    parser.add_argument("--cases-csv", type=Path, metavar="CSV", help="also write one row per case (HC18, PSFHS)")
     parser.add_argument(
         "--calibrate-review",
         type=float,
@@ -294,11 +359,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             if args.run is None:
                 parser.error("--hc18 and --psfhs need --run (the validation split)")
             case_ids = json.loads((args.run / "splits.json").read_text())["validation"]
+            rows: CaseRows = []
             evaluation = (
-                evaluate_hc18(segmenter, args.hc18, case_ids, review_cases)
+                evaluate_hc18(segmenter, args.hc18, case_ids, review_cases, rows)
                 if args.hc18
-                else evaluate_psfhs(segmenter, args.psfhs, case_ids, review_cases)
+                else evaluate_psfhs(segmenter, args.psfhs, case_ids, review_cases, rows)
             )
+            if args.cases_csv:
+                write_rows(args.cases_csv, rows)
     except FetalHeadSegError as err:
         print(f"evaluate: error: {err}", file=sys.stderr)
         return 2
