@@ -374,3 +374,25 @@ def test_the_hc18_evaluation_writes_a_row_per_frame_against_the_expert_csv(hc18_
         assert float(row["df_mm"]) == pytest.approx(float(row["hc_mm"]) - reference, abs=2e-3)
         assert abs(float(row["df_mm"])) < 10.0 and float(row["dice_ellipse"]) > 0.9
         assert row["review_recommended"] in ("True", "False")
+
+
+def test_visible_truth_is_the_head_within_the_field_of_view() -> None:
+    """A cut or cropped head: the training label is what the scanner saw, the whole head stays in the truth."""
+    from FetalHeadSegLib.phantom import generate_phantom
+    from FetalHeadSegLib.preprocessing import PreprocessingConfig
+    from training.data import Case, load_case
+
+    settings = {"dimension": 3, "size": [48, 48, 48], "appearance": "randomised", "factors": {"head_fill": 1.0}}
+    phantom = generate_phantom(phantom_config(settings, 4), 4)
+    assert phantom.field_of_view is not None
+    seen = phantom.field_of_view.array > 0
+    assert (phantom.head_mask.array[~seen] > 0).any()  # the head reaches beyond what was imaged
+    case = Case(case_id="phantom_4", subject="phantom_4", seed=4)
+    preprocessing = PreprocessingConfig()
+    for truth, expected in (("whole", phantom.head_mask.array > 0), ("visible", (phantom.head_mask.array > 0) & seen)):
+        config = DataConfig(kind="phantom", phantom={**settings, "truth": truth})
+        image, label = load_case(case, config, preprocessing)
+        np.testing.assert_array_equal(label.array > 0, expected)
+        np.testing.assert_array_equal(image.array, phantom.image.array)
+    with pytest.raises(ConfigError, match="truth"):
+        DataConfig(kind="phantom", phantom={**settings, "truth": "all"})

@@ -46,7 +46,9 @@ class DataConfig:
             ``head_fill_range``, ``elevation_ratio_range``, ``appearance`` (``classic`` or ``randomised``) and
             ``factors`` (fixed or narrowed randomisation factors) as in :class:`FetalHeadSegLib.phantom.PhantomConfig`;
             ``classic_fraction``: with ``appearance`` randomised, this share of the seeds (drawn per seed) keeps the
-            classic appearance instead, so a model learns the randomised world without forgetting the classic one.
+            classic appearance instead, so a model learns the randomised world without forgetting the classic one;
+            ``truth``: ``whole`` (default: the whole analytic head) or ``visible`` (the head within the imaged field
+            of view: what a network can see, and what an annotator would draw on a cut or cropped volume).
         cache: path of the preprocessed cache; built when missing, reused when present.
     """
 
@@ -68,6 +70,8 @@ class DataConfig:
         if not 0.0 < self.validation_fraction < 1.0:
             raise ConfigError("data.validation_fraction must lie between 0 and 1")
         if self.kind == "phantom":
+            if self.phantom.get("truth", "whole") not in ("whole", "visible"):
+                raise ConfigError(f"data.phantom.truth must be whole or visible, got {self.phantom['truth']!r}")
             for seed in range(len(self.phantom.get("sizes") or [None])):
                 phantom_config(self.phantom, seed)  # every grid checked before any case is generated
 
@@ -276,7 +280,10 @@ def load_case(case: Case, config: DataConfig, preprocessing: PreprocessingConfig
         from FetalHeadSegLib.phantom import generate_phantom
 
         phantom = generate_phantom(phantom_config(config.phantom, case.seed), case.seed)
-        return phantom.image, phantom.head_mask
+        head = phantom.head_mask
+        if config.phantom.get("truth", "whole") == "visible" and phantom.field_of_view is not None:
+            head = head.with_array(head.array * (phantom.field_of_view.array > 0).astype(head.array.dtype))
+        return phantom.image, head
     assert case.image is not None and case.label is not None
     image = read_image(case.image, spacing_mm=case.spacing_mm)
     if config.kind == "hc18":
