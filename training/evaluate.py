@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from FetalHeadSegLib.errors import FetalHeadSegError
-from FetalHeadSegLib.inference import Segmenter, load_model
+from FetalHeadSegLib.inference import InferenceOptions, Segmenter, load_model
 from FetalHeadSegLib.io import read_image
 from FetalHeadSegLib.metrics import segmentation_metrics
 
@@ -82,6 +82,7 @@ def evaluate_hc18(
     case_ids: list[str],
     review_cases: ReviewCases | None = None,
     rows: CaseRows | None = None,
+    options: InferenceOptions | None = None,
 ) -> dict[str, Any]:
     from FetalHeadSegLib.hc18 import ellipse_from_outline, rasterize_ellipse, read_pixel_size_csv
 
@@ -91,7 +92,7 @@ def evaluate_hc18(
         row = table[f"{case_id}.png"]
         image = read_image(root / "training_set" / f"{case_id}.png", spacing_mm=row.pixel_size_mm)
         start = time.perf_counter()
-        result = segmenter.segment(image, source=case_id)
+        result = segmenter.segment(image, options, source=case_id)
         seconds.append(time.perf_counter() - start)
         outline = read_image(root / "training_set" / f"{case_id}_Annotation.png")
         reference = rasterize_ellipse(ellipse_from_outline(outline.array[:, :, 0]), outline.shape[:2])
@@ -150,6 +151,7 @@ def evaluate_psfhs(
     case_ids: list[str],
     review_cases: ReviewCases | None = None,
     rows: CaseRows | None = None,
+    options: InferenceOptions | None = None,
 ) -> dict[str, Any]:
     from FetalHeadSegLib.aop import angle_of_progression
 
@@ -158,7 +160,7 @@ def evaluate_psfhs(
         image = read_image(root / "image_mha" / f"{case_id}.mha")
         truth = read_image(root / "label_mha" / f"{case_id}.mha")
         start = time.perf_counter()
-        result = segmenter.segment(image, source=case_id)
+        result = segmenter.segment(image, options, source=case_id)
         seconds.append(time.perf_counter() - start)
         predicted = result.labels.array[:, :, 0]
         dice_ps.append(segmentation_metrics(predicted == 1, truth.array[:, :, 0] == 1).dice)
@@ -195,7 +197,11 @@ def evaluate_psfhs(
 
 
 def evaluate_phantoms(
-    segmenter: Segmenter, count: int, first_seed: int, review_cases: ReviewCases | None = None
+    segmenter: Segmenter,
+    count: int,
+    first_seed: int,
+    review_cases: ReviewCases | None = None,
+    options: InferenceOptions | None = None,
 ) -> dict[str, Any]:
     from FetalHeadSegLib.phantom import PhantomConfig, generate_phantom
 
@@ -223,7 +229,7 @@ def evaluate_phantoms(
         case = generate_phantom(config, first_seed + index)
         cut_by_field_of_view += bool(case.truth["head_touches_border"])
         start = time.perf_counter()
-        result = segmenter.segment(case.image, source=f"phantom {first_seed + index}")
+        result = segmenter.segment(case.image, options, source=f"phantom {first_seed + index}")
         results["seconds"].append(time.perf_counter() - start)
         metrics = segmentation_metrics(result.labels.array == 1, case.head_mask.array > 0, case.image.spacing_mm)
         results["dice"].append(metrics.dice)
@@ -339,6 +345,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=900000, help="first phantom seed (default 900000)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--update-card", action="store_true", help="write the results into the bundle's card")
+    parser.add_argument("--tta", action="store_true", help="run with flip test-time augmentation (segment --tta)")
     parser.add_argument("--cases-csv", type=Path, metavar="CSV", help="also write one row per case (HC18, PSFHS)")
     parser.add_argument(
         "--calibrate-review",
@@ -351,19 +358,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     review_cases: ReviewCases = []
+    options = InferenceOptions(tta=args.tta)
     try:
         segmenter = load_model(args.bundle, args.device)
         if args.phantoms:
-            evaluation = evaluate_phantoms(segmenter, args.phantoms, args.seed, review_cases)
+            evaluation = evaluate_phantoms(segmenter, args.phantoms, args.seed, review_cases, options)
         else:
             if args.run is None:
                 parser.error("--hc18 and --psfhs need --run (the validation split)")
             case_ids = json.loads((args.run / "splits.json").read_text())["validation"]
             rows: CaseRows = []
             evaluation = (
-                evaluate_hc18(segmenter, args.hc18, case_ids, review_cases, rows)
+                evaluate_hc18(segmenter, args.hc18, case_ids, review_cases, rows, options)
                 if args.hc18
-                else evaluate_psfhs(segmenter, args.psfhs, case_ids, review_cases, rows)
+                else evaluate_psfhs(segmenter, args.psfhs, case_ids, review_cases, rows, options)
             )
             if args.cases_csv:
                 write_rows(args.cases_csv, rows)
