@@ -346,14 +346,14 @@ class FetalHeadSegLogic(ScriptedLoadableModuleLogic):
     @staticmethod
     def deleteImportedModels() -> list:
         """Remove the imported model bundles (bundled models stay); returns the removed folders."""
-        from FetalHeadSegLib.catalog import remove_imported_models
+        from FetalHeadSegLib.models.catalog import remove_imported_models
 
         return remove_imported_models()
 
     @staticmethod
     def importModel(path: Path) -> Path:
         """Install a model bundle (folder, bundle.json or .zip) after verifying its SHA-256 checksums."""
-        from FetalHeadSegLib.catalog import import_model
+        from FetalHeadSegLib.models.catalog import import_model
 
         return import_model(path)
 

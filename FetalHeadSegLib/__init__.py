@@ -17,13 +17,13 @@ from typing import TYPE_CHECKING, Any
 from FetalHeadSegLib._version import __version__
 
 if TYPE_CHECKING:
-    from FetalHeadSegLib.aop import AngleOfProgression, angle_of_progression
-    from FetalHeadSegLib.biometry import Biometry, measure_biometry
-    from FetalHeadSegLib.image import Image
-    from FetalHeadSegLib.inference import InferenceOptions, Segmentation, Segmenter, load_model, segment
-    from FetalHeadSegLib.io import read_image, write_image, write_labelmap
-    from FetalHeadSegLib.markups import write_markups
-    from FetalHeadSegLib.metrics import segmentation_metrics
+    from FetalHeadSegLib.core.image import Image
+    from FetalHeadSegLib.core.io import read_image, write_image, write_labelmap
+    from FetalHeadSegLib.inference.engine import InferenceOptions, Segmentation, Segmenter, load_model, segment
+    from FetalHeadSegLib.measure.aop import AngleOfProgression, angle_of_progression
+    from FetalHeadSegLib.measure.biometry import Biometry, measure_biometry
+    from FetalHeadSegLib.measure.metrics import segmentation_metrics
+    from FetalHeadSegLib.report.markups import write_markups
 
 __all__ = [
     "AngleOfProgression",
@@ -45,21 +45,21 @@ __all__ = [
 ]
 
 _LAZY = {
-    "AngleOfProgression": "FetalHeadSegLib.aop",
-    "angle_of_progression": "FetalHeadSegLib.aop",
-    "Biometry": "FetalHeadSegLib.biometry",
-    "measure_biometry": "FetalHeadSegLib.biometry",
-    "Image": "FetalHeadSegLib.image",
-    "InferenceOptions": "FetalHeadSegLib.inference",
-    "Segmentation": "FetalHeadSegLib.inference",
-    "Segmenter": "FetalHeadSegLib.inference",
-    "load_model": "FetalHeadSegLib.inference",
-    "segment": "FetalHeadSegLib.inference",
-    "read_image": "FetalHeadSegLib.io",
-    "write_image": "FetalHeadSegLib.io",
-    "write_labelmap": "FetalHeadSegLib.io",
-    "write_markups": "FetalHeadSegLib.markups",
-    "segmentation_metrics": "FetalHeadSegLib.metrics",
+    "AngleOfProgression": "FetalHeadSegLib.measure.aop",
+    "angle_of_progression": "FetalHeadSegLib.measure.aop",
+    "Biometry": "FetalHeadSegLib.measure.biometry",
+    "measure_biometry": "FetalHeadSegLib.measure.biometry",
+    "Image": "FetalHeadSegLib.core.image",
+    "InferenceOptions": "FetalHeadSegLib.inference.engine",
+    "Segmentation": "FetalHeadSegLib.inference.engine",
+    "Segmenter": "FetalHeadSegLib.inference.engine",
+    "load_model": "FetalHeadSegLib.inference.engine",
+    "segment": "FetalHeadSegLib.inference.engine",
+    "read_image": "FetalHeadSegLib.core.io",
+    "write_image": "FetalHeadSegLib.core.io",
+    "write_labelmap": "FetalHeadSegLib.core.io",
+    "write_markups": "FetalHeadSegLib.report.markups",
+    "segmentation_metrics": "FetalHeadSegLib.measure.metrics",
 }
 
 

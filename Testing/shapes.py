@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from FetalHeadSegLib.image import Image, make_ijk_to_ras
+from FetalHeadSegLib.core.image import Image, make_ijk_to_ras
 
 
 def rotation_matrix(axis: tuple[float, float, float], angle_rad: float) -> np.ndarray:

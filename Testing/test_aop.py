@@ -7,9 +7,9 @@ import math
 import numpy as np
 import pytest
 
-from FetalHeadSegLib.aop import angle_of_progression, aop_from_points
-from FetalHeadSegLib.errors import InputImageError
-from FetalHeadSegLib.image import Image
+from FetalHeadSegLib.core.errors import InputImageError
+from FetalHeadSegLib.core.image import Image
+from FetalHeadSegLib.measure.aop import angle_of_progression, aop_from_points
 
 from shapes import intrapartum_labels
 
@@ -64,7 +64,7 @@ def test_missing_structures_and_3d_input_are_refused() -> None:
 
 
 def test_real_psfhs_masks_give_intrapartum_angles(psfhs_dir) -> None:
-    from FetalHeadSegLib.io import read_image
+    from FetalHeadSegLib.core.io import read_image
 
     files = sorted((psfhs_dir / "label_mha").glob("*.mha"))[:40]
     angles = [angle_of_progression(read_image(path)).aop_deg for path in files]

@@ -7,11 +7,11 @@ import math
 import numpy as np
 import pytest
 
-from FetalHeadSegLib.biometry import BIOMETRY_JSON_KEYS, measure_biometry
-from FetalHeadSegLib.ellipse import ramanujan_perimeter
-from FetalHeadSegLib.errors import InputImageError
-from FetalHeadSegLib.image import Image, make_ijk_to_ras
-from FetalHeadSegLib.section import principal_axes
+from FetalHeadSegLib.core.errors import InputImageError
+from FetalHeadSegLib.core.image import Image, make_ijk_to_ras
+from FetalHeadSegLib.measure.biometry import BIOMETRY_JSON_KEYS, measure_biometry
+from FetalHeadSegLib.measure.ellipse import ramanujan_perimeter
+from FetalHeadSegLib.measure.section import principal_axes
 
 from shapes import make_ellipse_frame, make_ellipsoid, rotation_matrix
 

@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from FetalHeadSegLib.bundle import load_networks, read_bundle, verify_bundle
-from FetalHeadSegLib.catalog import default_model, find_model, import_model, list_models, remove_imported_models
-from FetalHeadSegLib.errors import BundleError, ChecksumError
+from FetalHeadSegLib.core.errors import BundleError, ChecksumError
+from FetalHeadSegLib.models.bundle import load_networks, read_bundle, verify_bundle
+from FetalHeadSegLib.models.catalog import default_model, find_model, import_model, list_models, remove_imported_models
 
 from tiny_models import make_tiny_bundle
 

@@ -12,10 +12,10 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from FetalHeadSegLib.biometry import BIOMETRY_JSON_KEYS
 from FetalHeadSegLib.cli import main
-from FetalHeadSegLib.image import Image, make_ijk_to_ras
-from FetalHeadSegLib.io import write_image, write_labelmap
+from FetalHeadSegLib.core.image import Image, make_ijk_to_ras
+from FetalHeadSegLib.core.io import write_image, write_labelmap
+from FetalHeadSegLib.measure.biometry import BIOMETRY_JSON_KEYS
 
 from shapes import intrapartum_labels, make_ellipse_frame, make_ellipsoid
 
@@ -224,7 +224,7 @@ def test_phantom_command_rejects_bad_options(tmp_path: Path, capsys, arguments: 
 
 
 def test_demo_without_models_measures_the_annotation(tmp_path: Path, capsys, monkeypatch) -> None:
-    import FetalHeadSegLib.catalog as catalog
+    import FetalHeadSegLib.models.catalog as catalog
 
     monkeypatch.setattr(catalog, "list_models", lambda home=None: [])
     assert main(["demo", "-o", str(tmp_path)]) == 0

@@ -17,10 +17,10 @@ import numpy as np
 import pytest
 
 from FetalHeadSegLib.cli import main
-from FetalHeadSegLib.cohort import Case, expand_inputs, is_tool_output, plan_cases
-from FetalHeadSegLib.errors import OutputError
-from FetalHeadSegLib.io import write_image
+from FetalHeadSegLib.core.errors import OutputError
+from FetalHeadSegLib.core.io import write_image
 from FetalHeadSegLib.phantom import PhantomConfig, generate_phantom
+from FetalHeadSegLib.report.cohort import Case, expand_inputs, is_tool_output, plan_cases
 
 from tiny_models import make_tiny_bundle
 
@@ -110,7 +110,7 @@ def test_rerun_into_the_input_folder_skips_own_outputs_and_keeps_results(
 
 
 def test_tta_writes_the_uncertainty_map_it_promises(workspace: dict[str, Path], tmp_path: Path) -> None:
-    from FetalHeadSegLib.io import read_image
+    from FetalHeadSegLib.core.io import read_image
 
     assert _segment(workspace, str(workspace["volume"]), "-o", str(tmp_path), "--tta") == 0
     uncertainty = read_image(tmp_path / "volume_uncertainty.nii.gz")

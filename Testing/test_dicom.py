@@ -14,10 +14,10 @@ from pydicom.pixels import get_decoder, set_pixel_data
 from pydicom.sequence import Sequence
 from pydicom.uid import UID, ExplicitVRLittleEndian, JPEGLSLossless, generate_uid
 
-from FetalHeadSegLib.errors import InputImageError, OutputError
-from FetalHeadSegLib.image import Image, make_ijk_to_ras
-from FetalHeadSegLib.io import read_image, read_image_frames, write_image
-from FetalHeadSegLib.spacing import SpacingSource
+from FetalHeadSegLib.core.errors import InputImageError, OutputError
+from FetalHeadSegLib.core.image import Image, make_ijk_to_ras
+from FetalHeadSegLib.core.io import read_image, read_image_frames, write_image
+from FetalHeadSegLib.core.spacing import SpacingSource
 
 US_IMAGE = "1.2.840.10008.5.1.4.1.1.6.1"
 US_MULTIFRAME = "1.2.840.10008.5.1.4.1.1.3.1"

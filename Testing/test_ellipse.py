@@ -7,7 +7,8 @@ import math
 import numpy as np
 import pytest
 
-from FetalHeadSegLib.ellipse import (
+from FetalHeadSegLib.core.errors import InputImageError
+from FetalHeadSegLib.measure.ellipse import (
     Ellipse,
     exact_perimeter,
     fit_ellipse,
@@ -15,7 +16,6 @@ from FetalHeadSegLib.ellipse import (
     ramanujan_perimeter,
     ramanujan_perimeter_2,
 )
-from FetalHeadSegLib.errors import InputImageError
 
 from shapes import make_ellipse_frame
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from FetalHeadSegLib import growth
+from FetalHeadSegLib.measure import growth
 
 
 def test_intergrowth_dating_from_hc_vector_1() -> None:

@@ -7,11 +7,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from FetalHeadSegLib.biometry import measure_biometry
-from FetalHeadSegLib.errors import InputImageError
-from FetalHeadSegLib.hc18 import ellipse_from_outline, rasterize_ellipse, read_pixel_size_csv, subject_id
-from FetalHeadSegLib.io import read_image
-from FetalHeadSegLib.samples import get_sample
+from FetalHeadSegLib.core.errors import InputImageError
+from FetalHeadSegLib.core.io import read_image
+from FetalHeadSegLib.core.samples import get_sample
+from FetalHeadSegLib.measure.biometry import measure_biometry
+from FetalHeadSegLib.measure.hc18 import ellipse_from_outline, rasterize_ellipse, read_pixel_size_csv, subject_id
 
 
 def test_bundled_sample_reproduces_its_expert_hc() -> None:

@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 import torch
 
-from FetalHeadSegLib.errors import Cancelled, DeviceError, InputImageError
-from FetalHeadSegLib.image import Image, make_ijk_to_ras
-from FetalHeadSegLib.inference import InferenceOptions, Segmenter, load_model
-from FetalHeadSegLib.preprocessing import PreprocessingConfig
+from FetalHeadSegLib.core.errors import Cancelled, DeviceError, InputImageError
+from FetalHeadSegLib.core.image import Image, make_ijk_to_ras
+from FetalHeadSegLib.inference.engine import InferenceOptions, Segmenter, load_model
+from FetalHeadSegLib.inference.preprocessing import PreprocessingConfig
 
 from shapes import make_ellipsoid, rotation_matrix
 from tiny_models import make_tiny_bundle

@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from FetalHeadSegLib.errors import InputImageError, OutputError
-from FetalHeadSegLib.image import Image, make_ijk_to_ras
-from FetalHeadSegLib.io import read_image, read_image_frames, write_image, write_labelmap
-from FetalHeadSegLib.spacing import SpacingSource
+from FetalHeadSegLib.core.errors import InputImageError, OutputError
+from FetalHeadSegLib.core.image import Image, make_ijk_to_ras
+from FetalHeadSegLib.core.io import read_image, read_image_frames, write_image, write_labelmap
+from FetalHeadSegLib.core.spacing import SpacingSource
 
 from shapes import rotation_matrix
 

@@ -9,9 +9,9 @@ import jsonschema
 import numpy as np
 import pytest
 
-from FetalHeadSegLib.aop import angle_of_progression
-from FetalHeadSegLib.biometry import measure_biometry
-from FetalHeadSegLib.markups import write_markups
+from FetalHeadSegLib.measure.aop import angle_of_progression
+from FetalHeadSegLib.measure.biometry import measure_biometry
+from FetalHeadSegLib.report.markups import write_markups
 
 from shapes import intrapartum_labels, make_ellipsoid, rotation_matrix
 

@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from FetalHeadSegLib.metrics import segmentation_metrics
+from FetalHeadSegLib.measure.metrics import segmentation_metrics
 
 
 def square(low: int, high: int, col_shift: int = 0) -> np.ndarray:

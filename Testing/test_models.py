@@ -7,13 +7,13 @@ import json
 import numpy as np
 import pytest
 
-from FetalHeadSegLib.aop import angle_of_progression
-from FetalHeadSegLib.bundle import verify_bundle
-from FetalHeadSegLib.catalog import default_model, find_model, list_models
-from FetalHeadSegLib.inference import load_model
-from FetalHeadSegLib.io import read_image
-from FetalHeadSegLib.metrics import segmentation_metrics
-from FetalHeadSegLib.samples import get_sample
+from FetalHeadSegLib.core.io import read_image
+from FetalHeadSegLib.core.samples import get_sample
+from FetalHeadSegLib.inference.engine import load_model
+from FetalHeadSegLib.measure.aop import angle_of_progression
+from FetalHeadSegLib.measure.metrics import segmentation_metrics
+from FetalHeadSegLib.models.bundle import verify_bundle
+from FetalHeadSegLib.models.catalog import default_model, find_model, list_models
 
 SHIPPED = {
     "fetal-head-3d-cascade": (3, "head"),

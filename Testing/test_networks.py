@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from FetalHeadSegLib.network_config import PRESETS, SEED_USEGNET_DS, NetworkConfig
-from FetalHeadSegLib.networks import build_network, count_parameters
+from FetalHeadSegLib.models.network_config import PRESETS, SEED_USEGNET_DS, NetworkConfig
+from FetalHeadSegLib.models.networks import build_network, count_parameters
 
 from tiny_models import tiny_network
 

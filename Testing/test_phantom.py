@@ -7,9 +7,9 @@ import math
 import numpy as np
 import pytest
 
-from FetalHeadSegLib.biometry import measure_biometry
-from FetalHeadSegLib.growth import intergrowth_2014_median_sd
-from FetalHeadSegLib.image import Image, make_ijk_to_ras
+from FetalHeadSegLib.core.image import Image, make_ijk_to_ras
+from FetalHeadSegLib.measure.biometry import measure_biometry
+from FetalHeadSegLib.measure.growth import intergrowth_2014_median_sd
 from FetalHeadSegLib.phantom import PhantomConfig, generate_phantom
 from FetalHeadSegLib.phantom.anatomy import head_semi_axes
 from FetalHeadSegLib.phantom.scanner import Probe, beam_envelope

@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from FetalHeadSegLib.biometry import measure_biometry
 from FetalHeadSegLib.cli import main
+from FetalHeadSegLib.measure.biometry import measure_biometry
 from FetalHeadSegLib.phantom import Phantom, PhantomConfig, generate_phantom
 from FetalHeadSegLib.phantom.appearance import (
     FACTORS,

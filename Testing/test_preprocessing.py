@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from FetalHeadSegLib.errors import InputImageError
-from FetalHeadSegLib.image import Image, make_ijk_to_ras
-from FetalHeadSegLib.preprocessing import (
+from FetalHeadSegLib.core.errors import InputImageError
+from FetalHeadSegLib.core.image import Image, make_ijk_to_ras
+from FetalHeadSegLib.inference.preprocessing import (
     PreprocessingConfig,
     check_image,
     normalise,

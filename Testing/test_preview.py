@@ -6,9 +6,9 @@ from pathlib import Path
 
 import numpy as np
 
-from FetalHeadSegLib.image import Image, make_ijk_to_ras
-from FetalHeadSegLib.io import read_image
-from FetalHeadSegLib.preview import OUTLINE_RGB, orthogonal_slices, write_png
+from FetalHeadSegLib.core.image import Image, make_ijk_to_ras
+from FetalHeadSegLib.core.io import read_image
+from FetalHeadSegLib.report.preview import OUTLINE_RGB, orthogonal_slices, write_png
 
 from shapes import make_ellipsoid
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from FetalHeadSegLib.aop import angle_of_progression
-from FetalHeadSegLib.biometry import measure_biometry
-from FetalHeadSegLib.qc import AOP_TANGENT_RGB, HC_RGB, SEGMENTATION_RGB, SYMPHYSIS_AXIS_RGB, qc_picture
+from FetalHeadSegLib.measure.aop import angle_of_progression
+from FetalHeadSegLib.measure.biometry import measure_biometry
+from FetalHeadSegLib.report.qc import AOP_TANGENT_RGB, HC_RGB, SEGMENTATION_RGB, SYMPHYSIS_AXIS_RGB, qc_picture
 
 from shapes import intrapartum_labels
 

@@ -9,11 +9,11 @@ from pathlib import Path
 import pytest
 
 from FetalHeadSegLib.cli import build_parser
-from FetalHeadSegLib.cohort import ExistingOutputs
-from FetalHeadSegLib.errors import ConfigError
-from FetalHeadSegLib.inference import InferenceOptions
-from FetalHeadSegLib.request import ProgressMode, SegmentRequest
-from FetalHeadSegLib.spacing import SpacingSource
+from FetalHeadSegLib.core.errors import ConfigError
+from FetalHeadSegLib.core.spacing import SpacingSource
+from FetalHeadSegLib.inference.engine import InferenceOptions
+from FetalHeadSegLib.inference.request import ProgressMode, SegmentRequest
+from FetalHeadSegLib.report.cohort import ExistingOutputs
 
 REPOSITORY = Path(__file__).resolve().parents[1]
 

@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from FetalHeadSegLib.biometry import measure_biometry
-from FetalHeadSegLib.image import Image, make_ijk_to_ras
-from FetalHeadSegLib.review import ReviewPolicy, ReviewSignals, decide, review_signals
+from FetalHeadSegLib.core.image import Image, make_ijk_to_ras
+from FetalHeadSegLib.measure.biometry import measure_biometry
+from FetalHeadSegLib.measure.review import ReviewPolicy, ReviewSignals, decide, review_signals
 
 SPACING = (0.3, 0.3, 1.0)
 
@@ -86,7 +86,7 @@ def test_an_implausible_size_recommends_review_and_policies_round_trip() -> None
 
 def test_calibration_catches_the_bad_cases_within_the_flag_budget() -> None:
     """Synthetic validation set: bad cases have a wide uncertain band or a cut head; one signal is pure noise."""
-    from FetalHeadSegLib.review import calibrate, review_rates
+    from FetalHeadSegLib.measure.review import calibrate, review_rates
 
     rng = np.random.default_rng(0)
     cases = []
@@ -104,7 +104,7 @@ def test_calibration_catches_the_bad_cases_within_the_flag_budget() -> None:
 
 def test_calibration_turns_off_a_plausibility_rule_that_alone_breaks_the_budget() -> None:
     """Frames whose pixel size is not physical (every HC 'implausible'): the rule would flag everything."""
-    from FetalHeadSegLib.review import calibrate
+    from FetalHeadSegLib.measure.review import calibrate
 
     cases = [(ReviewSignals(hc_mm=470.0, uncertain_band=0.2 if i < 5 else 0.01), i < 5) for i in range(50)]
     policy = calibrate(cases, max_flag_rate=0.15)

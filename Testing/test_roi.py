@@ -8,11 +8,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from FetalHeadSegLib.cascade import CascadeConfig, CascadeMode
-from FetalHeadSegLib.image import Image, make_ijk_to_ras
-from FetalHeadSegLib.inference import InferenceOptions, load_model
-from FetalHeadSegLib.preprocessing import PreprocessingConfig, prepare, to_working_grid
-from FetalHeadSegLib.roi import Box, box_on_grid, crop, foreground_box, paste
+from FetalHeadSegLib.core.image import Image, make_ijk_to_ras
+from FetalHeadSegLib.inference.cascade import CascadeConfig, CascadeMode
+from FetalHeadSegLib.inference.engine import InferenceOptions, load_model
+from FetalHeadSegLib.inference.preprocessing import PreprocessingConfig, prepare, to_working_grid
+from FetalHeadSegLib.inference.roi import Box, box_on_grid, crop, foreground_box, paste
 
 from shapes import make_ellipsoid, rotation_matrix
 from tiny_models import make_tiny_bundle
@@ -104,7 +104,7 @@ def test_the_roi_cascade_runs_on_the_exact_input_grid_with_and_without_flips(tmp
 
 
 def test_the_roi_bundle_round_trips_its_cascade(tmp_path: Path) -> None:
-    from FetalHeadSegLib.bundle import read_bundle
+    from FetalHeadSegLib.models.bundle import read_bundle
 
     model = _roi_model(tmp_path)
     again = read_bundle(model.bundle.path)

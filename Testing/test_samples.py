@@ -14,9 +14,9 @@ from typing import Any
 import numpy as np
 import pytest
 
-from FetalHeadSegLib.io import read_image
+from FetalHeadSegLib.core.io import read_image
+from FetalHeadSegLib.core.samples import SAMPLES_DIR, get_sample, list_samples
 from FetalHeadSegLib.phantom import PhantomConfig, generate_phantom
-from FetalHeadSegLib.samples import SAMPLES_DIR, get_sample, list_samples
 
 PHANTOM_SAMPLES = ["phantom3d_s000001", "phantom2d_s000001"]
 MAX_DIFFERING_FRACTION = 1e-4

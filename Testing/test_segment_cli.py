@@ -12,8 +12,8 @@ import pytest
 import slicerio
 
 from FetalHeadSegLib.cli import main
-from FetalHeadSegLib.image import Image, make_ijk_to_ras
-from FetalHeadSegLib.io import read_image, write_image
+from FetalHeadSegLib.core.image import Image, make_ijk_to_ras
+from FetalHeadSegLib.core.io import read_image, write_image
 from FetalHeadSegLib.phantom import PhantomConfig, generate_phantom
 
 from tiny_models import make_tiny_bundle

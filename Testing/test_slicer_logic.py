@@ -26,8 +26,8 @@ import pytest
 import slicer_fakes
 import vtk
 
-from FetalHeadSegLib.io import read_image
-from FetalHeadSegLib.samples import get_sample
+from FetalHeadSegLib.core.io import read_image
+from FetalHeadSegLib.core.samples import get_sample
 
 slicer_core = pytest.importorskip("slicer")
 if not hasattr(slicer_core, "vtkMRMLScene"):

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from FetalHeadSegLib.io import write_image
+from FetalHeadSegLib.core.io import write_image
+from FetalHeadSegLib.inference.request import SegmentRequest
 from FetalHeadSegLib.phantom import PhantomConfig, generate_phantom
-from FetalHeadSegLib.request import SegmentRequest
 
 from tiny_models import make_tiny_bundle
 

@@ -12,14 +12,14 @@ import numpy as np
 import pytest
 import slicer_fakes
 
-from FetalHeadSegLib.aop import angle_of_progression
-from FetalHeadSegLib.biometry import Biometry, measure_biometry
-from FetalHeadSegLib.image import Image
-from FetalHeadSegLib.io import read_image
-from FetalHeadSegLib.labels import FETAL_HEAD, HEAD, PUBIC_SYMPHYSIS
-from FetalHeadSegLib.markups import write_markups
-from FetalHeadSegLib.samples import get_sample
-from FetalHeadSegLib.segfile import write_seg_nrrd
+from FetalHeadSegLib.core.image import Image
+from FetalHeadSegLib.core.io import read_image
+from FetalHeadSegLib.core.labels import FETAL_HEAD, HEAD, PUBIC_SYMPHYSIS
+from FetalHeadSegLib.core.samples import get_sample
+from FetalHeadSegLib.measure.aop import angle_of_progression
+from FetalHeadSegLib.measure.biometry import Biometry, measure_biometry
+from FetalHeadSegLib.report.markups import write_markups
+from FetalHeadSegLib.report.segfile import write_seg_nrrd
 
 from shapes import intrapartum_labels
 

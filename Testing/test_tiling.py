@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from FetalHeadSegLib.tiling import gaussian_weight, sliding_window, window_starts
+from FetalHeadSegLib.inference.tiling import gaussian_weight, sliding_window, window_starts
 
 
 @pytest.mark.parametrize(("size", "window"), [(100, 32), (64, 64), (40, 64), (129, 48)])

@@ -14,10 +14,10 @@ import numpy as np
 import pytest
 import torch
 
-from FetalHeadSegLib.errors import ConfigError
-from FetalHeadSegLib.inference import load_model
-from FetalHeadSegLib.io import read_image
-from FetalHeadSegLib.samples import get_sample
+from FetalHeadSegLib.core.errors import ConfigError
+from FetalHeadSegLib.core.io import read_image
+from FetalHeadSegLib.core.samples import get_sample
+from FetalHeadSegLib.inference.engine import load_model
 from training.config import TrainConfig, read_config
 from training.data import DataConfig, build_arrays, phantom_config, split_by_subject
 from training.engine import frozen_modules
@@ -110,7 +110,7 @@ def test_stage_two_consumes_the_context(tmp_path: Path, cache: Path) -> None:
     ]
     level1 = weights(tmp_path / "level1.pt")
     assert level1["encoder.0.0.0.weight"].shape[1] == 2  # image + context
-    from FetalHeadSegLib.networks import build_network
+    from FetalHeadSegLib.models.networks import build_network
     from training.engine import level_network_config
     from training.validation import predict_probabilities
 
@@ -174,7 +174,7 @@ def test_decoder_finetuning_keeps_the_encoder(tmp_path: Path, cache: Path) -> No
     decoder = [k for k in before if k.startswith("decoder.") and k.endswith("weight")]
     assert encoder and all(torch.equal(before[k], after[k]) for k in encoder)
     assert any(not torch.equal(before[k], after[k]) for k in decoder)
-    from FetalHeadSegLib.networks import build_network
+    from FetalHeadSegLib.models.networks import build_network
 
     network = build_network(tuned.network)
     assert len(frozen_modules(network, "encoder_frozen")) == len(frozen_modules(network, "decoder")) - 1
@@ -291,7 +291,7 @@ def test_a_missed_coarse_context_is_nearly_empty(monkeypatch: pytest.MonkeyPatch
 
 def test_a_roi_cascade_trains_exports_and_segments(tmp_path: Path) -> None:
     """Level 2 learns from crops around the true head on its own grid; the bundle runs through the engine."""
-    from FetalHeadSegLib.cascade import CascadeMode
+    from FetalHeadSegLib.inference.cascade import CascadeMode
     from FetalHeadSegLib.phantom import PhantomConfig, generate_phantom
     from training.roi_data import build_level_arrays
 
@@ -332,8 +332,8 @@ def test_a_roi_cascade_trains_exports_and_segments(tmp_path: Path) -> None:
 
 def test_a_widened_level_computes_what_its_one_channel_source_did() -> None:
     """finetune_from a 1-channel level into a 2-channel one: the context weights start at zero."""
-    from FetalHeadSegLib.network_config import NetworkConfig
-    from FetalHeadSegLib.networks import build_network
+    from FetalHeadSegLib.models.network_config import NetworkConfig
+    from FetalHeadSegLib.models.networks import build_network
     from training.engine import widen_inputs
 
     torch.manual_seed(0)
@@ -353,8 +353,8 @@ def test_the_hc18_evaluation_writes_a_row_per_frame_against_the_expert_csv(hc18_
     """Per-case rows carry the CSV's reference HC and DF = measured - reference; the bundled model is close."""
     import csv
 
-    from FetalHeadSegLib.catalog import find_model
-    from FetalHeadSegLib.hc18 import read_pixel_size_csv
+    from FetalHeadSegLib.measure.hc18 import read_pixel_size_csv
+    from FetalHeadSegLib.models.catalog import find_model
     from training.evaluate import main
 
     (tmp_path / "run").mkdir()
@@ -378,8 +378,8 @@ def test_the_hc18_evaluation_writes_a_row_per_frame_against_the_expert_csv(hc18_
 
 def test_visible_truth_is_the_head_within_the_field_of_view() -> None:
     """A cut or cropped head: the training label is what the scanner saw, the whole head stays in the truth."""
+    from FetalHeadSegLib.inference.preprocessing import PreprocessingConfig
     from FetalHeadSegLib.phantom import generate_phantom
-    from FetalHeadSegLib.preprocessing import PreprocessingConfig
     from training.data import Case, load_case
 
     settings = {"dimension": 3, "size": [48, 48, 48], "appearance": "randomised", "factors": {"head_fill": 1.0}}

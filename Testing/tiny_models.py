@@ -6,12 +6,12 @@ from pathlib import Path
 
 import torch
 
-from FetalHeadSegLib.bundle import ModelBundle, write_bundle
-from FetalHeadSegLib.cascade import CascadeConfig
-from FetalHeadSegLib.network_config import NetworkConfig
-from FetalHeadSegLib.networks import build_network
-from FetalHeadSegLib.preprocessing import PreprocessingConfig
-from FetalHeadSegLib.tasks import Task, task_spec
+from FetalHeadSegLib.core.tasks import Task, task_spec
+from FetalHeadSegLib.inference.cascade import CascadeConfig
+from FetalHeadSegLib.inference.preprocessing import PreprocessingConfig
+from FetalHeadSegLib.models.bundle import ModelBundle, write_bundle
+from FetalHeadSegLib.models.network_config import NetworkConfig
+from FetalHeadSegLib.models.networks import build_network
 
 
 def tiny_network(spatial_dims: int = 3, in_channels: int = 1, out_channels: int = 2) -> NetworkConfig:

@@ -15,7 +15,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "Testing"))
 
-from FetalHeadSegLib.biometry import measure_biometry  # noqa: E402
+from FetalHeadSegLib.measure.biometry import measure_biometry  # noqa: E402
 
 from shapes import make_ellipse_frame, make_ellipsoid, rotation_matrix  # noqa: E402
 

@@ -19,13 +19,13 @@ import json, resource, sys, tempfile, time
 from pathlib import Path
 import numpy as np, torch
 from torch.utils.flop_counter import FlopCounterMode
-from FetalHeadSegLib.bundle import ModelBundle, read_bundle, write_bundle
-from FetalHeadSegLib.image import Image, make_ijk_to_ras
-from FetalHeadSegLib.inference import InferenceOptions, Segmenter
-from FetalHeadSegLib.labels import HEAD
-from FetalHeadSegLib.network_config import PRESETS
-from FetalHeadSegLib.networks import build_network
-from FetalHeadSegLib.preprocessing import PreprocessingConfig
+from FetalHeadSegLib.models.bundle import ModelBundle, read_bundle, write_bundle
+from FetalHeadSegLib.core.image import Image, make_ijk_to_ras
+from FetalHeadSegLib.inference.engine import InferenceOptions, Segmenter
+from FetalHeadSegLib.core.labels import HEAD
+from FetalHeadSegLib.models.network_config import PRESETS
+from FetalHeadSegLib.models.networks import build_network
+from FetalHeadSegLib.inference.preprocessing import PreprocessingConfig
 
 torch.set_num_threads({threads})
 configs = [PRESETS["{preset}"], PRESETS["{preset}"].with_in_channels(2)]

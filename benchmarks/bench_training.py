@@ -16,8 +16,8 @@ import numpy as np
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from FetalHeadSegLib.network_config import SEED_USEGNET_DS
-from FetalHeadSegLib.networks import build_network
+from FetalHeadSegLib.models.network_config import SEED_USEGNET_DS
+from FetalHeadSegLib.models.networks import build_network
 from training.augment import AugmentConfig
 from training.data import CaseArrays
 from training.engine import target_factors

@@ -3,7 +3,7 @@
 Every row but the last holds every randomisation factor at its nominal (classic-looking) value except the ones the
 row names, which are set to an extreme; ``all-at-once`` draws every factor (``PhantomConfig(appearance=
 "randomised")``). Each case is segmented through the public API (``FetalHeadSegLib.load_model(...).segment``) and
-scored against the phantom's exact truth: Dice and HD95 (``FetalHeadSegLib.metrics``) and the relative errors of
+scored against the phantom's exact truth: Dice and HD95 (``FetalHeadSegLib.measure.metrics``) and the relative errors of
 HC, BPD, OFD and head volume measured on the segmentation.
 
 Seeds: case ``i`` of row ``r`` uses ``SEED_BASE + 1000 * r + i`` with ``SEED_BASE = 9_000_000``. Training configs

@@ -8,9 +8,9 @@ from pathlib import Path
 import numpy as np
 from skimage.transform import resize
 
-from FetalHeadSegLib.io import read_image
-from FetalHeadSegLib.preview import orthogonal_slices, write_png
-from FetalHeadSegLib.samples import get_sample
+from FetalHeadSegLib.core.io import read_image
+from FetalHeadSegLib.core.samples import get_sample
+from FetalHeadSegLib.report.preview import orthogonal_slices, write_png
 
 WIDTH = 1000
 

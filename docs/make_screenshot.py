@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
-from FetalHeadSegLib.preview import write_png
+from FetalHeadSegLib.report.preview import write_png
 
 
 def main() -> None:

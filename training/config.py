@@ -11,11 +11,11 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from FetalHeadSegLib.cascade import CascadeConfig, CascadeMode
-from FetalHeadSegLib.errors import ConfigError
-from FetalHeadSegLib.network_config import PRESETS, Architecture, NetworkConfig
-from FetalHeadSegLib.preprocessing import PreprocessingConfig
-from FetalHeadSegLib.tasks import Task
+from FetalHeadSegLib.core.errors import ConfigError
+from FetalHeadSegLib.core.tasks import Task
+from FetalHeadSegLib.inference.cascade import CascadeConfig, CascadeMode
+from FetalHeadSegLib.inference.preprocessing import PreprocessingConfig
+from FetalHeadSegLib.models.network_config import PRESETS, Architecture, NetworkConfig
 from training.augment import AugmentConfig
 from training.data import DataConfig
 

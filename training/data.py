@@ -1,5 +1,5 @@
 """Training data: cases from image/label pairs, HC18, PSFHS or phantoms, preprocessed exactly as the inference
-engine does (``FetalHeadSegLib.preprocessing``), split by subject, cached in one compact ``.npz`` file.
+engine does (``FetalHeadSegLib.inference.preprocessing``), split by subject, cached in one compact ``.npz`` file.
 
 The cache holds each case's normalised image as uint8 (value / 255) and its label map, on the model's working
 grid: a whole data set fits in tens of MB and can be carried to a remote GPU machine at once.
@@ -16,9 +16,9 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from FetalHeadSegLib.errors import ConfigError, FetalHeadSegError, InputImageError
-from FetalHeadSegLib.image import Image
-from FetalHeadSegLib.preprocessing import PreprocessingConfig, resample, to_working_grid, working_spacing
+from FetalHeadSegLib.core.errors import ConfigError, FetalHeadSegError, InputImageError
+from FetalHeadSegLib.core.image import Image
+from FetalHeadSegLib.inference.preprocessing import PreprocessingConfig, resample, to_working_grid, working_spacing
 
 if TYPE_CHECKING:
     from FetalHeadSegLib.phantom import PhantomConfig
@@ -178,7 +178,7 @@ def find_cases(config: DataConfig) -> list[Case]:
 
 
 def _hc18_cases(root: Path) -> list[Case]:
-    from FetalHeadSegLib.hc18 import read_pixel_size_csv, subject_id
+    from FetalHeadSegLib.measure.hc18 import read_pixel_size_csv, subject_id
 
     csv_file = root / "subset_pixel_size_and_HC.csv"
     if not csv_file.exists():
@@ -212,7 +212,7 @@ def _pair_cases(config: DataConfig) -> list[Case]:
             )
             for row in rows
         ]
-    from FetalHeadSegLib.io import SUPPORTED_SUFFIXES, image_suffix
+    from FetalHeadSegLib.core.io import SUPPORTED_SUFFIXES, image_suffix
 
     root = Path(config.root or "")
     cases = []
@@ -274,7 +274,7 @@ def load_case(case: Case, config: DataConfig, preprocessing: PreprocessingConfig
     Raises:
         InputImageError: unreadable files, or image and label on different grids.
     """
-    from FetalHeadSegLib.io import read_image
+    from FetalHeadSegLib.core.io import read_image
 
     if case.seed is not None:
         from FetalHeadSegLib.phantom import generate_phantom
@@ -287,7 +287,7 @@ def load_case(case: Case, config: DataConfig, preprocessing: PreprocessingConfig
     assert case.image is not None and case.label is not None
     image = read_image(case.image, spacing_mm=case.spacing_mm)
     if config.kind == "hc18":
-        from FetalHeadSegLib.hc18 import ellipse_from_outline, rasterize_ellipse
+        from FetalHeadSegLib.measure.hc18 import ellipse_from_outline, rasterize_ellipse
 
         outline = read_image(case.label, spacing_mm=case.spacing_mm)
         filled = rasterize_ellipse(ellipse_from_outline(outline.array[:, :, 0]), outline.shape[:2])

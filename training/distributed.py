@@ -26,7 +26,7 @@ class DistInfo:
 
 def setup(device: str = "auto") -> DistInfo:
     """Join the process group when launched by torchrun (NCCL on CUDA, gloo on CPU) and pick this rank's device."""
-    from FetalHeadSegLib.device import resolve_device
+    from FetalHeadSegLib.models.device import resolve_device
 
     if "RANK" not in os.environ:
         return DistInfo(0, 1, 0, resolve_device(device))

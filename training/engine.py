@@ -15,8 +15,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from FetalHeadSegLib.network_config import NetworkConfig
-from FetalHeadSegLib.networks import build_network
+from FetalHeadSegLib.models.network_config import NetworkConfig
+from FetalHeadSegLib.models.networks import build_network
 from training.config import TrainConfig
 from training.data import CaseArrays
 from training.distributed import DistInfo, barrier, mean_over_ranks
@@ -65,8 +65,8 @@ def build_level(config: TrainConfig, level: int) -> nn.Module:
     if config.gradient_checkpointing and hasattr(network, "checkpointing"):
         setattr(network, "checkpointing", True)  # noqa: B010 - USegNet's switch, absent on other networks
     if config.finetune_from:
-        from FetalHeadSegLib.bundle import verify_bundle
-        from FetalHeadSegLib.catalog import find_model
+        from FetalHeadSegLib.models.bundle import verify_bundle
+        from FetalHeadSegLib.models.catalog import find_model
 
         bundle = find_model(config.finetune_from)
         verify_bundle(bundle)
@@ -85,7 +85,7 @@ def widen_inputs(state: dict[str, torch.Tensor], target: dict[str, torch.Tensor]
     Raises:
         ConfigError: a tensor differs in any other way.
     """
-    from FetalHeadSegLib.errors import ConfigError
+    from FetalHeadSegLib.core.errors import ConfigError
 
     widened = {}
     for key, value in state.items():

@@ -24,10 +24,10 @@ from typing import Any
 
 import numpy as np
 
-from FetalHeadSegLib.errors import FetalHeadSegError
-from FetalHeadSegLib.inference import InferenceOptions, Segmenter, load_model
-from FetalHeadSegLib.io import read_image
-from FetalHeadSegLib.metrics import segmentation_metrics
+from FetalHeadSegLib.core.errors import FetalHeadSegError
+from FetalHeadSegLib.core.io import read_image
+from FetalHeadSegLib.inference.engine import InferenceOptions, Segmenter, load_model
+from FetalHeadSegLib.measure.metrics import segmentation_metrics
 
 PHANTOM_GRIDS = ((96, 96, 96), (128, 96, 112), (112, 80, 96), (144, 112, 128))
 PHANTOM_HEAD_FILL = (0.3, 1.0)
@@ -56,7 +56,7 @@ DICE_BAD_3D = 0.9
 
 
 def _review_case(result: Any, bad: bool, cases: ReviewCases) -> None:
-    from FetalHeadSegLib.review import ReviewSignals
+    from FetalHeadSegLib.measure.review import ReviewSignals
 
     signals = result.review.signals if result.review is not None else ReviewSignals()
     cases.append((signals, bad))
@@ -84,7 +84,7 @@ def evaluate_hc18(
     rows: CaseRows | None = None,
     options: InferenceOptions | None = None,
 ) -> dict[str, Any]:
-    from FetalHeadSegLib.hc18 import ellipse_from_outline, rasterize_ellipse, read_pixel_size_csv
+    from FetalHeadSegLib.measure.hc18 import ellipse_from_outline, rasterize_ellipse, read_pixel_size_csv
 
     table = read_pixel_size_csv(root / "subset_pixel_size_and_HC.csv")
     df, dice, hd, seconds, reference_hc = [], [], [], [], []
@@ -153,7 +153,7 @@ def evaluate_psfhs(
     rows: CaseRows | None = None,
     options: InferenceOptions | None = None,
 ) -> dict[str, Any]:
-    from FetalHeadSegLib.aop import angle_of_progression
+    from FetalHeadSegLib.measure.aop import angle_of_progression
 
     dice_ps, dice_fh, aop_error, seconds = [], [], [], []
     for case_id in case_ids:
@@ -261,7 +261,7 @@ def write_rows(path: Path, rows: CaseRows) -> None:
     import csv
     import io
 
-    from FetalHeadSegLib.atomic import write_text_atomic
+    from FetalHeadSegLib.core.atomic import write_text_atomic
 
     columns = list(dict.fromkeys(key for row in rows for key in row))
     buffer = io.StringIO()
@@ -309,7 +309,7 @@ def write_card(bundle_path: Path, evaluation: dict[str, Any]) -> None:
 
 def _review_summary(args: argparse.Namespace, segmenter: Segmenter, cases: ReviewCases) -> dict[str, Any]:
     """The review flag's rates on these cases; with --calibrate-review, new thresholds written into the bundle."""
-    from FetalHeadSegLib.review import calibrate, review_rates
+    from FetalHeadSegLib.measure.review import calibrate, review_rates
 
     bad = (
         f"|HC error| > {HC_ERROR_BAD_MM} mm"

@@ -11,9 +11,9 @@ from typing import Any
 
 import torch
 
-from FetalHeadSegLib.bundle import ModelBundle, write_bundle
-from FetalHeadSegLib.errors import BundleError, FetalHeadSegError
-from FetalHeadSegLib.tasks import Task, task_spec
+from FetalHeadSegLib.core.errors import BundleError, FetalHeadSegError
+from FetalHeadSegLib.core.tasks import Task, task_spec
+from FetalHeadSegLib.models.bundle import ModelBundle, write_bundle
 from training.config import TrainConfig
 from training.engine import level_network_config
 

@@ -17,10 +17,10 @@ from typing import Any
 
 import numpy as np
 
-from FetalHeadSegLib.errors import ConfigError, FetalHeadSegError
-from FetalHeadSegLib.image import Image
-from FetalHeadSegLib.preprocessing import PreprocessingConfig, resample_like, to_working_grid, working_spacing
-from FetalHeadSegLib.roi import crop, foreground_box, whole_box
+from FetalHeadSegLib.core.errors import ConfigError, FetalHeadSegError
+from FetalHeadSegLib.core.image import Image
+from FetalHeadSegLib.inference.preprocessing import PreprocessingConfig, resample_like, to_working_grid, working_spacing
+from FetalHeadSegLib.inference.roi import crop, foreground_box, whole_box
 from training.config import TrainConfig
 from training.data import CaseArrays, find_cases, load_case, preprocess_case
 

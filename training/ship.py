@@ -14,9 +14,9 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from FetalHeadSegLib.bundle import read_bundle, verify_bundle
-from FetalHeadSegLib.catalog import BUNDLED_MODELS
-from FetalHeadSegLib.errors import FetalHeadSegError
+from FetalHeadSegLib.core.errors import FetalHeadSegError
+from FetalHeadSegLib.models.bundle import read_bundle, verify_bundle
+from FetalHeadSegLib.models.catalog import BUNDLED_MODELS
 
 LIBRARY = BUNDLED_MODELS.parents[1]
 CMAKE_TEMPLATE = """#-----------------------------------------------------------------------------

@@ -17,8 +17,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from FetalHeadSegLib.cascade import CascadeMode
-from FetalHeadSegLib.errors import FetalHeadSegError
+from FetalHeadSegLib.core.errors import FetalHeadSegError
+from FetalHeadSegLib.inference.cascade import CascadeMode
 from training import distributed
 from training.config import TrainConfig, read_config
 from training.context import context_maps
@@ -30,7 +30,7 @@ from training.validation import cascade_multiple, evaluate, predict_context
 
 def check_labels(config: TrainConfig, labels: list[np.ndarray], case_ids: list[str]) -> None:
     """Refuse label values the network cannot predict, before any GPU time is spent."""
-    from FetalHeadSegLib.errors import ConfigError
+    from FetalHeadSegLib.core.errors import ConfigError
 
     for case_id, label in zip(case_ids, labels, strict=True):
         largest = int(label.max())
@@ -45,7 +45,7 @@ def check_labels(config: TrainConfig, labels: list[np.ndarray], case_ids: list[s
 
 def check_batch_shapes(config: TrainConfig, labels: list[np.ndarray]) -> None:
     """Batches of several cases need one shape: refuse differing shapes without patch_size before training."""
-    from FetalHeadSegLib.errors import ConfigError
+    from FetalHeadSegLib.core.errors import ConfigError
     from training.data import padded_shape
 
     if config.batch_size == 1 or config.patch_size is not None:

@@ -1,6 +1,6 @@
 """Validation of one cascade level, and the context maps the next level learns from: the inference engine's own
-preprocessing, padding, context and forward pass (``FetalHeadSegLib.cascade``), so what training measures is what
-``segment`` returns."""
+preprocessing, padding, context and forward pass (``FetalHeadSegLib.inference.cascade``), so what training measures is
+what ``segment`` returns."""
 
 from __future__ import annotations
 
@@ -9,14 +9,14 @@ import math
 import numpy as np
 from torch import nn
 
-from FetalHeadSegLib.network_config import NetworkConfig
+from FetalHeadSegLib.models.network_config import NetworkConfig
 from training.config import TrainConfig
 from training.data import CaseArrays
 
 
 def cascade_multiple(config: TrainConfig) -> int:
     """The size multiple the inference engine pads every level's input to (the exported bundle's)."""
-    from FetalHeadSegLib.preprocessing import cascade_size_multiple
+    from FetalHeadSegLib.inference.preprocessing import cascade_size_multiple
 
     pad_multiples = [config.level_preprocessing(level).pad_multiple for level in range(config.levels)]
     return cascade_size_multiple(math.lcm(*pad_multiples), [config.network.size_multiple])
@@ -30,8 +30,8 @@ def predict_probabilities(
     size_multiple: int,
 ) -> np.ndarray:
     """Softmax probabilities (K, X, Y, Z) of one preprocessed case (image float (X, Y, Z) in the 256 input levels):
-    the inference engine's own padding and forward pass (``FetalHeadSegLib.cascade.predict_unpadded``)."""
-    from FetalHeadSegLib.cascade import predict_unpadded
+    the inference engine's own padding and forward pass (``FetalHeadSegLib.inference.cascade.predict_unpadded``)."""
+    from FetalHeadSegLib.inference.cascade import predict_unpadded
 
     network.eval()
     return predict_unpadded(network, network_config.spatial_dims, size_multiple, image, context)
@@ -46,7 +46,7 @@ def predict_context(
 ) -> list[np.ndarray]:
     """The foreground probability (uint8, value / 255) of every case: the next level's context channel, in the
     same 256 levels the engine's ``context_channel`` gives."""
-    from FetalHeadSegLib.cascade import context_channel
+    from FetalHeadSegLib.inference.cascade import context_channel
 
     maps = []
     for index in range(len(arrays)):
@@ -68,13 +68,13 @@ def evaluate(
 ) -> dict[str, float]:
     """Mean Dice (foreground classes), HD95 (mm) and HC error (mm; head task) or AoP error (deg; intrapartum) on
     the working grid, after the same clean-up as inference."""
-    from FetalHeadSegLib.aop import angle_of_progression
-    from FetalHeadSegLib.biometry import measure_biometry
-    from FetalHeadSegLib.errors import FetalHeadSegError
-    from FetalHeadSegLib.image import Image, make_ijk_to_ras
-    from FetalHeadSegLib.metrics import segmentation_metrics
-    from FetalHeadSegLib.postprocessing import clean_label_map
-    from FetalHeadSegLib.tasks import Task, task_spec
+    from FetalHeadSegLib.core.errors import FetalHeadSegError
+    from FetalHeadSegLib.core.image import Image, make_ijk_to_ras
+    from FetalHeadSegLib.core.tasks import Task, task_spec
+    from FetalHeadSegLib.inference.postprocessing import clean_label_map
+    from FetalHeadSegLib.measure.aop import angle_of_progression
+    from FetalHeadSegLib.measure.biometry import measure_biometry
+    from FetalHeadSegLib.measure.metrics import segmentation_metrics
 
     dice, hd95, errors = [], [], []
     spec = task_spec(task)

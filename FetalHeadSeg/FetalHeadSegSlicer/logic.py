@@ -20,7 +20,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
-from FetalHeadSegLib.request import SegmentRequest
+from FetalHeadSegLib.inference.request import SegmentRequest
 
 from FetalHeadSegSlicer.results import ImportedResults, SequenceFrames, import_results
 from FetalHeadSegSlicer.runner import worker_command

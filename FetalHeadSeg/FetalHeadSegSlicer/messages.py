@@ -1,7 +1,8 @@
 """What the panel tells the user: one actionable sentence per worker error code and warning code.
 
-The worker reports errors as the library's exception class names (``FetalHeadSegLib/errors.py``) and warnings as
-quality-flag codes (``FetalHeadSegLib/quality.py``, ``inference.py``). No Slicer import: testable anywhere.
+The worker reports errors as the library's exception class names (``FetalHeadSegLib/core/errors.py``) and warnings
+as quality-flag codes (``FetalHeadSegLib/measure/quality.py``, ``FetalHeadSegLib/inference/engine.py``). No Slicer
+import: testable anywhere.
 """
 
 from __future__ import annotations

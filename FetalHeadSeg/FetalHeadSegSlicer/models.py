@@ -20,9 +20,9 @@ def _(text: str) -> str:
 def model_descriptions() -> list[tuple[str, str]]:
     """(id, one-line description with the measured CPU time per case) of every installed model; a bundle that
     cannot be read says why."""
-    from FetalHeadSegLib.bundle import read_bundle
-    from FetalHeadSegLib.catalog import list_models
-    from FetalHeadSegLib.errors import FetalHeadSegError
+    from FetalHeadSegLib.core.errors import FetalHeadSegError
+    from FetalHeadSegLib.models.bundle import read_bundle
+    from FetalHeadSegLib.models.catalog import list_models
 
     descriptions = []
     for entry in list_models():
@@ -90,7 +90,7 @@ class ModelChooser:
         import qt
         import slicer
 
-        from FetalHeadSegLib.catalog import import_model
+        from FetalHeadSegLib.models.catalog import import_model
 
         with slicer.util.tryWithErrorDisplay(_("The model could not be imported."), waitCursor=True):
             path = qt.QFileDialog.getOpenFileName(None, _("Import a model"), "", _("Model bundles (*.zip bundle.json)"))
@@ -102,7 +102,7 @@ class ModelChooser:
     def onDeleteModels(self) -> None:
         import slicer
 
-        from FetalHeadSegLib.catalog import remove_imported_models
+        from FetalHeadSegLib.models.catalog import remove_imported_models
 
         with slicer.util.tryWithErrorDisplay(_("The models could not be deleted."), waitCursor=True):
             if slicer.util.confirmOkCancelDisplay(
@@ -115,7 +115,7 @@ class ModelChooser:
     def onOpenModelsFolder(self) -> None:
         import qt
 
-        from FetalHeadSegLib.catalog import model_home
+        from FetalHeadSegLib.models.catalog import model_home
 
         folder = model_home() / "models"
         folder.mkdir(parents=True, exist_ok=True)

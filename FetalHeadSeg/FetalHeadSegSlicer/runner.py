@@ -1,9 +1,9 @@
 """Runs the segmentation in a separate process (PythonSlicer -m FetalHeadSegLib segment --progress jsonl).
 
-The worker prints one JSON object per line (``FetalHeadSegLib/protocol.py``); everything else it prints is log
+The worker prints one JSON object per line (``FetalHeadSegLib/report/protocol.py``); everything else it prints is log
 text. Slicer never imports torch, so a crash or an out-of-memory error in the worker cannot take Slicer down,
 and cancelling kills the worker's whole process tree. No Slicer import: usable and testable anywhere. The worker's
-options are a ``FetalHeadSegLib.request.SegmentRequest``: the command line's own contract.
+options are a ``FetalHeadSegLib.inference.request.SegmentRequest``: the command line's own contract.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from FetalHeadSegLib.request import ProgressMode, SegmentRequest
+from FetalHeadSegLib.inference.request import ProgressMode, SegmentRequest
 
 
 def worker_threads() -> int:

@@ -13,7 +13,7 @@ from typing import Any
 def _rows(biometry: dict[str, Any]) -> list[tuple[str, Any, str, str, str]]:
     """(measurement, value, unit, method, convention or note) rows of a biometry JSON: the library's
     ``biometry_rows``, the same the command line prints."""
-    from FetalHeadSegLib.rows import biometry_rows
+    from FetalHeadSegLib.report.rows import biometry_rows
 
     return [(row.measurement, row.value, row.unit, row.method, row.note) for row in biometry_rows(biometry)]
 

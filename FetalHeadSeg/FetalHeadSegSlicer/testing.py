@@ -24,14 +24,14 @@ class TruthMaskWorker:
         environment: dict[str, str] | None = None,
         on_event: Callable[[dict[str, Any]], None] | None = None,
     ) -> TruthMaskWorker:
-        from FetalHeadSegLib.biometry import measure_biometry
         from FetalHeadSegLib.cli import build_parser
-        from FetalHeadSegLib.cohort import image_stem
-        from FetalHeadSegLib.io import read_image
-        from FetalHeadSegLib.labels import HEAD
-        from FetalHeadSegLib.markups import write_markups
-        from FetalHeadSegLib.request import SegmentRequest
-        from FetalHeadSegLib.segfile import write_seg_nrrd
+        from FetalHeadSegLib.core.io import read_image
+        from FetalHeadSegLib.core.labels import HEAD
+        from FetalHeadSegLib.inference.request import SegmentRequest
+        from FetalHeadSegLib.measure.biometry import measure_biometry
+        from FetalHeadSegLib.report.cohort import image_stem
+        from FetalHeadSegLib.report.markups import write_markups
+        from FetalHeadSegLib.report.segfile import write_seg_nrrd
 
         self.state = WorkerState()
         self.returncode = 0

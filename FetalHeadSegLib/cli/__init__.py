@@ -12,7 +12,7 @@ from collections.abc import Sequence
 
 from FetalHeadSegLib._version import __version__
 from FetalHeadSegLib.cli import biometry_command, demo_command, models_command, phantom_command, segment_command
-from FetalHeadSegLib.errors import FetalHeadSegError
+from FetalHeadSegLib.core.errors import FetalHeadSegError
 
 EXIT_OK = 0
 EXIT_INPUT_ERROR = 2

@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from FetalHeadSegLib.errors import FetalHeadSegError, InputImageError, OutputError
+from FetalHeadSegLib.core.errors import FetalHeadSegError, InputImageError, OutputError
 
 
 def add_parser(subcommands: Any) -> None:
@@ -70,12 +70,12 @@ def add_parser(subcommands: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from FetalHeadSegLib.aop import angle_of_progression
-    from FetalHeadSegLib.biometry import measure_biometry
-    from FetalHeadSegLib.cohort import image_stem
-    from FetalHeadSegLib.quality import Flag
-    from FetalHeadSegLib.spacing import with_spacing_record
-    from FetalHeadSegLib.tasks import Task, task_spec
+    from FetalHeadSegLib.core.spacing import with_spacing_record
+    from FetalHeadSegLib.core.tasks import Task, task_spec
+    from FetalHeadSegLib.measure.aop import angle_of_progression
+    from FetalHeadSegLib.measure.biometry import measure_biometry
+    from FetalHeadSegLib.measure.quality import Flag
+    from FetalHeadSegLib.report.cohort import image_stem
 
     if args.ga_weeks is not None and not (math.isfinite(args.ga_weeks) and 0 < args.ga_weeks < 50):
         raise InputImageError(f"--ga-weeks must be a gestational age in weeks, got {args.ga_weeks}")
@@ -122,8 +122,8 @@ def _read_mask(args: argparse.Namespace) -> tuple[Any, Any]:
         InputImageError: a cine, no pixel size (without --pixel-units), disagreeing sizes, or a file that is an
             image rather than a mask.
     """
-    from FetalHeadSegLib.io import read_image_frames
-    from FetalHeadSegLib.spacing import SpacingSource, apply_spacing, choose_spacing
+    from FetalHeadSegLib.core.io import read_image_frames
+    from FetalHeadSegLib.core.spacing import SpacingSource, apply_spacing, choose_spacing
 
     read = read_image_frames(args.mask)
     if len(read.frames) > 1:
@@ -156,8 +156,8 @@ def write_outputs(
 ) -> list[Path]:
     """Write the JSON and markups (none without ``biometry``: pixel units); if any output fails, remove the ones
     already written."""
-    from FetalHeadSegLib.atomic import write_text_atomic
-    from FetalHeadSegLib.markups import write_markups
+    from FetalHeadSegLib.core.atomic import write_text_atomic
+    from FetalHeadSegLib.report.markups import write_markups
 
     written: list[Path] = []
     try:

@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from FetalHeadSegLib.tasks import Task
+from FetalHeadSegLib.core.tasks import Task
 
 HC18_SAMPLE = "hc18_207_HC"
 PHANTOM_SAMPLE = "phantom3d_s000001"
@@ -34,7 +34,7 @@ def add_parser(subcommands: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from FetalHeadSegLib.catalog import list_models
+    from FetalHeadSegLib.models.catalog import list_models
 
     installed = {(entry.dimension, entry.task) for entry in list_models()}
     summary: dict[str, Any] = {}
@@ -56,12 +56,12 @@ def _segment_sample(
     args: argparse.Namespace, name: str, dimension: int, task: Task = Task.HEAD, spacing_mm: float | None = None
 ) -> tuple[Any, Any, Any]:
     """Segment one bundled sample with the default model for it and write its outputs into the demo folder."""
-    from FetalHeadSegLib.catalog import default_model
-    from FetalHeadSegLib.inference import Segmenter
-    from FetalHeadSegLib.io import read_image
-    from FetalHeadSegLib.outputs import write_outputs
-    from FetalHeadSegLib.samples import get_sample
-    from FetalHeadSegLib.spacing import SpacingChoice, SpacingSource
+    from FetalHeadSegLib.core.io import read_image
+    from FetalHeadSegLib.core.samples import get_sample
+    from FetalHeadSegLib.core.spacing import SpacingChoice, SpacingSource
+    from FetalHeadSegLib.inference.engine import Segmenter
+    from FetalHeadSegLib.models.catalog import default_model
+    from FetalHeadSegLib.report.outputs import write_outputs
 
     sample = get_sample(name)
     segmenter = Segmenter(default_model(dimension, task), args.device)
@@ -74,15 +74,15 @@ def _segment_sample(
     print(f"{name} with {bundle.id}@{bundle.version} on {result.device} ({result.seconds:.1f} s)")
     if result.biometry is not None and task is Task.HEAD:
         from FetalHeadSegLib.cli.report import biometry_table
-        from FetalHeadSegLib.outputs import biometry_record
+        from FetalHeadSegLib.report.outputs import biometry_record
 
         print(biometry_table(biometry_record(result, str(sample.image_path)), "  measured on the segmentation"))
     return sample, image, result
 
 
 def _segment_phantom(args: argparse.Namespace) -> dict[str, Any]:
-    from FetalHeadSegLib.io import read_image
-    from FetalHeadSegLib.metrics import segmentation_metrics
+    from FetalHeadSegLib.core.io import read_image
+    from FetalHeadSegLib.measure.metrics import segmentation_metrics
 
     sample, image, result = _segment_sample(args, PHANTOM_SAMPLE, 3)
     metrics = segmentation_metrics(
@@ -102,7 +102,7 @@ def _segment_phantom(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _segment_hc18(args: argparse.Namespace) -> dict[str, Any]:
-    from FetalHeadSegLib.samples import get_sample
+    from FetalHeadSegLib.core.samples import get_sample
 
     pixel_mm = float(get_sample(HC18_SAMPLE).info["pixel_size_mm"])
     sample, _, result = _segment_sample(args, HC18_SAMPLE, 2, spacing_mm=pixel_mm)
@@ -114,8 +114,8 @@ def _segment_hc18(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _segment_psfhs(args: argparse.Namespace) -> dict[str, Any]:
-    from FetalHeadSegLib.aop import angle_of_progression
-    from FetalHeadSegLib.io import read_image
+    from FetalHeadSegLib.core.io import read_image
+    from FetalHeadSegLib.measure.aop import angle_of_progression
 
     sample, _, result = _segment_sample(args, PSFHS_SAMPLE, 2, task=Task.INTRAPARTUM)
     expert = angle_of_progression(read_image(sample.annotation_path)).aop_deg
@@ -126,12 +126,12 @@ def _segment_psfhs(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _measure_annotation(args: argparse.Namespace) -> dict[str, Any]:
-    from FetalHeadSegLib.biometry import measure_biometry
     from FetalHeadSegLib.cli.biometry_command import write_outputs
     from FetalHeadSegLib.cli.report import biometry_table
-    from FetalHeadSegLib.hc18 import ellipse_from_outline, rasterize_ellipse
-    from FetalHeadSegLib.io import read_image, write_labelmap
-    from FetalHeadSegLib.samples import get_sample
+    from FetalHeadSegLib.core.io import read_image, write_labelmap
+    from FetalHeadSegLib.core.samples import get_sample
+    from FetalHeadSegLib.measure.biometry import measure_biometry
+    from FetalHeadSegLib.measure.hc18 import ellipse_from_outline, rasterize_ellipse
 
     sample = get_sample(HC18_SAMPLE)
     assert sample.annotation_path is not None

@@ -25,9 +25,9 @@ def add_parser(subcommands: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from FetalHeadSegLib.bundle import read_bundle, verify_bundle
-    from FetalHeadSegLib.catalog import import_model, list_models
-    from FetalHeadSegLib.errors import BundleError
+    from FetalHeadSegLib.core.errors import BundleError
+    from FetalHeadSegLib.models.bundle import read_bundle, verify_bundle
+    from FetalHeadSegLib.models.catalog import import_model, list_models
 
     if args.import_path:
         target = import_model(args.import_path)

@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from FetalHeadSegLib.errors import ConfigError
+from FetalHeadSegLib.core.errors import ConfigError
 
 
 def add_parser(subcommands: Any) -> None:

@@ -11,7 +11,7 @@ def _number(value: float | None, unit: str, digits: int = 1) -> str:
 
 def biometry_table(result: dict[str, Any], title: str) -> str:
     """Format a biometry JSON dictionary as an aligned table (the rows of ``biometry_rows``) with flags underneath."""
-    from FetalHeadSegLib.rows import biometry_rows
+    from FetalHeadSegLib.report.rows import biometry_rows
 
     rows = [(row.measurement, _value(row), _note(row)) for row in biometry_rows(result)]
     width = max(len(name) for name, _, _ in rows)

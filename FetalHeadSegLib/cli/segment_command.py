@@ -8,18 +8,18 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from FetalHeadSegLib.cohort import LABEL_SUFFIXES
-from FetalHeadSegLib.device import Device
-from FetalHeadSegLib.errors import ConfigError, FetalHeadSegError
-from FetalHeadSegLib.request import ProgressMode, SegmentRequest
-from FetalHeadSegLib.tasks import Task
+from FetalHeadSegLib.core.errors import ConfigError, FetalHeadSegError
+from FetalHeadSegLib.core.tasks import Task
+from FetalHeadSegLib.inference.request import ProgressMode, SegmentRequest
+from FetalHeadSegLib.models.device import Device
+from FetalHeadSegLib.report.cohort import LABEL_SUFFIXES
 
 if TYPE_CHECKING:
-    from FetalHeadSegLib.cohort import Case
-    from FetalHeadSegLib.image import Image
-    from FetalHeadSegLib.inference import Segmentation
-    from FetalHeadSegLib.quality import Flag
-    from FetalHeadSegLib.spacing import SpacingChoice
+    from FetalHeadSegLib.core.image import Image
+    from FetalHeadSegLib.core.spacing import SpacingChoice
+    from FetalHeadSegLib.inference.engine import Segmentation
+    from FetalHeadSegLib.measure.quality import Flag
+    from FetalHeadSegLib.report.cohort import Case
 
 ALWAYS_WARN = {"spacing_unknown", "oom_fallback", "model_mismatch_possible", "no_head_found", "biometry_failed"}
 """Flags that are news whatever the review decides (how the run went, not how good the head looks)."""
@@ -94,7 +94,7 @@ def add_parser(subcommands: Any) -> None:
 
 
 def _choosable() -> tuple[Any, ...]:
-    from FetalHeadSegLib.spacing import CHOOSABLE
+    from FetalHeadSegLib.core.spacing import CHOOSABLE
 
     return CHOOSABLE
 
@@ -112,7 +112,7 @@ class _Reporter:
         self.index, self.name = index, path.name
 
     def progress(self, stage: str, fraction: float, message: str) -> None:
-        from FetalHeadSegLib.protocol import emit
+        from FetalHeadSegLib.report.protocol import emit
 
         if self.mode == "jsonl":
             emit("progress", input=self.name, stage=stage, fraction=round(fraction, 4), message=message)
@@ -131,7 +131,7 @@ class _Reporter:
         self.line(f"model {model_id} {version} ({dimension}D, task {task}){hint}")
 
     def event(self, event: str, **fields: Any) -> None:
-        from FetalHeadSegLib.protocol import emit
+        from FetalHeadSegLib.report.protocol import emit
 
         if self.mode == "jsonl":
             emit(event, **fields)
@@ -165,7 +165,7 @@ def run(args: argparse.Namespace) -> int:
         return segment_request(SegmentRequest.from_namespace(args))
     except FetalHeadSegError as err:
         if jsonl:
-            from FetalHeadSegLib.protocol import emit
+            from FetalHeadSegLib.report.protocol import emit
 
             emit("error", input=getattr(err, "input", None), code=type(err).__name__, message=str(err))
         raise
@@ -178,8 +178,14 @@ def segment_request(request: SegmentRequest) -> int:
         FetalHeadSegError: with a single input, its failure; with several, only a failure before the first case
             (outputs that exist, an unreadable spacing CSV). Failed cases of a cohort are reported and counted.
     """
-    from FetalHeadSegLib.cohort import SUMMARY_NAME, ExistingOutputs, existing_outputs_error, expand_inputs, plan_cases
-    from FetalHeadSegLib.summary import failed_row, write_summary
+    from FetalHeadSegLib.report.cohort import (
+        SUMMARY_NAME,
+        ExistingOutputs,
+        existing_outputs_error,
+        expand_inputs,
+        plan_cases,
+    )
+    from FetalHeadSegLib.report.summary import failed_row, write_summary
 
     cases = plan_cases(expand_inputs(list(request.inputs)), request.output)
     policy = request.existing
@@ -231,7 +237,7 @@ def _complete_rows(case: Case) -> list[dict[str, Any]]:
     """Summary rows of a case whose outputs are complete (every cine frame's too); empty when it is not."""
     import json
 
-    from FetalHeadSegLib.summary import summary_row
+    from FetalHeadSegLib.report.summary import summary_row
 
     markers = case.completion_markers()
     rows = []
@@ -254,8 +260,8 @@ class _ModelCache:
         self.loaded: dict[Any, Any] = {}
 
     def get(self, dimension: int) -> Any:
-        from FetalHeadSegLib.catalog import default_model, find_model
-        from FetalHeadSegLib.inference import Segmenter
+        from FetalHeadSegLib.inference.engine import Segmenter
+        from FetalHeadSegLib.models.catalog import default_model, find_model
 
         key = self.name or dimension
         if key not in self.loaded:
@@ -272,8 +278,8 @@ def _segment_case(
     reporter: _Reporter,
 ) -> list[dict[str, Any]]:
     """Segment one input (every frame of a cine) and write its outputs; returns its summary rows."""
-    from FetalHeadSegLib.io import read_image_frames
-    from FetalHeadSegLib.spacing import apply_spacing, choose_spacing
+    from FetalHeadSegLib.core.io import read_image_frames
+    from FetalHeadSegLib.core.spacing import apply_spacing, choose_spacing
 
     path = case.input
     read = read_image_frames(path)
@@ -308,9 +314,9 @@ def _segment_image(
     reporter: _Reporter,
 ) -> dict[str, Any]:
     from FetalHeadSegLib._version import __version__
-    from FetalHeadSegLib.outputs import case_record, write_outputs
-    from FetalHeadSegLib.quality import Flag
-    from FetalHeadSegLib.summary import summary_row
+    from FetalHeadSegLib.measure.quality import Flag
+    from FetalHeadSegLib.report.outputs import case_record, write_outputs
+    from FetalHeadSegLib.report.summary import summary_row
 
     path = case.input
     start = time.perf_counter()
@@ -370,7 +376,7 @@ def _add_flag(result: Segmentation, flag: Flag) -> None:
 
 def _implausible(result: Segmentation) -> bool:
     """True when the standard-plane model measured a head no fetus has (outside ``PLAUSIBLE_HC_MM``)."""
-    from FetalHeadSegLib.quality import PLAUSIBLE_HC_MM
+    from FetalHeadSegLib.measure.quality import PLAUSIBLE_HC_MM
 
     low, high = PLAUSIBLE_HC_MM
     return result.biometry is not None and not low <= result.biometry.hc_mm <= high
@@ -379,6 +385,6 @@ def _implausible(result: Segmentation) -> bool:
 def _spacing_table(path: Path | None) -> dict[str, float]:
     if path is None:
         return {}
-    from FetalHeadSegLib.hc18 import read_pixel_size_csv
+    from FetalHeadSegLib.measure.hc18 import read_pixel_size_csv
 
     return {name: row.pixel_size_mm for name, row in read_pixel_size_csv(path).items()}

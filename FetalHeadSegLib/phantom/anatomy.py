@@ -13,8 +13,8 @@ from typing import Any
 
 import numpy as np
 
-from FetalHeadSegLib.growth import intergrowth_2014_median_sd
-from FetalHeadSegLib.image import Image
+from FetalHeadSegLib.core.image import Image
+from FetalHeadSegLib.measure.growth import intergrowth_2014_median_sd
 from FetalHeadSegLib.phantom.shapes import Capsule, Ellipsoid, Sphere
 from FetalHeadSegLib.phantom.tissues import Tissue
 

@@ -7,8 +7,8 @@ from typing import Any
 
 import numpy as np
 
-from FetalHeadSegLib.image import Image
-from FetalHeadSegLib.quality import touches_border
+from FetalHeadSegLib.core.image import Image
+from FetalHeadSegLib.measure.quality import touches_border
 
 CUT_TOLERANCE = 0.01
 """The head counts as cut when more than this share of its voxels lies outside the imaged field of view."""

@@ -13,8 +13,9 @@ from typing import Any
 import numpy as np
 
 from FetalHeadSegLib._version import __version__
-from FetalHeadSegLib.ellipse import Ellipse
-from FetalHeadSegLib.image import Image, make_ijk_to_ras
+from FetalHeadSegLib.core.image import Image, make_ijk_to_ras
+from FetalHeadSegLib.measure.ellipse import Ellipse
+from FetalHeadSegLib.measure.quality import touches_border
 from FetalHeadSegLib.phantom.anatomy import (
     Scene,
     Walls,
@@ -28,7 +29,6 @@ from FetalHeadSegLib.phantom.appearance import Appearance, check_factors
 from FetalHeadSegLib.phantom.scanner import Probe, simulate_scan
 from FetalHeadSegLib.phantom.shapes import Ellipsoid
 from FetalHeadSegLib.phantom.tissues import Tissue
-from FetalHeadSegLib.quality import touches_border
 
 HEAD_TISSUES = (
     Tissue.SKULL,

@@ -6,8 +6,8 @@ import json
 import os
 from pathlib import Path
 
-from FetalHeadSegLib.atomic import atomic_output_dir
-from FetalHeadSegLib.io import write_image
+from FetalHeadSegLib.core.atomic import atomic_output_dir
+from FetalHeadSegLib.core.io import write_image
 from FetalHeadSegLib.phantom.generator import Phantom
 
 IMAGE_FORMATS = ("nii.gz", "nrrd")
@@ -43,7 +43,7 @@ def write_phantom(
         write_image(phantom.labels, staging / names[2])
         (staging / names[3]).write_text(json.dumps(phantom.truth, indent=2) + "\n", encoding="utf-8")
         if preview:
-            from FetalHeadSegLib.preview import orthogonal_slices, write_png
+            from FetalHeadSegLib.report.preview import orthogonal_slices, write_png
 
             names.append(f"{stem}_preview.png")
             write_png(orthogonal_slices(phantom.image, phantom.head_mask), staging / names[-1])

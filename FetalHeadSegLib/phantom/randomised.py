@@ -14,7 +14,8 @@ from typing import Any
 
 import numpy as np
 
-from FetalHeadSegLib.image import Image, make_ijk_to_ras
+from FetalHeadSegLib.core.image import Image, make_ijk_to_ras
+from FetalHeadSegLib.measure.quality import touches_border
 from FetalHeadSegLib.phantom.anatomy import (
     Scene,
     draw_head_size,
@@ -29,7 +30,6 @@ from FetalHeadSegLib.phantom.generator import Phantom, PhantomConfig, draw_probe
 from FetalHeadSegLib.phantom.scanner import Acoustics, Probe, beam_sample_count, simulate_scan
 from FetalHeadSegLib.phantom.shapes import Capsule, Ellipsoid, Sphere
 from FetalHeadSegLib.phantom.tissues import ATTENUATION_DB_CM_MHZ, ECHOGENICITY, SPECULAR, Tissue
-from FetalHeadSegLib.quality import touches_border
 
 SHADOW_ATTENUATION_DB_CM_MHZ = 30.0
 """Extra attenuation of the shadow-casting part of the skull: about 40 dB lost behind 2 mm of bone at 3.5 MHz."""

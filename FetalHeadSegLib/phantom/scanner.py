@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from FetalHeadSegLib.image import Image
+from FetalHeadSegLib.core.image import Image
 from FetalHeadSegLib.phantom.shapes import Ellipsoid
 from FetalHeadSegLib.phantom.tissues import ATTENUATION_DB_CM_MHZ, DISPLAY_REFERENCE, ECHOGENICITY, SPECULAR, Tissue
 

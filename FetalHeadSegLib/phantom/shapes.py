@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from FetalHeadSegLib.ellipse import Ellipse
+from FetalHeadSegLib.measure.ellipse import Ellipse
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,109 @@
+"""The coarse-to-fine cascade (``CascadeMode.ROI``): level 1 on the whole image at a coarse grid, every later
+level on the head's region at its own finer grid, with the previous level's probability as context, pasted back.
+
+Each level may average flipped predictions (test-time augmentation); the last level's flips give the uncertainty
+map. When level 1 finds no head the finer levels are skipped and level 1's answer stands.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from FetalHeadSegLib.core.image import Image
+from FetalHeadSegLib.inference.preprocessing import Prepared, prepare, quantise_unit, resample_like
+from FetalHeadSegLib.inference.roi import crop, foreground_box, paste
+from FetalHeadSegLib.measure.metrics import dice
+from FetalHeadSegLib.measure.quality import Flag
+
+if TYPE_CHECKING:
+    from FetalHeadSegLib.inference.engine import InferenceRun
+    from FetalHeadSegLib.models.bundle import ModelBundle
+
+LEVEL_AGREEMENT_MIN_DICE = 0.8
+"""Below this Dice between level 1's head and the final head, the levels disagree: the result needs review."""
+
+
+@dataclass(frozen=True)
+class CascadeOutput:
+    """What a cascade returns on the input image's grid.
+
+    Attributes:
+        class_probabilities: (K, X, Y, Z) softmax probabilities.
+        disagreement: with TTA, the share of flipped predictions that disagree with the majority (0-0.5), (X, Y, Z).
+        votes: with TTA, (passes, ...) boolean head votes of the last level on its own grid (for the TTA flag).
+        flags: what the cascade itself noticed (levels disagreeing, finer levels skipped).
+        cascade_dice: Dice between the coarse level's head and the final one (coarse-to-fine cascades).
+    """
+
+    class_probabilities: np.ndarray
+    disagreement: np.ndarray | None
+    votes: np.ndarray | None
+    flags: list[Flag]
+    cascade_dice: float | None = None
+
+
+def level_passes(run: InferenceRun, level: int, inputs: np.ndarray, dims: int, tta: bool) -> list[np.ndarray]:
+    """One level's class probabilities for (C, X', Y', Z') padded inputs, and for each flipped axis with TTA
+    (each flipped back)."""
+    flips = [()] + ([(axis,) for axis in range(1, dims + 1)] if tta else [])
+    passes = []
+    for number, axes in enumerate(flips):
+        flipped = np.ascontiguousarray(np.flip(inputs, axes)) if axes else inputs
+        probabilities = run.predict(level, flipped, number, len(flips))
+        passes.append(np.flip(probabilities, axes) if axes else probabilities)
+    return passes
+
+
+def predict_roi_cascade(
+    run: InferenceRun, image: Image, bundle: ModelBundle, size_multiple: int, tta: bool
+) -> CascadeOutput:
+    """Run a ``roi`` bundle's cascade on ``image`` (see the module docstring)."""
+    cascade = bundle.cascade
+    dims = 2 if image.is_2d else 3
+    first = prepare(image, cascade.level_preprocessing[0], size_multiple)
+    passes = level_passes(run, 0, first.values[np.newaxis], dims, tta)
+    probabilities = first.restore(np.mean(passes, axis=0))
+    coarse_head = probabilities[0] < 0.5
+    flags: list[Flag] = []
+    disagreement: np.ndarray | None = None
+    votes: np.ndarray | None = None
+    if tta and bundle.levels == 1:
+        votes, disagreement = flip_disagreement(passes, first)
+    for level in range(1, bundle.levels):
+        foreground = (1.0 - probabilities[0]).astype(np.float32)
+        box = foreground_box(image.with_array((foreground >= 0.5).astype(np.uint8)), cascade.roi_margin_mm)
+        if box is None:
+            flags.append(Flag("no_head_found", f"cascade level {level} found no head: the finer levels were skipped"))
+            break
+        region = crop(image, box)
+        prepared = prepare(region, cascade.level_preprocessing[level], size_multiple)
+        context = quantise_unit(resample_like(crop(image.with_array(foreground), box), prepared.working).array)
+        inputs = np.stack([prepared.values, prepared.padding.pad(context)])
+        passes = level_passes(run, level, inputs, dims, tta)
+        probabilities = paste(probabilities, box, prepared.restore(np.mean(passes, axis=0)))
+        if tta and level == bundle.levels - 1:
+            votes, region_share = flip_disagreement(passes, prepared)
+            disagreement = paste(np.zeros(image.shape, np.float32), box, region_share)
+    agreement: float | None = None
+    if bundle.levels > 1 and coarse_head.any():
+        agreement = dice(coarse_head, probabilities[0] < 0.5)
+        if agreement < LEVEL_AGREEMENT_MIN_DICE:
+            flags.append(
+                Flag(
+                    "cascade_disagreement",
+                    f"the coarse and fine cascade levels disagree on the head (Dice {agreement:.2f}): check it",
+                )
+            )
+    return CascadeOutput(probabilities, disagreement, votes, flags, agreement)
+
+
+def flip_disagreement(passes: list[np.ndarray], prepared: Prepared) -> tuple[np.ndarray, np.ndarray]:
+    """The head votes of flipped passes (passes, ...) on the working grid, and per voxel of ``prepared.image``'s
+    grid the share of passes on the minority side (0 unanimous, 0.5 evenly split)."""
+    votes = np.stack([prepared.padding.crop(p)[0] < 0.5 for p in passes])
+    share = votes.mean(axis=0)
+    minority = np.minimum(share, 1.0 - share).astype(np.float32)
+    return votes, prepared.restore(prepared.padding.pad(minority)[np.newaxis])[0]

@@ -1,0 +1,248 @@
+"""One decision a clinician can trust: should a person look at this result before using it?
+
+Each segmentation yields a few signals that predict a bad measurement: how wide the zone of uncertain head
+probability is compared with the head (a blurred or split border), how far the border strays from its ellipse,
+how much of the head lies on the image border (cut off), how much of the field of view the head fills, whether
+the cascade's coarse and fine levels agree, whether flipped predictions agree (test-time augmentation), whether
+the size is one a fetus can have. A :class:`ReviewPolicy` turns them into ``review_recommended`` and the reasons.
+
+The thresholds belong to a model: ``training.evaluate --calibrate-review`` chooses them on the model's
+validation part (at most 15-20 % of frames flagged while catching the frames whose HC is off by more than 5 mm;
+3D: Dice below 0.9) and writes them into the bundle, with the flag rate, recall and precision in its card.
+The defaults below are for models without a calibration.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+import numpy as np
+
+from FetalHeadSegLib.measure.quality import PLAUSIBLE_HC_MM
+
+UNCERTAIN_PROBABILITY = (0.1, 0.9)
+"""Head probabilities in this range count as uncertain."""
+
+
+@dataclass(frozen=True)
+class ReviewSignals:
+    """Measurements of one result that predict a bad measurement (None where not defined).
+
+    Attributes:
+        uncertain_band: mean width of the zone of uncertain head probability along the head's border, as a
+            fraction of the head's mean radius.
+        fit_residual: RMS distance of the border to its fitted ellipse, as a fraction of the mean semi-axis.
+        border_contact: share of the head's border voxels that lie on the image's edge (0: inside the image).
+        field_fill: the head's largest extent divided by the image's extent along the same axis.
+        cascade_dice: Dice between the coarse and the final head (coarse-to-fine cascades).
+        tta_disagreement: share of the head on which flipped predictions disagree (with TTA).
+        hc_mm: the measured HC (plausibility).
+    """
+
+    uncertain_band: float | None = None
+    fit_residual: float | None = None
+    border_contact: float | None = None
+    field_fill: float | None = None
+    cascade_dice: float | None = None
+    tta_disagreement: float | None = None
+    hc_mm: float | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {key: None if value is None else round(float(value), 4) for key, value in asdict(self).items()}
+
+
+@dataclass(frozen=True)
+class ReviewPolicy:
+    """Thresholds beyond which a signal recommends review (None: the signal is not used)."""
+
+    max_uncertain_band: float | None = 0.08
+    max_fit_residual: float | None = 0.03
+    max_border_contact: float | None = 0.05
+    min_field_fill: float | None = 0.1
+    max_field_fill: float | None = None
+    min_cascade_dice: float | None = 0.8
+    max_tta_disagreement: float | None = 0.1
+    plausible_hc_mm: tuple[float, float] | None = PLAUSIBLE_HC_MM
+    """HC range a fetus can have; None turns the rule off (a data set whose pixel size is not physical)."""
+    calibration: dict[str, Any] | None = None
+    """How the thresholds were chosen and what they achieved (data, flag rate, recall, precision)."""
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any] | None) -> ReviewPolicy:
+        if not data:
+            return cls()
+        known = {field.name for field in fields(cls)}
+        values = {key: value for key, value in data.items() if key in known}
+        if values.get("plausible_hc_mm") is not None:
+            low, high = values["plausible_hc_mm"]
+            values["plausible_hc_mm"] = (float(low), float(high))
+        return cls(**values)
+
+    def reasons(self, signals: ReviewSignals) -> list[str]:
+        """Why this result should be reviewed (empty: no reason)."""
+        rules = [
+            (signals.uncertain_band, self.max_uncertain_band, ">", "uncertain_border"),
+            (signals.fit_residual, self.max_fit_residual, ">", "irregular_border"),
+            (signals.border_contact, self.max_border_contact, ">", "cut_by_field_of_view"),
+            (signals.field_fill, self.min_field_fill, "<", "head_too_small_for_field_of_view"),
+            (signals.field_fill, self.max_field_fill, ">", "head_too_large_for_field_of_view"),
+            (signals.cascade_dice, self.min_cascade_dice, "<", "cascade_levels_disagree"),
+            (signals.tta_disagreement, self.max_tta_disagreement, ">", "flipped_predictions_disagree"),
+        ]
+        reasons = [
+            code
+            for value, limit, side, code in rules
+            if value is not None and limit is not None and (value > limit if side == ">" else value < limit)
+        ]
+        if self.plausible_hc_mm is not None and signals.hc_mm is not None:
+            low, high = self.plausible_hc_mm
+            if not low <= signals.hc_mm <= high:
+                reasons.append("implausible_size")
+        return reasons
+
+
+@dataclass(frozen=True)
+class Review:
+    """The decision with its reasons and the signals behind it."""
+
+    recommended: bool
+    reasons: list[str]
+    signals: ReviewSignals
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "review_recommended": self.recommended,
+            "review_reasons": self.reasons,
+            "review_signals": self.signals.to_dict(),
+        }
+
+
+def no_head_review() -> Review:
+    """Nothing was found or measured: always review."""
+    return Review(True, ["no_head_measured"], ReviewSignals())
+
+
+def review_signals(
+    head_probability: np.ndarray,
+    head: np.ndarray,
+    spacing_mm: tuple[float, float, float],
+    is_2d: bool,
+    mean_semi_axis_mm: float | None = None,
+    fit_residual_mm: float | None = None,
+    hc_mm: float | None = None,
+    cascade_dice: float | None = None,
+    tta_disagreement: float | None = None,
+) -> ReviewSignals:
+    """The signals of one result: ``head_probability`` and the boolean ``head`` on the input's (X, Y, Z) grid."""
+    from scipy import ndimage
+
+    axes = 2 if is_2d else 3
+    plane = head[:, :, 0] if is_2d else head
+    probability = head_probability[:, :, 0] if is_2d else head_probability
+    border = plane & ~ndimage.binary_erosion(plane)
+    border_count = int(border.sum())
+    if border_count == 0:
+        return ReviewSignals(hc_mm=hc_mm, cascade_dice=cascade_dice, tta_disagreement=tta_disagreement)
+    low, high = UNCERTAIN_PROBABILITY
+    uncertain = int(((probability > low) & (probability < high)).sum())
+    step_mm = float(np.mean(spacing_mm[:axes]))
+    band_mm = uncertain / border_count * step_mm
+    radius = mean_semi_axis_mm or step_mm * math.sqrt(int(plane.sum()) / math.pi)
+    edges = np.zeros_like(plane)
+    for axis in range(axes):
+        index: list[Any] = [slice(None)] * axes
+        index[axis] = 0
+        edges[tuple(index)] = True
+        index[axis] = -1
+        edges[tuple(index)] = True
+    extents = []
+    found = np.nonzero(plane)
+    for axis in range(axes):
+        extents.append((found[axis].max() - found[axis].min() + 1) / plane.shape[axis])
+    return ReviewSignals(
+        uncertain_band=band_mm / radius,
+        fit_residual=None if fit_residual_mm is None or not mean_semi_axis_mm else fit_residual_mm / mean_semi_axis_mm,
+        border_contact=int((border & edges).sum()) / border_count,
+        field_fill=float(max(extents)),
+        cascade_dice=cascade_dice,
+        tta_disagreement=tta_disagreement,
+        hc_mm=hc_mm,
+    )
+
+
+def decide(signals: ReviewSignals, policy: ReviewPolicy) -> Review:
+    """Apply a policy to the signals."""
+    reasons = policy.reasons(signals)
+    return Review(bool(reasons), reasons, signals)
+
+
+RULES = (
+    ("uncertain_band", "max_uncertain_band", ">"),
+    ("fit_residual", "max_fit_residual", ">"),
+    ("border_contact", "max_border_contact", ">"),
+    ("field_fill", "min_field_fill", "<"),
+    ("cascade_dice", "min_cascade_dice", "<"),
+    ("tta_disagreement", "max_tta_disagreement", ">"),
+)
+"""Signal, policy threshold and the side that recommends review: what :func:`calibrate` may tune."""
+
+
+def review_rates(policy: ReviewPolicy, cases: list[tuple[ReviewSignals, bool]]) -> dict[str, float | int]:
+    """Flag rate, recall (bad cases flagged) and precision (flagged cases that are bad) of a policy."""
+    flagged = [bool(policy.reasons(signals)) for signals, _ in cases]
+    bad = [is_bad for _, is_bad in cases]
+    caught = sum(f and b for f, b in zip(flagged, bad, strict=True))
+    return {
+        "cases": len(cases),
+        "bad_cases": sum(bad),
+        "flagged": sum(flagged),
+        "flag_rate": round(sum(flagged) / max(len(cases), 1), 4),
+        "recall": round(caught / sum(bad), 4) if sum(bad) else float("nan"),
+        "precision": round(caught / sum(flagged), 4) if sum(flagged) else float("nan"),
+    }
+
+
+def calibrate(cases: list[tuple[ReviewSignals, bool]], max_flag_rate: float = 0.15) -> ReviewPolicy:
+    """Thresholds that flag as many bad cases as possible while flagging at most ``max_flag_rate`` of all cases.
+
+    Greedy: start with every signal off; repeatedly tighten the one threshold whose next step catches the most
+    bad cases per newly flagged case, while the flag budget allows; stop when no step catches another bad case.
+    Each threshold lies halfway between the last flagged value and the next one, so a case at the edge of the
+    validation data is not flagged by accident. The plausibility rule (HC range) stays on, and its flags count
+    against the budget, unless it alone flags more than the budget (the data's pixel size is then not physical,
+    as in PSFHS frames): it is turned off.
+    """
+    budget = int(math.floor(max_flag_rate * len(cases)))
+    limits: dict[str, Any] = {field: None for _, field, _ in RULES}
+    flagged = [bool(ReviewPolicy(**limits).reasons(signals)) for signals, _ in cases]
+    if sum(flagged) > budget:
+        limits["plausible_hc_mm"] = None
+        flagged = [False] * len(cases)
+    while True:
+        best: tuple[float, str, float, list[bool]] | None = None
+        for signal, field, side in RULES:
+            values = sorted({v for s, _ in cases if (v := getattr(s, signal)) is not None}, reverse=side == ">")
+            for index, value in enumerate(values[:-1]):
+                limit = 0.5 * (value + values[index + 1])
+                trial = [
+                    f or (v is not None and (v > limit if side == ">" else v < limit))
+                    for f, v in zip(flagged, (getattr(s, signal) for s, _ in cases), strict=True)
+                ]
+                added = sum(trial) - sum(flagged)
+                if added <= 0 or sum(trial) > budget:
+                    continue
+                gained = sum(t and not f and bad for t, f, (_, bad) in zip(trial, flagged, cases, strict=True))
+                score = gained / added
+                if gained and (best is None or score > best[0]):
+                    best = (score, field, limit, trial)
+        if best is None:
+            break
+        _, field, limit, flagged = best
+        limits[field] = round(limit, 6)
+    rates = review_rates(ReviewPolicy(**limits), cases)
+    return ReviewPolicy(**limits, calibration={"max_flag_rate": max_flag_rate, **rates})
