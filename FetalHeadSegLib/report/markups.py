@@ -68,7 +68,7 @@ def _plane_base_to_node(x_axis_ras: np.ndarray, normal_ras: np.ndarray, origin_r
     The reader turns a matrix of an LPS file into RAS as ``D @ M @ D`` (D = diag(-1, -1, 1, 1): both the node's
     and the plane's own frame change), so the file holds ``D @ M_ras @ D`` where ``M_ras``'s columns are the plane's
     x axis (OFD), y axis (normal x x_axis), normal and origin in RAS. Checked with slicer-core's
-    ``vtkSlicerMarkupsLogic.LoadMarkups`` (Testing/test_slicer_scene.py).
+    ``vtkSlicerMarkupsLogic.LoadMarkups`` (Testing/slicer_module/test_slicer_scene.py).
     """
     x = np.asarray(x_axis_ras, dtype=np.float64)
     z = np.asarray(normal_ras, dtype=np.float64)

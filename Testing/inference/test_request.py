@@ -15,7 +15,7 @@ from FetalHeadSegLib.inference.engine import InferenceOptions
 from FetalHeadSegLib.inference.request import ProgressMode, SegmentRequest
 from FetalHeadSegLib.report.cohort import ExistingOutputs
 
-REPOSITORY = Path(__file__).resolve().parents[1]
+REPOSITORY = Path(__file__).resolve().parents[2]
 
 REQUESTS = {
     "defaults": SegmentRequest(("case.nii.gz",), Path("out")),

@@ -15,7 +15,7 @@ from FetalHeadSegLib.phantom import PhantomConfig, generate_phantom
 
 from tiny_models import make_tiny_bundle
 
-REPOSITORY = Path(__file__).resolve().parents[1]
+REPOSITORY = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPOSITORY / "FetalHeadSeg"))
 
 from FetalHeadSegSlicer.runner import WorkerProcess, worker_command  # noqa: E402

@@ -18,7 +18,7 @@ from FetalHeadSegLib.phantom import PhantomConfig, generate_phantom
 
 from tiny_models import make_tiny_bundle
 
-SCHEMA = json.loads((Path(__file__).parent / "data" / "markups-schema-v1.0.3.json").read_text())
+SCHEMA = json.loads((Path(__file__).parents[1] / "data" / "markups-schema-v1.0.3.json").read_text())
 
 
 @pytest.fixture(scope="module")

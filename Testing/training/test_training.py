@@ -25,7 +25,7 @@ from training.export import export
 from training.losses import DeepSupervisionLoss
 from training.train import run
 
-REPOSITORY = Path(__file__).resolve().parents[1]
+REPOSITORY = Path(__file__).resolve().parents[2]
 TINY_NETWORK = {
     "spatial_dims": 2,
     "channels": [4, 8, 8],

@@ -27,7 +27,7 @@ slicer = pytest.importorskip("slicer")
 if not hasattr(slicer, "vtkMRMLScene"):
     pytest.skip("this 'slicer' is not Slicer's MRML (install slicer-core)", allow_module_level=True)
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "FetalHeadSeg"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "FetalHeadSeg"))
 from FetalHeadSegSlicer.results import import_results  # noqa: E402
 from FetalHeadSegSlicer.scene import create_biometry_table  # noqa: E402
 

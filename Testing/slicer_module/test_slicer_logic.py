@@ -33,7 +33,7 @@ slicer_core = pytest.importorskip("slicer")
 if not hasattr(slicer_core, "vtkMRMLScene"):
     pytest.skip("this 'slicer' is not Slicer's MRML (install slicer-core)", allow_module_level=True)
 
-REPOSITORY = Path(__file__).resolve().parents[1]
+REPOSITORY = Path(__file__).resolve().parents[2]
 MODULE_FILE = REPOSITORY / "FetalHeadSeg" / "FetalHeadSeg.py"
 sys.path.insert(0, str(REPOSITORY / "FetalHeadSeg"))
 

@@ -15,7 +15,7 @@ from FetalHeadSegLib.report.markups import write_markups
 
 from shapes import intrapartum_labels, make_ellipsoid, rotation_matrix
 
-SCHEMA = json.loads((Path(__file__).parent / "data" / "markups-schema-v1.0.3.json").read_text())
+SCHEMA = json.loads((Path(__file__).parents[1] / "data" / "markups-schema-v1.0.3.json").read_text())
 
 
 def load_markup(path: Path) -> dict:

@@ -12,7 +12,7 @@ from pathlib import Path
 import jsonschema
 import pytest
 
-REPOSITORY = Path(__file__).resolve().parents[1]
+REPOSITORY = Path(__file__).resolve().parents[2]
 MODULE = REPOSITORY / "FetalHeadSeg"
 LIBRARY = REPOSITORY / "FetalHeadSegLib"
 
@@ -52,7 +52,7 @@ def test_extension_metadata_and_catalog_entry() -> None:
     depends = re.search(r'set\(EXTENSION_DEPENDS "([^"]*)"\)', cmake).group(1).split(";")
     entry = json.loads((REPOSITORY / "FetalHeadSeg.json").read_text())
     schema = json.loads(
-        (Path(__file__).parent / "data" / "slicer-extension-catalog-entry-schema-v1.0.2.json").read_text()
+        (Path(__file__).parents[1] / "data" / "slicer-extension-catalog-entry-schema-v1.0.2.json").read_text()
     )
     jsonschema.validate(entry, schema)
     assert entry["build_dependencies"] == depends == ["PyTorch"]
