@@ -28,7 +28,7 @@ from FetalHeadSegLib.measure.growth import (
     estimate_gestational_age,
     intergrowth_2014_size_for_age,
 )
-from FetalHeadSegLib.measure.quality import Flag, mask_flags, measurement_flags
+from FetalHeadSegLib.measure.quality import ComponentInfo, Flag, mask_flags, measurement_flags
 from FetalHeadSegLib.measure.section import PlaneGrid, plane_grid_around, principal_axes, sample_on_plane
 
 logger = logging.getLogger(__name__)
@@ -237,15 +237,6 @@ def measure_biometry(
         flags=flags,
         quality=quality,
     )
-
-
-@dataclass(frozen=True)
-class ComponentInfo:
-    """Connected components of the raw mask: how many, and the largest one's share of the mask."""
-
-    count: int
-    largest_fraction: float
-    second_largest_fraction: float
 
 
 def _clean_mask(array: np.ndarray) -> tuple[np.ndarray, ComponentInfo]:

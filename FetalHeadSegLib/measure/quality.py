@@ -8,7 +8,6 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 if TYPE_CHECKING:
-    from FetalHeadSegLib.measure.biometry import ComponentInfo
     from FetalHeadSegLib.measure.ellipse import Ellipse
 
 PLAUSIBLE_HC_MM = (40.0, 400.0)
@@ -41,6 +40,15 @@ def touches_border(mask: np.ndarray, is_2d: bool) -> bool:
     if not is_2d:
         faces += [mask[:, :, 0], mask[:, :, -1]]
     return any(bool(face.any()) for face in faces)
+
+
+@dataclass(frozen=True)
+class ComponentInfo:
+    """Connected components of the raw mask: how many, and the largest one's share of the mask."""
+
+    count: int
+    largest_fraction: float
+    second_largest_fraction: float
 
 
 def mask_flags(head: np.ndarray, components: ComponentInfo, is_2d: bool) -> list[Flag]:
