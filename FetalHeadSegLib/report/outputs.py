@@ -90,6 +90,5 @@ def write_outputs(
 
             head = result.labels.with_array((result.labels.array == result.model.head_label).astype("uint8"))
             names["qc"] = f"{stem}_qc.png"
-            unit = "mm" if choice.in_mm else "px"
-            write_png(qc_picture(image, head, result.biometry, unit=unit), staging / names["qc"])
+            write_png(qc_picture(image, head, result.biometry, record), staging / names["qc"])
     return {kind: directory / name for kind, name in names.items()}

@@ -3,13 +3,14 @@ with the head's outline, the HC ellipse, the BPD and OFD calipers, and the numbe
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from FetalHeadSegLib.core.image import Image
 from FetalHeadSegLib.measure.section import PlaneGrid, sample_on_plane
 from FetalHeadSegLib.report.preview import orthogonal_slices
+from FetalHeadSegLib.report.rows import biometry_rows
 
 if TYPE_CHECKING:
     from FetalHeadSegLib.measure.biometry import Biometry
@@ -18,13 +19,29 @@ SEGMENTATION_RGB = (255, 70, 200)
 HC_RGB, BPD_RGB, OFD_RGB = (255, 210, 0), (60, 220, 60), (60, 160, 255)
 SYMPHYSIS_AXIS_RGB, AOP_TANGENT_RGB = (255, 60, 60), (0, 230, 230)
 CAPTION_FONT_PX = 15
+CAPTION_NAMES = {
+    "HC": "HC",
+    "BPD": "BPD",
+    "OFD": "OFD",
+    "Cephalic index": "CI",
+    "Head volume": "volume",
+    "Angle of progression": "AoP",
+}
+"""The rows of :func:`~FetalHeadSegLib.report.rows.biometry_rows` the caption shows (the first of each name), and
+their short names."""
 
 
-def qc_picture(image: Image, head_mask: Image, biometry: Biometry | None, unit: str = "mm") -> np.ndarray:
+def qc_picture(
+    image: Image, head_mask: Image, biometry: Biometry | None, record: dict[str, Any] | None = None
+) -> np.ndarray:
     """An RGB (rows, columns, 3) uint8 picture; without biometry, orthogonal slices with the outline only.
 
     The segmentation's outline (pink) and the fitted HC ellipse (yellow) have their own colours, named in the
-    caption with the numbers in ``unit`` (``px`` when no pixel size is known).
+    caption with the numbers of :func:`caption_text`.
+
+    Args:
+        record: the biometry JSON written beside the picture, whose numbers the caption shows (``px`` lengths when
+            no pixel size is known). None: ``biometry.to_dict()``, in mm.
     """
     if biometry is None:
         return orthogonal_slices(image, head_mask)
@@ -40,7 +57,19 @@ def qc_picture(image: Image, head_mask: Image, biometry: Biometry | None, unit: 
         tiles.append(rgb.transpose(1, 0, 2))
     gap = np.zeros((tiles[0].shape[0], 4, 3), dtype=np.uint8)
     picture = np.concatenate([part for tile in tiles for part in (tile, gap)][:-1], axis=1)
-    return _caption(picture, biometry, unit)
+    return _caption(picture, biometry, caption_text(record if record is not None else biometry.to_dict()))
+
+
+def caption_text(record: dict[str, Any]) -> str:
+    """The caption's numbers, from the rows the command line's table and the Slicer tables show
+    (``"HC 172.3 mm   BPD 45.1 mm   OFD 61.0 mm   CI 73.93"``, plus the head volume and the angle of progression
+    when the record has them)."""
+    parts: dict[str, str] = {}
+    for row in biometry_rows(record):
+        name = CAPTION_NAMES.get(row.measurement)
+        if name is not None and name not in parts and row.value is not None:
+            parts[name] = f"{name} {row.value_text()}"
+    return "   ".join(parts.values())
 
 
 def _grids(image: Image, biometry: Biometry) -> list[tuple[PlaneGrid, bool]]:
@@ -106,27 +135,17 @@ def _draw_landmarks(rgb: np.ndarray, biometry: Biometry, grid: PlaneGrid) -> Non
         _draw_polyline(rgb, _to_pixels(np.stack([apex, through]), grid), AOP_TANGENT_RGB, closed=False)
 
 
-def _caption(picture: np.ndarray, biometry: Biometry, unit: str) -> np.ndarray:
+def _caption(picture: np.ndarray, biometry: Biometry, numbers: str) -> np.ndarray:
     from PIL import Image as PilImage
     from PIL import ImageDraw, ImageFont
 
-    parts = [
-        f"HC {biometry.hc_mm:.1f} {unit}",
-        f"BPD {biometry.bpd_mm:.1f} {unit}",
-        f"OFD {biometry.ofd_mm:.1f} {unit}",
-        f"CI {biometry.cephalic_index:.1f}",
-    ]
-    if biometry.head_volume_ml is not None and unit == "mm":
-        parts.append(f"volume {biometry.head_volume_ml:.1f} mL")
-    if biometry.aop is not None:
-        parts.append(f"AoP {biometry.aop.aop_deg:.1f} deg")
     flags = ", ".join(flag.code for flag in biometry.flags)
     font = ImageFont.load_default(size=CAPTION_FONT_PX)
     line = CAPTION_FONT_PX + 5
     band = np.zeros((3 * line + 6, max(picture.shape[1], 640), 3), dtype=np.uint8)
     canvas = PilImage.fromarray(band)
     draw = ImageDraw.Draw(canvas)
-    draw.text((4, 3), "   ".join(parts), fill=(255, 255, 255), font=font)
+    draw.text((4, 3), numbers, fill=(255, 255, 255), font=font)
     x = 4
     for text, colour in (
         ("segmentation outline", SEGMENTATION_RGB),

@@ -24,6 +24,19 @@ class BiometryRow:
     method: str
     note: str = ""
 
+    def value_text(self) -> str:
+        """The value as people read it, the same in the command line's table and the QC picture's caption:
+        ``"123.4 mm"``, ``"78.12"`` (cephalic index), ``"z +0.50"``, ``"24.3 wk (24+2)"``, ``"-"`` when not defined.
+        """
+        if self.value is None or isinstance(self.value, str):
+            return "-" if self.value is None else self.value
+        if self.unit == "weeks":
+            return _weeks(self.value)
+        if self.measurement.endswith("z-score"):
+            return f"z {self.value:+.2f}"
+        digits = 2 if self.measurement == "Cephalic index" else 1
+        return f"{self.value:.{digits}f} {self.unit}".rstrip()
+
 
 def biometry_rows(record: dict[str, Any]) -> list[BiometryRow]:
     """The rows of a biometry JSON record, in a fixed order: HC, BPD, OFD, cephalic index, then what the record
@@ -61,3 +74,11 @@ def biometry_rows(record: dict[str, Any]) -> list[BiometryRow]:
         reasons = "; ".join(record.get("review_reasons") or [])
         rows.append(BiometryRow("Review recommended", "yes" if record["review_recommended"] else "no", "", reasons))
     return rows
+
+
+def _weeks(weeks: float) -> str:
+    whole = int(weeks)
+    days = int(round((weeks - whole) * 7))
+    if days == 7:
+        whole, days = whole + 1, 0
+    return f"{weeks:.1f} wk ({whole}+{days})"

@@ -5,9 +5,18 @@ from __future__ import annotations
 
 import numpy as np
 
+from FetalHeadSegLib.cli.report import biometry_table
+from FetalHeadSegLib.core.spacing import SpacingChoice, SpacingSource, with_spacing_record
 from FetalHeadSegLib.measure.aop import angle_of_progression
 from FetalHeadSegLib.measure.biometry import measure_biometry
-from FetalHeadSegLib.report.qc import AOP_TANGENT_RGB, HC_RGB, SEGMENTATION_RGB, SYMPHYSIS_AXIS_RGB, qc_picture
+from FetalHeadSegLib.report.qc import (
+    AOP_TANGENT_RGB,
+    HC_RGB,
+    SEGMENTATION_RGB,
+    SYMPHYSIS_AXIS_RGB,
+    caption_text,
+    qc_picture,
+)
 
 from shapes import intrapartum_labels
 
@@ -35,3 +44,19 @@ def test_an_intrapartum_frame_is_shown_unrotated_with_the_aop_construction() -> 
     # Unrotated: the symphysis (label 1) sits in the picture where it sits in the frame.
     symphysis_rows, symphysis_columns = np.nonzero(labels.array[:, :, 0].T == 1)
     assert _has(body, SYMPHYSIS_AXIS_RGB)[symphysis_rows, symphysis_columns].any()
+
+
+def test_the_caption_shows_the_numbers_of_the_command_line_table() -> None:
+    labels = intrapartum_labels()
+    head = labels.with_array((labels.array == 2).astype(np.uint8))
+    record = measure_biometry(head).with_aop(angle_of_progression(labels)).to_dict()
+    caption = caption_text(record)
+    assert caption.startswith(f"HC {record['hc_mm']:.1f} mm   BPD {record['bpd_mm']:.1f} mm")
+    table_lines = [line.strip() for line in biometry_table(record, "case").splitlines()]
+    for name, measurement in (("HC", "HC"), ("OFD", "OFD"), ("CI", "Cephalic index"), ("AoP", "Angle of progression")):
+        shown = caption.split(f"{name} ")[1].split("   ")[0]  # e.g. "172.3 mm"
+        table_line = next(line for line in table_lines if line.startswith(f"{measurement} "))
+        assert shown in table_line, (shown, table_line)
+    # In pixel units the lengths are in px and nothing that needs a pixel size is shown.
+    pixels = with_spacing_record(record, SpacingChoice((1.0,), SpacingSource.NONE), (1.0, 1.0))
+    assert caption_text(pixels).startswith(f"HC {pixels['hc_px']:.1f} px") and "mm" not in caption_text(pixels)
