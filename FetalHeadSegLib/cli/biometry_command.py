@@ -74,7 +74,7 @@ def run(args: argparse.Namespace) -> int:
     from FetalHeadSegLib.core.tasks import Task, task_spec
     from FetalHeadSegLib.measure.aop import angle_of_progression
     from FetalHeadSegLib.measure.biometry import measure_biometry
-    from FetalHeadSegLib.measure.quality import Flag
+    from FetalHeadSegLib.measure.quality import spacing_flags
     from FetalHeadSegLib.report.cohort import image_stem
 
     if args.ga_weeks is not None and not (math.isfinite(args.ga_weeks) and 0 < args.ga_weeks < 50):
@@ -96,10 +96,10 @@ def run(args: argparse.Namespace) -> int:
             biometry = biometry.with_aop(angle_of_progression(labels, probe_side=args.probe_side))
     except FetalHeadSegError as err:
         raise type(err)(f"{args.mask}: {err}") from err
-    if not choice.in_mm:
-        message = "the file carries no pixel size: lengths are in pixels (keys *_px)"
-        print(f"fetalheadseg: warning: {args.mask}: {message}", file=sys.stderr)
-        biometry = biometry.with_flags([Flag("spacing_unknown", message)])
+    flags = spacing_flags(choice)
+    for flag in flags:
+        print(f"fetalheadseg: warning: {args.mask}: {flag.message}", file=sys.stderr)
+    biometry = biometry.with_flags(flags)
     spacing_mm = labels.spacing_mm[: 2 if labels.is_2d else 3]
     result = with_spacing_record({"input": str(args.mask), **biometry.to_dict()}, choice, spacing_mm)
     write_outputs(result, biometry if choice.in_mm else None, args.json, args.markups, image_stem(args.mask))

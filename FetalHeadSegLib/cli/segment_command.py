@@ -314,7 +314,7 @@ def _segment_image(
     reporter: _Reporter,
 ) -> dict[str, Any]:
     from FetalHeadSegLib._version import __version__
-    from FetalHeadSegLib.measure.quality import Flag
+    from FetalHeadSegLib.measure.quality import Flag, spacing_flags
     from FetalHeadSegLib.report.outputs import case_record, write_outputs
     from FetalHeadSegLib.report.summary import summary_row
 
@@ -332,8 +332,8 @@ def _segment_image(
         device=str(segmenter.device),
     )
     result = segmenter.segment(image, request.inference_options(), progress=reporter.progress, source=str(path))
-    if not choice.in_mm:
-        _add_flag(result, Flag("spacing_unknown", "no pixel size is known: lengths are in pixels (keys *_px)"))
+    for flag in spacing_flags(choice):
+        _add_flag(result, flag)
     if image.is_2d and bundle.task is not Task.INTRAPARTUM and _implausible(result):
         _add_flag(
             result, Flag("model_mismatch_possible", f"the head is implausible for a standard plane; {INTRAPARTUM_HINT}")

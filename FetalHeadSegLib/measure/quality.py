@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 if TYPE_CHECKING:
+    from FetalHeadSegLib.core.spacing import SpacingChoice
     from FetalHeadSegLib.measure.ellipse import Ellipse
 
 PLAUSIBLE_HC_MM = (40.0, 400.0)
@@ -99,3 +100,10 @@ def measurement_flags(ellipse: Ellipse, hc_mm: float) -> list[Flag]:
             )
         )
     return flags
+
+
+def spacing_flags(choice: SpacingChoice) -> list[Flag]:
+    """The ``spacing_unknown`` flag when no pixel size is known (lengths in pixels); none otherwise."""
+    if choice.in_mm:
+        return []
+    return [Flag("spacing_unknown", "no pixel size is known: lengths are in pixels (keys *_px)")]
