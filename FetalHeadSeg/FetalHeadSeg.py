@@ -375,40 +375,13 @@ class FetalHeadSegTest(ScriptedLoadableModuleTest):
         self.test_FetalHeadSeg_panel()
 
     def test_FetalHeadSeg_panel(self) -> None:
-        import time
-
         from FetalHeadSegSlicer.installer import installed_version
+        from FetalHeadSegSlicer.testing import TruthMaskWorker, apply_and_check
 
         self.delayDisplay("Segmenting the bundled phantom from the panel")
         volume = slicer.util.loadVolume(str(samplesDir() / "phantom3d_s000001_image.nii.gz"))
         widget = slicer.util.getModuleWidget("FetalHeadSeg")
         if installed_version("torch") is None:
-            from FetalHeadSegSlicer.testing import TruthMaskWorker
-
             widget.logic = FetalHeadSegLogic(TruthMaskWorker(samplesDir() / "phantom3d_s000001_head.nii.gz"))
-        widget.initializeParameterNode()
-        widget.ui.inputVolumeSelector.setCurrentNode(volume)
-        widget.ui.deviceComboBox.currentIndex = widget.ui.deviceComboBox.findText("cpu")
-        self.assertTrue(widget.ui.applyButton.enabled, "the panel's widgets are not bound to the parameter node")
-        widget.ui.applyButton.click()
-        task = widget._task
-        self.assertIsNotNone(task, widget.ui.statusLabel.text)
-        deadline = time.monotonic() + 600
-        while task.state == "running" and time.monotonic() < deadline:
-            slicer.app.processEvents()  # the panel's timer polls the worker
-            time.sleep(0.05)
-        self.assertEqual(task.state, "done", task.message)
-        self.assertIsNone(widget._task)
-        self.assertEqual(widget.ui.applyButton.text, "Apply")
-        results = task.results
-        segmentation = results.segmentation.GetSegmentation()
-        self.assertEqual(segmentation.GetNumberOfSegments(), 1)
-        segment = segmentation.GetSegment(segmentation.GetNthSegmentID(0))
-        self.assertEqual(segment.GetName(), "Head")
-        tag = vtk.reference("")
-        self.assertTrue(segment.GetTag(segment.GetTerminologyEntryTagName(), tag))
-        self.assertIn("SCT^69536005^Head", str(tag))
-        self.assertGreater(results.table.GetNumberOfRows(), 4)
-        bpd = float(results.table.GetTable().GetValue(1, 1).ToString())
-        self.assertAlmostEqual(results.markups["BPD"].GetLineLengthWorld(), bpd, delta=0.01)
+        apply_and_check(self, widget, volume)
         self.delayDisplay("Test passed")

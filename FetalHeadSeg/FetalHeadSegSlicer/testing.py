@@ -1,9 +1,12 @@
-"""A stand-in worker for the module's self-test where torch is not installed: same protocol, same output files,
-made from the bundled phantom's exact head mask instead of a network (so the Slicer side is fully exercised)."""
+"""The module's self-test: the panel's Apply on a volume, checked in the scene (:func:`apply_and_check`), and a
+stand-in worker for where torch is not installed: same protocol, same output files, made from the bundled phantom's
+exact head mask instead of a network (so the Slicer side is fully exercised)."""
 
 from __future__ import annotations
 
 import json
+import time
+import unittest
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -85,3 +88,37 @@ class TruthMaskWorker:
 
     def cancel(self) -> None:
         pass
+
+
+def apply_and_check(test: unittest.TestCase, widget: Any, volume: Any, timeout_s: float = 600.0) -> None:
+    """Press the panel's Apply on ``volume`` (on the CPU) as a user would, let the event loop turn until the run is
+    over, and check what lands in the scene: one "Head" segment with its SNOMED CT tag, the biometry table, and a
+    BPD line as long as the table says."""
+    import slicer
+    import vtk
+
+    widget.initializeParameterNode()
+    widget.ui.inputVolumeSelector.setCurrentNode(volume)
+    widget.ui.deviceComboBox.currentIndex = widget.ui.deviceComboBox.findText("cpu")
+    test.assertTrue(widget.ui.applyButton.enabled, "the panel's widgets are not bound to the parameter node")
+    widget.ui.applyButton.click()
+    task = widget._task
+    test.assertIsNotNone(task, widget.ui.statusLabel.text)
+    deadline = time.monotonic() + timeout_s
+    while task.state == "running" and time.monotonic() < deadline:
+        slicer.app.processEvents()  # the panel's timer polls the worker
+        time.sleep(0.05)
+    test.assertEqual(task.state, "done", task.message)
+    test.assertIsNone(widget._task)
+    test.assertEqual(widget.ui.applyButton.text, "Apply")
+    results = task.results
+    segmentation = results.segmentation.GetSegmentation()
+    test.assertEqual(segmentation.GetNumberOfSegments(), 1)
+    segment = segmentation.GetSegment(segmentation.GetNthSegmentID(0))
+    test.assertEqual(segment.GetName(), "Head")
+    tag = vtk.reference("")
+    test.assertTrue(segment.GetTag(segment.GetTerminologyEntryTagName(), tag))
+    test.assertIn("SCT^69536005^Head", str(tag))
+    test.assertGreater(results.table.GetNumberOfRows(), 4)
+    bpd = float(results.table.GetTable().GetValue(1, 1).ToString())
+    test.assertAlmostEqual(results.markups["BPD"].GetLineLengthWorld(), bpd, delta=0.01)
