@@ -79,16 +79,35 @@ class TrainConfig:
     device: str = "auto"
     finetune_from: str | None = None
     finetune_strategy: str = "all"
-    reuse_levels: int = 0
+    reuse_levels: int | tuple[int, ...] = 0
+    """Levels taken from ``finetune_from`` as they are: a count (the first N) or level numbers (1-based; a roi
+    cascade's finer levels do not depend on the coarser ones, so ``[2]`` retrains level 1 and keeps level 2)."""
     model: dict[str, Any] = field(default_factory=dict)
+
+    def reused(self, level: int) -> bool:
+        """Whether level ``level`` (0-based) is taken from ``finetune_from`` as it is."""
+        if isinstance(self.reuse_levels, int):
+            return level < self.reuse_levels
+        return level + 1 in self.reuse_levels
 
     def __post_init__(self) -> None:
         checks = [
             (self.task in {t.value for t in Task}, f"task must be one of {[t.value for t in Task]}, got {self.task!r}"),
             (self.levels >= 1, "levels must be at least 1"),
             (
-                self.reuse_levels == 0 or (self.finetune_from is not None and self.reuse_levels < self.levels),
-                "reuse_levels copies the first levels of finetune_from: give finetune_from, train one level at least",
+                not any(self.reused(level) for level in range(self.levels))
+                or (self.finetune_from is not None and not all(self.reused(level) for level in range(self.levels))),
+                "reuse_levels copies levels of finetune_from: give finetune_from, train one level at least",
+            ),
+            (
+                isinstance(self.reuse_levels, int) or all(1 <= n <= self.levels for n in self.reuse_levels),
+                f"reuse_levels: level numbers run from 1 to {self.levels}",
+            ),
+            (
+                self.cascade.mode is CascadeMode.ROI
+                or not any(self.reused(level) and not self.reused(level - 1) for level in range(1, self.levels)),
+                "reuse_levels: a same-grid level learns from the level before it; retrain every level after a "
+                "retrained one",
             ),
             (self.context in CONTEXT_MODES, f"context must be one of {CONTEXT_MODES}"),
             (self.folds >= 2, "folds must be at least 2"),
@@ -157,6 +176,8 @@ class TrainConfig:
             values["loss"] = LossConfig(**_tuples(values.get("loss", {})))
             if values.get("patch_size") is not None:
                 values["patch_size"] = tuple(int(v) for v in values["patch_size"])
+            if isinstance(values.get("reuse_levels"), list):
+                values["reuse_levels"] = tuple(int(v) for v in values["reuse_levels"])
             return cls(**values)
         except KeyError as err:
             raise ConfigError(f"invalid training config: unknown or missing setting {err}") from err

@@ -112,7 +112,7 @@ def run(config: TrainConfig) -> dict[str, dict[str, float]]:
                 val_context = predict_context(
                     network, level_network_config(config, level - 1), validation, val_context, cascade_multiple(config)
                 )
-            if level < config.reuse_levels:  # taken as it is from finetune_from
+            if config.reused(level):  # taken as it is from finetune_from
                 log(f"level {level + 1}: reused from {config.finetune_from}")
                 network = build_level(config, level).to(dist.device)
             else:

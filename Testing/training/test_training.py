@@ -328,6 +328,22 @@ def test_a_roi_cascade_trains_exports_and_segments(tmp_path: Path) -> None:
     case = generate_phantom(PhantomConfig(dimension=2, size=(96, 64)), seed=123)
     result = load_model(bundle.path, "cpu").segment(case.image)
     assert result.labels.shape == case.image.shape
+    # Retrain level 1 and keep level 2 as it is (a finer level's crops do not depend on the coarser level).
+    again = TrainConfig.from_dict(
+        {**config, "run_dir": str(tmp_path / "again"), "finetune_from": str(bundle.path), "reuse_levels": [2]}
+    )
+    assert not again.reused(0) and again.reused(1)
+    run(again)
+    kept, shipped = weights(tmp_path / "again" / "level1.pt"), weights(bundle.path / bundle.weight_files[1])
+    assert all(torch.equal(kept[k], shipped[k].float()) for k in shipped)
+    retrained, first = weights(tmp_path / "again" / "level0.pt"), weights(bundle.path / bundle.weight_files[0])
+    assert any(not torch.equal(retrained[k], first[k].float()) for k in first)
+    with pytest.raises(ConfigError, match="from 1 to 2"):
+        TrainConfig.from_dict({**config, "finetune_from": str(bundle.path), "reuse_levels": [3]})
+    with pytest.raises(ConfigError, match="same-grid level"):
+        TrainConfig.from_dict(
+            {**config, "cascade": {}, "finetune_from": str(bundle.path), "reuse_levels": [2], "batch_size": 1}
+        )
 
 
 def test_a_widened_level_computes_what_its_one_channel_source_did() -> None:
