@@ -14,6 +14,7 @@ from typing import Any
 from FetalHeadSegLib.core.errors import ConfigError
 from FetalHeadSegLib.core.tasks import Task
 from FetalHeadSegLib.inference.cascade import CascadeConfig, CascadeMode
+from FetalHeadSegLib.inference.postprocessing import PostprocessingConfig
 from FetalHeadSegLib.inference.preprocessing import PreprocessingConfig
 from FetalHeadSegLib.models.network_config import PRESETS, Architecture, NetworkConfig
 from training.augment import AugmentConfig
@@ -82,6 +83,8 @@ class TrainConfig:
     reuse_levels: int | tuple[int, ...] = 0
     """Levels taken from ``finetune_from`` as they are: a count (the first N) or level numbers (1-based; a roi
     cascade's finer levels do not depend on the coarser ones, so ``[2]`` retrains level 1 and keeps level 2)."""
+    postprocessing: PostprocessingConfig = field(default_factory=PostprocessingConfig)
+    """The bundle's extra clean-up after the networks (exported with the model)."""
     model: dict[str, Any] = field(default_factory=dict)
 
     def reused(self, level: int) -> bool:
@@ -153,6 +156,7 @@ class TrainConfig:
     def to_dict(self) -> dict[str, Any]:
         values = asdict(self)
         values["cascade"] = self.cascade.to_dict()
+        values["postprocessing"] = self.postprocessing.to_dict()
         return values
 
     @classmethod
@@ -171,6 +175,7 @@ class TrainConfig:
             values["data"] = DataConfig.from_dict(values["data"])
             values["preprocessing"] = PreprocessingConfig.from_dict(values.get("preprocessing", {}))
             values["cascade"] = CascadeConfig.from_dict(values.get("cascade"))
+            values["postprocessing"] = PostprocessingConfig.from_dict(values.get("postprocessing"))
             values["augment"] = AugmentConfig.from_dict(values.get("augment", {}))
             values["optim"] = OptimConfig(**_tuples(values.get("optim", {})))
             values["loss"] = LossConfig(**_tuples(values.get("loss", {})))

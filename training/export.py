@@ -82,6 +82,7 @@ def export(
         networks=[level_network_config(config, level) for level in range(config.levels)],
         preprocessing=config.level_preprocessing(0),
         cascade=config.cascade,
+        postprocessing=config.postprocessing,
         labels=labels,
         model_card=card,
     )

@@ -29,7 +29,7 @@ import numpy as np
 from FetalHeadSegLib.core.errors import Cancelled, InputImageError
 from FetalHeadSegLib.core.image import Image
 from FetalHeadSegLib.inference.cascade import CascadeMode, forward_probabilities, run_cascade
-from FetalHeadSegLib.inference.postprocessing import clean_label_map
+from FetalHeadSegLib.inference.postprocessing import clean_label_map, detach_attached_tissue
 from FetalHeadSegLib.inference.preprocessing import Padding, cascade_size_multiple, check_image, prepare
 from FetalHeadSegLib.inference.roi_cascade import CascadeOutput, flip_disagreement, predict_roi_cascade
 from FetalHeadSegLib.inference.tiling import sliding_window
@@ -162,6 +162,10 @@ class Segmenter:
         labels = clean_label_map(
             np.argmax(class_probabilities, axis=0).astype(np.uint8), [label.value for label in self.bundle.labels]
         )
+        if self.bundle.postprocessing.detach_fraction is not None:
+            head = labels == self.bundle.head_label
+            detached = detach_attached_tissue(head, image.spacing_mm, self.bundle.postprocessing.detach_fraction)
+            labels[head & ~detached] = 0
         run.flags += output.flags
         uncertainty = None
         tta_share = None

@@ -1,6 +1,11 @@
-"""Mask clean-up shared by segmentation and biometry: largest connected component and hole filling."""
+"""Mask clean-up shared by segmentation and biometry: largest connected component and hole filling, and a
+model's own extra step (:class:`PostprocessingConfig`: tissue stuck to the head cut away)."""
 
 from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from typing import Any
 
 import numpy as np
 
@@ -44,3 +49,72 @@ def clean_label_map(labels: np.ndarray, values: list[int]) -> np.ndarray:
         if region.any():
             cleaned[fill_holes(keep_largest_component(region))] = value
     return cleaned
+
+
+@dataclass(frozen=True)
+class PostprocessingConfig:
+    """What a model's label map gets beyond the clean-up every model gets (largest component, holes filled).
+
+    Attributes:
+        detach_fraction: cut tissue that touches the head away from it (uterine wall, placenta, a limb the
+            network took for head): a morphological opening of the head with a ball whose radius is this fraction
+            of the head's equivalent-sphere radius. A convex head whose smallest radius of curvature exceeds the
+            ball passes unchanged; what hangs on it by a neck narrower than the ball falls off. None: off.
+    """
+
+    detach_fraction: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.detach_fraction is not None and not 0.0 < self.detach_fraction < 1.0:
+            raise ValueError(f"detach_fraction must lie between 0 and 1, got {self.detach_fraction}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any] | None) -> PostprocessingConfig:
+        values = dict(data or {})
+        fraction = values.get("detach_fraction")
+        return cls(detach_fraction=None if fraction is None else float(fraction))
+
+
+def detach_attached_tissue(
+    mask: np.ndarray, spacing_mm: tuple[float, float, float], radius_fraction: float
+) -> np.ndarray:
+    """The head without tissue stuck to it: a boolean mask (X, Y, Z), or (X, Y, 1) for a frame.
+
+    The mask is eroded by a ball of ``radius_fraction`` times its equivalent-sphere (2D: equivalent-disc) radius in
+    mm, the largest remaining core is kept and grown back by the same radius plus one voxel, and the result is the
+    mask within it: an opening computed with exact Euclidean distance transforms on the mask's bounding box. The
+    image's edge does not erode (a head cut by the field of view keeps its cut side). A mask too thin to keep a core
+    is returned as it is.
+    """
+    from scipy import ndimage
+
+    if not mask.any():
+        return mask
+    planar = mask.shape[2] == 1
+    spacing = np.asarray(spacing_mm[:2] if planar else spacing_mm, dtype=np.float64)
+    region = mask[:, :, 0] if planar else mask
+    size = float(region.sum() * spacing.prod())
+    radius_mm = radius_fraction * (
+        math.sqrt(size / math.pi) if planar else (3.0 * size / (4.0 * math.pi)) ** (1.0 / 3.0)
+    )
+    indices = np.argwhere(region)
+    margin = np.ceil(radius_mm / spacing).astype(int) + 2
+    low = np.maximum(indices.min(axis=0) - margin, 0)
+    high = np.minimum(indices.max(axis=0) + margin + 1, region.shape)
+    box = tuple(slice(int(a), int(b)) for a, b in zip(low, high, strict=True))
+    part = region[box]
+    # the image's edge is not background: pad with the mask's own edge values before measuring distances
+    padded = np.pad(part, 1, mode="edge")
+    core = ndimage.distance_transform_edt(padded, sampling=spacing)[(slice(1, -1),) * part.ndim] > radius_mm
+    if not core.any():
+        return mask
+    labelled, count = ndimage.label(core, structure=np.ones((3,) * part.ndim, dtype=bool))
+    if count > 1:
+        core = labelled == int(np.argmax(np.bincount(labelled.ravel())[1:])) + 1
+    grown = ndimage.distance_transform_edt(~core, sampling=spacing) <= radius_mm + float(spacing.max())
+    kept = region.copy()
+    kept[box] = part & grown
+    return kept[:, :, np.newaxis] if planar else kept

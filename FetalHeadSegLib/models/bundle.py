@@ -25,6 +25,7 @@ from FetalHeadSegLib.core.errors import BundleError, ChecksumError
 from FetalHeadSegLib.core.labels import Label
 from FetalHeadSegLib.core.tasks import Task, task_spec
 from FetalHeadSegLib.inference.cascade import CascadeConfig, CascadeMode
+from FetalHeadSegLib.inference.postprocessing import PostprocessingConfig
 from FetalHeadSegLib.inference.preprocessing import PreprocessingConfig
 from FetalHeadSegLib.measure.review import ReviewPolicy
 from FetalHeadSegLib.models.network_config import NetworkConfig
@@ -52,6 +53,7 @@ class ModelBundle:
     tile_size: int = 128
     cascade: CascadeConfig = field(default_factory=CascadeConfig)
     review: ReviewPolicy = field(default_factory=ReviewPolicy)
+    postprocessing: PostprocessingConfig = field(default_factory=PostprocessingConfig)
     model_card: dict[str, Any] = field(default_factory=dict)
     sha256: dict[str, str] = field(default_factory=dict)
 
@@ -87,6 +89,7 @@ class ModelBundle:
             "preprocessing": self.preprocessing.to_dict(),
             "cascade": self.cascade.to_dict(),
             "review": self.review.to_dict(),
+            "postprocessing": self.postprocessing.to_dict(),
             "labels": [label.to_dict() for label in self.labels],
             "tile_size": self.tile_size,
             "model_card": self.model_card,
@@ -135,6 +138,7 @@ def read_bundle(path: str | os.PathLike[str]) -> ModelBundle:
             tile_size=int(data.get("tile_size", 128)),
             cascade=CascadeConfig.from_dict(data.get("cascade")),
             review=ReviewPolicy.from_dict(data.get("review")),
+            postprocessing=PostprocessingConfig.from_dict(data.get("postprocessing")),
             model_card=dict(data.get("model_card", {})),
             sha256={str(k): str(v) for k, v in data["sha256"].items()},
         )
