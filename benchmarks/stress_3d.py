@@ -166,6 +166,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads (default 2)")
     parser.add_argument("--json", metavar="PATH", help="write every case and the table as JSON")
     parser.add_argument("--markdown", metavar="PATH", help="write the table as Markdown")
+    parser.add_argument(
+        "--update-card", action="store_true", help="record the table in the model card (--model: a bundle folder)"
+    )
     return parser.parse_args(argv)
 
 
@@ -209,13 +212,19 @@ def main(argv: list[str] | None = None) -> int:
     if args.markdown:
         with open(args.markdown, "w", encoding="utf-8") as handle:
             handle.write(table)
+    command = "python benchmarks/stress_3d.py " + " ".join(sys.argv[1:] if argv is None else argv)
+    if args.update_card:
+        from FetalHeadSegLib.models.card import write_card
+
+        record = {"command": command.replace(" --update-card", ""), "table_markdown": table, "overall": overall}
+        write_card(segmenter.bundle.path, record, key="stress_suite")
     if args.json:
         report = {
             "model": f"{segmenter.bundle.id}@{segmenter.bundle.version}",
             "size": args.size,
             "cases_per_factor": args.cases_per_factor,
             "seed_base": SEED_BASE,
-            "command": "python benchmarks/stress_3d.py " + " ".join(sys.argv[1:] if argv is None else argv),
+            "command": command,
             "rows": rows,
             "overall": overall,
             "cases": cases,

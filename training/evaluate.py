@@ -28,6 +28,7 @@ from FetalHeadSegLib.core.errors import FetalHeadSegError
 from FetalHeadSegLib.core.io import read_image
 from FetalHeadSegLib.inference.engine import InferenceOptions, Segmenter, load_model
 from FetalHeadSegLib.measure.metrics import segmentation_metrics
+from FetalHeadSegLib.models.card import write_card
 
 PHANTOM_GRIDS = ((96, 96, 96), (128, 96, 112), (112, 80, 96), (144, 112, 128))
 PHANTOM_HEAD_FILL = (0.3, 1.0)
@@ -202,6 +203,7 @@ def evaluate_phantoms(
     first_seed: int,
     review_cases: ReviewCases | None = None,
     options: InferenceOptions | None = None,
+    appearance: str = "classic",
 ) -> dict[str, Any]:
     from FetalHeadSegLib.phantom import PhantomConfig, generate_phantom
 
@@ -225,6 +227,7 @@ def evaluate_phantoms(
             size=PHANTOM_GRIDS[index % len(PHANTOM_GRIDS)],
             head_fill_range=PHANTOM_HEAD_FILL,
             elevation_ratio_range=PHANTOM_ELEVATION_RATIO,
+            appearance=appearance,
         )
         case = generate_phantom(config, first_seed + index)
         cut_by_field_of_view += bool(case.truth["head_touches_border"])
@@ -245,7 +248,8 @@ def evaluate_phantoms(
                 abs(value - truth[truth_key]) / truth[truth_key] if value else float("nan")
             )
     return {
-        "data": f"{count} new 3D phantoms (seeds {first_seed}-{first_seed + count - 1}, GA 14-40 weeks, grids "
+        "data": f"{count} new 3D phantoms ({appearance} appearance, seeds {first_seed}-{first_seed + count - 1}, "
+        "GA 14-40 weeks, grids "
         f"{list(PHANTOM_GRIDS)}, head filling {PHANTOM_HEAD_FILL[0]:.0%}-{PHANTOM_HEAD_FILL[1]:.0%} of the lateral "
         f"field of view, elevation voxels {PHANTOM_ELEVATION_RATIO[0]}-{PHANTOM_ELEVATION_RATIO[1]} times the "
         "in-plane size)",
@@ -269,42 +273,6 @@ def write_rows(path: Path, rows: CaseRows) -> None:
     writer.writeheader()
     writer.writerows(rows)
     write_text_atomic(path, buffer.getvalue())
-
-
-def write_card(bundle_path: Path, evaluation: dict[str, Any]) -> None:
-    """Record the evaluation in bundle.json's model card (weights and their checksums are untouched) and render
-    the card as MODEL_CARD.md."""
-    manifest = bundle_path / "bundle.json"
-    data = json.loads(manifest.read_text())
-    data["model_card"]["evaluation"] = evaluation
-    manifest.write_text(json.dumps(data, indent=2) + "\n")
-    card = data["model_card"]
-    lines = [
-        f"# {data['name']} (`{data['id']}` {data['version']})",
-        "",
-        f"{data['dimension']}D {data['task']} model, {len(data['networks'])} cascade level(s).",
-        "",
-    ]
-    for key in ("intended_use", "training_data", "limitations", "retraining", "timing", "license", "citation"):
-        if card.get(key):
-            lines += [f"**{key.replace('_', ' ').capitalize()}.** {card[key]}", ""]
-    lines += [
-        "## Evaluation (held-out data, through the inference engine)",
-        "",
-        "```json",
-        json.dumps(evaluation, indent=2),
-        "```",
-        "",
-        "## Training",
-        "",
-        "```json",
-        json.dumps(
-            {k: card[k] for k in ("splits", "training", "validation_metrics_working_grid") if k in card}, indent=2
-        ),
-        "```",
-        "",
-    ]
-    (bundle_path / "MODEL_CARD.md").write_text("\n".join(lines))
 
 
 def _review_summary(args: argparse.Namespace, segmenter: Segmenter, cases: ReviewCases) -> dict[str, Any]:
@@ -343,6 +311,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     data.add_argument("--phantoms", type=int, metavar="N")
     parser.add_argument("--run", type=Path, help="training run folder whose splits.json names the validation cases")
     parser.add_argument("--seed", type=int, default=900000, help="first phantom seed (default 900000)")
+    parser.add_argument(
+        "--appearance", choices=("classic", "randomised"), default="classic", help="phantoms' appearance"
+    )
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--update-card", action="store_true", help="write the results into the bundle's card")
     parser.add_argument("--tta", action="store_true", help="run with flip test-time augmentation (segment --tta)")
@@ -362,7 +333,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         segmenter = load_model(args.bundle, args.device)
         if args.phantoms:
-            evaluation = evaluate_phantoms(segmenter, args.phantoms, args.seed, review_cases, options)
+            evaluation = evaluate_phantoms(segmenter, args.phantoms, args.seed, review_cases, options, args.appearance)
         else:
             if args.run is None:
                 parser.error("--hc18 and --psfhs need --run (the validation split)")

@@ -144,7 +144,7 @@ def test_two_process_ddp_matches_one_process(tmp_path: Path, cache: Path) -> Non
 
 
 def test_export_gives_a_bundle_the_engine_runs(tmp_path: Path, cache: Path) -> None:
-    from training.evaluate import write_card
+    from FetalHeadSegLib.models.card import write_card
 
     config = base_config(tmp_path / "run", cache, levels=2, iterations=4)
     config["model"] = {"retraining": "fine-tune from it on real cases", "timing": "0.1 s per case"}
