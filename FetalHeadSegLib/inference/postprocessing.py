@@ -83,38 +83,34 @@ def detach_attached_tissue(
 ) -> np.ndarray:
     """The head without tissue stuck to it: a boolean mask (X, Y, Z), or (X, Y, 1) for a frame.
 
-    The mask is eroded by a ball of ``radius_fraction`` times its equivalent-sphere (2D: equivalent-disc) radius in
-    mm, the largest remaining core is kept and grown back by the same radius plus one voxel, and the result is the
-    mask within it: an opening computed with exact Euclidean distance transforms on the mask's bounding box. The
-    image's edge does not erode (a head cut by the field of view keeps its cut side). A mask too thin to keep a core
-    is returned as it is.
+    The mask is eroded by a ball of ``radius_fraction`` times its equivalent-sphere (frames: equivalent-disc) radius
+    in mm, the largest remaining core is kept and grown back by the same radius plus one voxel, and the result is
+    the mask within it: an opening computed with exact Euclidean distance transforms on the mask's bounding box.
+    The image's edge does not erode (a head cut by the field of view keeps its cut side). A mask too thin to keep a
+    core is returned as it is.
     """
     from scipy import ndimage
 
     if not mask.any():
         return mask
-    planar = mask.shape[2] == 1
-    spacing = np.asarray(spacing_mm[:2] if planar else spacing_mm, dtype=np.float64)
-    region = mask[:, :, 0] if planar else mask
-    size = float(region.sum() * spacing.prod())
-    radius_mm = radius_fraction * (
-        math.sqrt(size / math.pi) if planar else (3.0 * size / (4.0 * math.pi)) ** (1.0 / 3.0)
-    )
-    indices = np.argwhere(region)
+    axes = 2 if mask.shape[2] == 1 else 3
+    spacing = np.asarray(spacing_mm, dtype=np.float64)
+    size = float(mask.sum() * spacing[:axes].prod())  # mm^2 or mm^3
+    equivalent_radius_mm = math.sqrt(size / math.pi) if axes == 2 else (3.0 * size / (4.0 * math.pi)) ** (1.0 / 3.0)
+    radius_mm = radius_fraction * equivalent_radius_mm
+    indices = np.argwhere(mask)
     margin = np.ceil(radius_mm / spacing).astype(int) + 2
     low = np.maximum(indices.min(axis=0) - margin, 0)
-    high = np.minimum(indices.max(axis=0) + margin + 1, region.shape)
+    high = np.minimum(indices.max(axis=0) + margin + 1, mask.shape)
     box = tuple(slice(int(a), int(b)) for a, b in zip(low, high, strict=True))
-    part = region[box]
-    # the image's edge is not background: pad with the mask's own edge values before measuring distances
-    padded = np.pad(part, 1, mode="edge")
-    core = ndimage.distance_transform_edt(padded, sampling=spacing)[(slice(1, -1),) * part.ndim] > radius_mm
+    part = mask[box]
+    # the image's edge is not background: pad with the mask's own edge values before measuring distances (a frame's
+    # single slice becomes three equal ones, which leaves its in-plane distances as they are)
+    inside_mm = ndimage.distance_transform_edt(np.pad(part, 1, mode="edge"), sampling=spacing)[1:-1, 1:-1, 1:-1]
+    core = keep_largest_component(inside_mm > radius_mm)
     if not core.any():
         return mask
-    labelled, count = ndimage.label(core, structure=np.ones((3,) * part.ndim, dtype=bool))
-    if count > 1:
-        core = labelled == int(np.argmax(np.bincount(labelled.ravel())[1:])) + 1
-    grown = ndimage.distance_transform_edt(~core, sampling=spacing) <= radius_mm + float(spacing.max())
-    kept = region.copy()
+    grown = ndimage.distance_transform_edt(~core, sampling=spacing) <= radius_mm + float(spacing[:axes].max())
+    kept = mask.copy()
     kept[box] = part & grown
-    return kept[:, :, np.newaxis] if planar else kept
+    return kept
