@@ -28,7 +28,7 @@ from FetalHeadSegLib.core.errors import FetalHeadSegError
 from FetalHeadSegLib.core.io import read_image
 from FetalHeadSegLib.inference.engine import InferenceOptions, Segmenter, load_model
 from FetalHeadSegLib.measure.metrics import segmentation_metrics
-from FetalHeadSegLib.models.card import write_card
+from FetalHeadSegLib.models.card import write_card, write_review_policy
 
 PHANTOM_GRIDS = ((96, 96, 96), (128, 96, 112), (112, 80, 96), (144, 112, 128))
 PHANTOM_HEAD_FILL = (0.3, 1.0)
@@ -292,10 +292,7 @@ def _review_summary(args: argparse.Namespace, segmenter: Segmenter, cases: Revie
         assert policy.calibration is not None
         policy.calibration["data"] = "the cases of this evaluation (numbers on the same cases are optimistic)"
         policy.calibration["bad_means"] = bad
-        manifest = args.bundle / "bundle.json"
-        data = json.loads(manifest.read_text())
-        data["review"] = policy.to_dict()
-        manifest.write_text(json.dumps(data, indent=2) + "\n")
+        write_review_policy(args.bundle, policy.to_dict())
         summary["calibrated"] = policy.to_dict()
     return summary
 

@@ -1,6 +1,7 @@
-"""A bundle's model card: evaluations recorded in ``bundle.json`` and the card rendered as ``MODEL_CARD.md``.
+"""A bundle's model card: evaluations and review thresholds recorded in ``bundle.json``, the card rendered as
+``MODEL_CARD.md``.
 
-The one writer of a bundle's card after export (``training.evaluate --update-card``,
+The one writer of a bundle's manifest after export (``training.evaluate --update-card`` and ``--calibrate-review``,
 ``benchmarks/stress_3d.py --update-card``); weights and their checksums are never touched.
 """
 
@@ -13,17 +14,33 @@ from typing import Any
 
 def write_card(bundle_path: Path, evaluation: dict[str, Any], key: str = "evaluation") -> None:
     """Record an evaluation in bundle.json's model card under ``key`` (``evaluation``, or ``stress_suite`` from
-    ``benchmarks/stress_3d.py``; weights and their checksums are untouched) and render the card as MODEL_CARD.md."""
-    manifest = bundle_path / "bundle.json"
-    data = json.loads(manifest.read_text())
+    ``benchmarks/stress_3d.py``) and render the card as MODEL_CARD.md."""
+    data = _read_manifest(bundle_path)
     data["model_card"][key] = evaluation
-    manifest.write_text(json.dumps(data, indent=2) + "\n")
+    _write_manifest(bundle_path, data)
     render_card(bundle_path)
+
+
+def write_review_policy(bundle_path: Path, policy: dict[str, Any]) -> None:
+    """Replace the bundle's review thresholds (``ReviewPolicy.to_dict()``, from ``training.evaluate``)."""
+    data = _read_manifest(bundle_path)
+    data["review"] = policy
+    _write_manifest(bundle_path, data)
+
+
+def _read_manifest(bundle_path: Path) -> dict[str, Any]:
+    return dict(json.loads((bundle_path / "bundle.json").read_text(encoding="utf-8")))
+
+
+def _write_manifest(bundle_path: Path, data: dict[str, Any]) -> None:
+    from FetalHeadSegLib.core.atomic import write_text_atomic
+
+    write_text_atomic(bundle_path / "bundle.json", json.dumps(data, indent=2) + "\n")
 
 
 def render_card(bundle_path: Path) -> None:
     """MODEL_CARD.md from bundle.json's model card."""
-    data = json.loads((bundle_path / "bundle.json").read_text())
+    data = _read_manifest(bundle_path)
     card = data["model_card"]
     evaluation = card.get("evaluation", {})
     lines = [
@@ -63,4 +80,6 @@ def render_card(bundle_path: Path) -> None:
         "```",
         "",
     ]
-    (bundle_path / "MODEL_CARD.md").write_text("\n".join(lines))
+    from FetalHeadSegLib.core.atomic import write_text_atomic
+
+    write_text_atomic(bundle_path / "MODEL_CARD.md", "\n".join(lines))

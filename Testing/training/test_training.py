@@ -370,17 +370,24 @@ def test_the_hc18_evaluation_writes_a_row_per_frame_against_the_expert_csv(hc18_
     import csv
 
     from FetalHeadSegLib.measure.hc18 import read_pixel_size_csv
+    from FetalHeadSegLib.models.bundle import read_bundle, verify_bundle
     from FetalHeadSegLib.models.catalog import find_model
     from training.evaluate import main
 
     (tmp_path / "run").mkdir()
     (tmp_path / "run" / "splits.json").write_text(json.dumps({"training": [], "validation": ["019_HC", "026_2HC"]}))
     rows_csv = tmp_path / "cases.csv"
+    bundle = shutil.copytree(find_model("hc18-plane-2d").path, tmp_path / "bundle")
     code = main(
-        [str(find_model("hc18-plane-2d").path), "--hc18", str(hc18_dir), "--run", str(tmp_path / "run")]
-        + ["--cases-csv", str(rows_csv)]
+        [str(bundle), "--hc18", str(hc18_dir), "--run", str(tmp_path / "run"), "--cases-csv", str(rows_csv)]
+        + ["--calibrate-review", "0.5", "--update-card"]
     )
     assert code == 0
+    # the thresholds and the card land in the copy's manifest; its weights still verify
+    written = read_bundle(bundle)
+    verify_bundle(written)
+    assert written.review.calibration is not None and written.review.calibration["cases"] == 2
+    assert written.model_card["evaluation"]["cases"] == 2 and "Evaluation" in (bundle / "MODEL_CARD.md").read_text()
     rows = list(csv.DictReader(rows_csv.open()))
     table = read_pixel_size_csv(hc18_dir / "subset_pixel_size_and_HC.csv")
     assert [row["case"] for row in rows] == ["019_HC", "026_2HC"]
