@@ -51,6 +51,44 @@ class LossConfig:
 
 
 @dataclass(frozen=True)
+class ContextDrawConfig:
+    """How the training contexts of a roi cascade's finer levels are drawn from the truth (``training/roi_data.py``).
+
+    Lengths are in voxels of the coarser level's grid; ranges are (low, high) of uniform draws. The defaults fit a
+    coarse level that is usually right to within a voxel or two; a coarse level that spills into the tissue around
+    the head (as a 3D level 1 trained on few CPU iterations does) needs larger offsets and ``attached_blobs``.
+    """
+
+    offset: tuple[float, float] = (-1.0, 2.5)
+    """How far the context's boundary lies outside the true one (negative: inside)."""
+    wave: tuple[float, float] = (0.0, 1.0)
+    """Amplitude of the boundary's waviness."""
+    softness: tuple[float, float] = (0.25, 1.0)
+    """Width of the context's edge (logistic scale)."""
+    scale: tuple[float, float] = (0.6, 1.0)
+    """The context's peak value (a coarse level is rarely certain everywhere)."""
+    blobs: int = 3
+    """At most this many false blobs anywhere in the region."""
+    attached_blobs: int = 0
+    """At most this many false blobs centred on the head's boundary (tissue or fluid the coarse level took for
+    head), each 10-50 % of the head's equivalent radius."""
+    missed: float = 0.1
+    """Share of cases whose context is nearly empty (a coarse level that missed the head)."""
+
+    def __post_init__(self) -> None:
+        for name in ("offset", "wave", "softness", "scale"):
+            low, high = getattr(self, name)
+            if not low <= high:
+                raise ConfigError(f"invalid training config: roi_context.{name} needs low <= high, got {low}, {high}")
+        if self.blobs < 0 or self.attached_blobs < 0 or not 0.0 <= self.missed <= 1.0:
+            raise ConfigError("invalid training config: roi_context blobs >= 0, attached_blobs >= 0, missed in [0, 1]")
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any] | None) -> ContextDrawConfig:
+        return cls(**_tuples(data or {}))
+
+
+@dataclass(frozen=True)
 class TrainConfig:
     """Everything a training run depends on; saved as ``config.json`` in the run folder."""
 
@@ -83,6 +121,8 @@ class TrainConfig:
     reuse_levels: int | tuple[int, ...] = 0
     """Levels taken from ``finetune_from`` as they are: a count (the first N) or level numbers (1-based; a roi
     cascade's finer levels do not depend on the coarser ones, so ``[2]`` retrains level 1 and keeps level 2)."""
+    roi_context: ContextDrawConfig = field(default_factory=ContextDrawConfig)
+    """How a roi cascade's finer levels' training contexts are drawn (ignored by same-grid cascades)."""
     postprocessing: PostprocessingConfig = field(default_factory=PostprocessingConfig)
     """The bundle's extra clean-up after the networks (exported with the model)."""
     model: dict[str, Any] = field(default_factory=dict)
@@ -176,6 +216,7 @@ class TrainConfig:
             values["preprocessing"] = PreprocessingConfig.from_dict(values.get("preprocessing", {}))
             values["cascade"] = CascadeConfig.from_dict(values.get("cascade"))
             values["postprocessing"] = PostprocessingConfig.from_dict(values.get("postprocessing"))
+            values["roi_context"] = ContextDrawConfig.from_dict(values.get("roi_context"))
             values["augment"] = AugmentConfig.from_dict(values.get("augment", {}))
             values["optim"] = OptimConfig(**_tuples(values.get("optim", {})))
             values["loss"] = LossConfig(**_tuples(values.get("loss", {})))

@@ -12,6 +12,7 @@ level that over-segments; this one learns to take the boundary from the image. E
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -21,23 +22,11 @@ from FetalHeadSegLib.core.errors import ConfigError, FetalHeadSegError
 from FetalHeadSegLib.core.image import Image
 from FetalHeadSegLib.inference.preprocessing import PreprocessingConfig, resample_like, to_working_grid, working_spacing
 from FetalHeadSegLib.inference.roi import crop, foreground_box, whole_box
-from training.config import TrainConfig
+from training.config import ContextDrawConfig, TrainConfig
 from training.data import CaseArrays, find_cases, load_case, preprocess_case
 
 MARGIN_DRAW = (0.5, 1.5)
 """Each side's margin is the bundle's margin times a factor drawn from this range."""
-CONTEXT_SCALE = (0.6, 1.0)
-"""The context's peak value is drawn from this range (a coarse level is rarely certain everywhere)."""
-CONTEXT_OFFSET = (-1.0, 2.5)
-"""How far the context's boundary lies outside the true one, in coarse voxels (negative: inside)."""
-CONTEXT_WAVE = (0.0, 1.0)
-"""Amplitude of the boundary's waviness, in coarse voxels."""
-CONTEXT_SOFTNESS = (0.25, 1.0)
-"""Width of the context's edge (logistic scale), in coarse voxels."""
-CONTEXT_BLOBS = 3
-"""At most this many false blobs beside the head."""
-CONTEXT_MISSED = 0.1
-"""Share of cases whose context is nearly empty (a coarse level that missed the head)."""
 
 
 def roi_case(
@@ -47,21 +36,35 @@ def roi_case(
     coarse: PreprocessingConfig,
     margin_mm: float,
     rng: np.random.Generator,
+    draw: ContextDrawConfig | None = None,
 ) -> tuple[np.ndarray, np.ndarray, tuple[float, float, float], np.ndarray]:
     """One case on a finer level's grid: image values (uint8, the 256 input levels), labels, spacing and the
-    context channel (uint8, value / 255)."""
+    context channel (uint8, value / 255), the context drawn as ``draw`` says."""
+    draw = draw or ContextDrawConfig()
     foreground = label.with_array((label.array > 0).astype(np.uint8))
     coarse_step_mm = float(np.max((working_spacing(image, coarse) or image.spacing_mm)[0]))
-    offset_mm = rng.uniform(*CONTEXT_OFFSET) * coarse_step_mm
-    low, high = (margin_mm * rng.uniform(*MARGIN_DRAW, size=3) + max(offset_mm, 0.0) for _ in range(2))
+    offset_mm = rng.uniform(*draw.offset) * coarse_step_mm
+    attached = int(rng.integers(0, draw.attached_blobs + 1))
+    attached_radii_mm = equivalent_radius_mm(foreground) * rng.uniform(0.1, 0.5, attached)
+    # the box of a coarse level that overshoots is larger by as much: the margins grow with the overshoot
+    overshoot_mm = max(offset_mm, 2.0 * float(attached_radii_mm.max(initial=0.0)), 0.0)
+    low, high = (margin_mm * rng.uniform(*MARGIN_DRAW, size=3) + overshoot_mm for _ in range(2))
     box = foreground_box(foreground, margin_mm, margin_high_mm=high, margin_low_mm=low) or whole_box(image)
     region, region_label = crop(image, box), crop(label, box)
     working = to_working_grid(region, level)
     labels = resample_like(region_label, working, linear=False).array.astype(np.uint8)
-    context = coarse_context(labels > 0, working.spacing_mm, coarse_step_mm, offset_mm, rng)
+    context = coarse_context(labels > 0, working.spacing_mm, coarse_step_mm, offset_mm, rng, draw, attached_radii_mm)
     values = np.rint(working.array * 255.0).astype(np.uint8)
     spacing = working.spacing_mm
     return values, labels, (spacing[0], spacing[1], spacing[2]), np.rint(context * 255).astype(np.uint8)
+
+
+def equivalent_radius_mm(foreground: Image) -> float:
+    """The radius of the disc (2D) or ball (3D) with the foreground's area or volume."""
+    count = float(np.count_nonzero(foreground.array))
+    if foreground.is_2d:
+        return float(np.sqrt(count * np.prod(foreground.spacing_mm[:2]) / np.pi))
+    return float(np.cbrt(count * np.prod(foreground.spacing_mm) * 3.0 / (4.0 * np.pi)))
 
 
 def coarse_context(
@@ -70,15 +73,19 @@ def coarse_context(
     coarse_step_mm: float,
     offset_mm: float,
     rng: np.random.Generator,
+    draw: ContextDrawConfig | None = None,
+    attached_radii_mm: Sequence[float] | np.ndarray = (),
 ) -> np.ndarray:
     """A coarse level's foreground probability (0-1) as it looks on a case it has not seen, drawn from the truth.
 
     The boundary is the true one moved outwards by ``offset_mm`` plus a smooth random wave, with a logistic edge
-    as soft as the coarse grid; false blobs may lie beside it, the whole map is scaled, and in a few cases it is
-    nearly empty. A 2D image (one slice) is treated in-plane.
+    as soft as the coarse grid; blobs of ``attached_radii_mm`` sit on the true boundary (what the coarse level
+    took for head beside it), false blobs may lie anywhere, the whole map is scaled, and in a few cases it is
+    nearly empty (``draw``). A 2D image (one slice) is treated in-plane.
     """
     from scipy.ndimage import distance_transform_edt, gaussian_filter
 
+    draw = draw or ContextDrawConfig()
     planar = foreground.shape[2] == 1
     sampling = np.asarray(spacing_mm[:2] if planar else spacing_mm, dtype=np.float64)
     mask = foreground[:, :, 0] if planar else foreground
@@ -86,18 +93,23 @@ def coarse_context(
         return np.zeros(foreground.shape, np.float32)
     signed_mm = distance_transform_edt(~mask, sampling=sampling) - distance_transform_edt(mask, sampling=sampling)
     wave = gaussian_filter(rng.standard_normal(mask.shape), 2.0 * coarse_step_mm / sampling)
-    wave *= rng.uniform(*CONTEXT_WAVE) * coarse_step_mm / max(float(wave.std()), 1e-6)
-    softness_mm = rng.uniform(*CONTEXT_SOFTNESS) * coarse_step_mm
+    wave *= rng.uniform(*draw.wave) * coarse_step_mm / max(float(wave.std()), 1e-6)
+    softness_mm = rng.uniform(*draw.softness) * coarse_step_mm
     probability = 0.5 * (1.0 - np.tanh((signed_mm + wave - offset_mm) / (2.0 * softness_mm)))
     grid = np.stack(np.meshgrid(*[np.arange(n) * s for n, s in zip(mask.shape, sampling, strict=True)], indexing="ij"))
+    boundary = np.argwhere(mask & (signed_mm >= -float(sampling.max())))
+    for radius_mm in attached_radii_mm:
+        centre = boundary[rng.integers(len(boundary))] * sampling
+        distance_mm = np.sqrt(sum((grid[axis] - centre[axis]) ** 2 for axis in range(mask.ndim)))
+        probability = np.maximum(probability, 0.5 * (1.0 - np.tanh((distance_mm - radius_mm) / (2.0 * softness_mm))))
     extent_mm = np.asarray(mask.shape) * sampling
-    for _ in range(int(rng.integers(0, CONTEXT_BLOBS + 1))):
+    for _ in range(int(rng.integers(0, draw.blobs + 1))):
         centre = rng.uniform(0.0, 1.0, size=mask.ndim) * extent_mm
         radius_mm = rng.uniform(0.05, 0.2) * float(extent_mm.max())
         distance2 = sum((grid[axis] - centre[axis]) ** 2 for axis in range(mask.ndim))
         probability = np.maximum(probability, rng.uniform(0.3, 1.0) * np.exp(-distance2 / (2.0 * radius_mm**2)))
-    probability *= rng.uniform(*CONTEXT_SCALE)
-    if rng.random() < CONTEXT_MISSED:
+    probability *= rng.uniform(*draw.scale)
+    if rng.random() < draw.missed:
         probability *= rng.uniform(0.0, 0.3)
     out = np.clip(probability, 0.0, 1.0).astype(np.float32)
     return out[:, :, np.newaxis] if planar else out
@@ -133,6 +145,7 @@ def build_level_arrays(config: TrainConfig, log: Any = print) -> tuple[list[Case
                     cascade.level_preprocessing[level - 1],
                     cascade.roi_margin_mm,
                     rng,
+                    config.roi_context,
                 )
                 contexts[level].append(context)
             target = arrays[level]

@@ -102,7 +102,7 @@ def run(args: argparse.Namespace) -> int:
     biometry = biometry.with_flags(flags)
     spacing_mm = labels.spacing_mm[: 2 if labels.is_2d else 3]
     result = with_spacing_record({"input": str(args.mask), **biometry.to_dict()}, choice, spacing_mm)
-    write_outputs(result, biometry if choice.in_mm else None, args.json, args.markups, image_stem(args.mask))
+    write_measurement_files(result, biometry if choice.in_mm else None, args.json, args.markups, image_stem(args.mask))
     from FetalHeadSegLib.cli.report import biometry_table
 
     kind = "2D frame" if labels.is_2d else "3D volume"
@@ -151,7 +151,7 @@ def _read_mask(args: argparse.Namespace) -> tuple[Any, Any]:
     return labels, choice
 
 
-def write_outputs(
+def write_measurement_files(
     result: dict[str, Any], biometry: Any, json_path: Path | None, markups_dir: Path | None, stem: str
 ) -> list[Path]:
     """Write the JSON and markups (none without ``biometry``: pixel units); if any output fails, remove the ones

@@ -126,7 +126,7 @@ def _segment_psfhs(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _measure_annotation(args: argparse.Namespace) -> dict[str, Any]:
-    from FetalHeadSegLib.cli.biometry_command import write_outputs
+    from FetalHeadSegLib.cli.biometry_command import write_measurement_files
     from FetalHeadSegLib.cli.report import biometry_table
     from FetalHeadSegLib.core.io import read_image, write_labelmap
     from FetalHeadSegLib.core.samples import get_sample
@@ -143,7 +143,7 @@ def _measure_annotation(args: argparse.Namespace) -> dict[str, Any]:
     biometry = measure_biometry(mask)
     result = {"input": str(sample.image_path), **biometry.to_dict()}
     write_labelmap(mask.array, mask, args.output / f"{HC18_SAMPLE}_head.nii.gz")
-    write_outputs(result, biometry, args.output / f"{HC18_SAMPLE}_biometry.json", args.output, HC18_SAMPLE)
+    write_measurement_files(result, biometry, args.output / f"{HC18_SAMPLE}_biometry.json", args.output, HC18_SAMPLE)
     print(biometry_table(result, f"Bundled sample {HC18_SAMPLE} (HC18, pixel {pixel_mm:.4f} mm, expert mask)"))
     reference = float(sample.info["reference_hc_mm"])
     print(

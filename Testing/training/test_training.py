@@ -256,20 +256,24 @@ def test_classic_fraction_keeps_that_share_of_seeds_classic_deterministically() 
         DataConfig(kind="phantom", phantom={**settings, "classic_fraction": 1.5})
 
 
-def test_a_coarse_context_grows_the_true_head_by_the_offset_it_is_given(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Without wave, blobs, scaling or misses, the context's half level is the true sphere grown by the offset."""
-    from training import roi_data
-
-    for name, value in [("CONTEXT_WAVE", (0.0, 0.0)), ("CONTEXT_SCALE", (1.0, 1.0)), ("CONTEXT_BLOBS", 0)]:
-        monkeypatch.setattr(roi_data, name, value)
-    monkeypatch.setattr(roi_data, "CONTEXT_MISSED", 0.0)
-    spacing_mm = (0.5, 0.5, 1.0)
+def _sphere(radius_mm: float, spacing_mm: tuple[float, float, float]) -> tuple[np.ndarray, np.ndarray]:
+    """A ball of ``radius_mm`` centred at (16, 16, 16) mm on a 64 x 64 x 32 grid, and every voxel's distance."""
     axes_mm = [np.arange(n) * s for n, s in zip((64, 64, 32), spacing_mm, strict=True)]
     grid = np.stack(np.meshgrid(*axes_mm, indexing="ij"))
-    radius_mm = np.sqrt(((grid - np.array([16.0, 16.0, 16.0])[:, None, None, None]) ** 2).sum(axis=0))
-    sphere = radius_mm <= 8.0
+    distance_mm = np.sqrt(((grid - np.array([16.0, 16.0, 16.0])[:, None, None, None]) ** 2).sum(axis=0))
+    return distance_mm <= radius_mm, distance_mm
+
+
+def test_a_coarse_context_grows_the_true_head_by_the_offset_it_is_given() -> None:
+    """Without wave, blobs, scaling or misses, the context's half level is the true sphere grown by the offset."""
+    from training import roi_data
+    from training.config import ContextDrawConfig
+
+    plain = ContextDrawConfig(wave=(0.0, 0.0), scale=(1.0, 1.0), blobs=0, missed=0.0)
+    spacing_mm = (0.5, 0.5, 1.0)
+    sphere, radius_mm = _sphere(8.0, spacing_mm)
     for offset_mm in (-2.0, 0.0, 3.0):
-        context = roi_data.coarse_context(sphere, spacing_mm, 2.0, offset_mm, np.random.default_rng(1))
+        context = roi_data.coarse_context(sphere, spacing_mm, 2.0, offset_mm, np.random.default_rng(1), plain)
         grown = context > 0.5
         assert grown.shape == sphere.shape and 0.0 <= context.min() and context.max() <= 1.0
         # every voxel within 8 + offset mm (less one voxel) is inside, every voxel beyond (plus one) outside
@@ -278,15 +282,65 @@ def test_a_coarse_context_grows_the_true_head_by_the_offset_it_is_given(monkeypa
     np.testing.assert_array_equal(first, second)
 
 
-def test_a_missed_coarse_context_is_nearly_empty(monkeypatch: pytest.MonkeyPatch) -> None:
-    from training import roi_data
+def test_an_attached_blob_sits_on_the_true_boundary_and_spills_out_by_its_radius() -> None:
+    """A coarse level that took tissue beside the head for head: the extra region touches the head, reaches no
+    further than the blob's diameter beyond it, and holds a good part of a ball of that radius."""
+    from scipy.ndimage import label as connected
 
-    monkeypatch.setattr(roi_data, "CONTEXT_MISSED", 1.0)
-    monkeypatch.setattr(roi_data, "CONTEXT_BLOBS", 0)
+    from training import roi_data
+    from training.config import ContextDrawConfig
+
+    plain = ContextDrawConfig(wave=(0.0, 0.0), scale=(1.0, 1.0), softness=(0.25, 0.25), blobs=0, missed=0.0)
+    spacing_mm = (0.5, 0.5, 1.0)
+    sphere, radius_mm = _sphere(8.0, spacing_mm)
+    for seed in range(3):
+        context = roi_data.coarse_context(sphere, spacing_mm, 2.0, 0.0, np.random.default_rng(seed), plain, [3.0])
+        extra = (context > 0.5) & ~sphere
+        assert radius_mm[extra].max() <= 8.0 + 2 * 3.0 + 1.0  # the centre lies on the boundary
+        ball_mm3 = 4.0 / 3.0 * np.pi * 3.0**3
+        assert 0.3 * ball_mm3 <= extra.sum() * 0.25 <= 0.75 * ball_mm3  # about the outer half of the ball
+        assert connected(context > 0.5)[1] == 1  # attached: one piece with the head
+
+
+def test_a_roi_case_margin_grows_with_the_overshoot_of_the_context() -> None:
+    """The crop around an overshooting context is larger, as level 1's box would be."""
+    from FetalHeadSegLib.core.image import Image, make_ijk_to_ras
+    from FetalHeadSegLib.inference.preprocessing import PreprocessingConfig
+    from training import roi_data
+    from training.config import ContextDrawConfig
+
+    sphere, _ = _sphere(8.0, (0.5, 0.5, 1.0))
+    image = Image(sphere.astype(np.float32), make_ijk_to_ras((0.5, 0.5, 1.0)))
+    label = image.with_array(sphere.astype(np.uint8))
+    level, coarse = PreprocessingConfig(max_size=32), PreprocessingConfig(max_size=16)
+    shares = {}
+    for blobs in (0, 3):
+        draw = ContextDrawConfig(offset=(0.0, 0.0), blobs=0, attached_blobs=blobs, missed=0.0)
+        heads = []
+        for seed in range(6):
+            _, labels, _, _ = roi_data.roi_case(image, label, level, coarse, 2.0, np.random.default_rng(seed), draw)
+            heads.append(labels.mean())
+        shares[blobs] = float(np.mean(heads))
+    assert shares[3] < 0.8 * shares[0]  # the head fills less of a crop made for a spilling context
+
+
+def test_a_missed_coarse_context_is_nearly_empty() -> None:
+    from training import roi_data
+    from training.config import ContextDrawConfig
+
     square = np.zeros((40, 40, 1), bool)
     square[10:30, 10:30] = True
-    context = roi_data.coarse_context(square, (0.5, 0.5, 1.0), 2.0, 0.0, np.random.default_rng(2))
+    draw = ContextDrawConfig(missed=1.0, blobs=0)
+    context = roi_data.coarse_context(square, (0.5, 0.5, 1.0), 2.0, 0.0, np.random.default_rng(2), draw)
     assert context.shape == square.shape and context.max() <= 0.3
+
+
+def test_context_draw_settings_are_checked_and_read_from_the_training_config() -> None:
+    from training.config import ContextDrawConfig
+
+    with pytest.raises(ConfigError, match="roi_context.offset"):
+        ContextDrawConfig.from_dict({"offset": [3.0, -1.0]})
+    assert ContextDrawConfig.from_dict({"offset": [-2, 6], "attached_blobs": 2}).offset == (-2, 6)
 
 
 def test_a_roi_cascade_trains_exports_and_segments(tmp_path: Path) -> None:
