@@ -288,7 +288,7 @@ def _review_summary(args: argparse.Namespace, segmenter: Segmenter, cases: Revie
     )
     summary: dict[str, Any] = {"bad_means": bad, "policy_in_bundle": review_rates(segmenter.bundle.review, cases)}
     if args.calibrate_review is not None:
-        policy = calibrate(cases, args.calibrate_review)
+        policy = calibrate(cases, args.calibrate_review, args.review_budget)
         assert policy.calibration is not None
         policy.calibration["data"] = "the cases of this evaluation (numbers on the same cases are optimistic)"
         policy.calibration["bad_means"] = bad
@@ -323,6 +323,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         metavar="RATE",
         help="choose the review thresholds on these cases (flag at most RATE of them, default 0.15) and write "
         "them into bundle.json",
+    )
+    parser.add_argument(
+        "--review-budget",
+        choices=("all", "good"),
+        default="all",
+        help="what --calibrate-review's RATE counts: all cases (default), or the good ones only (false alarms; "
+        "for a model that fails too often for an overall budget, as on hard 3D phantom sets)",
     )
     args = parser.parse_args(argv)
     review_cases: ReviewCases = []

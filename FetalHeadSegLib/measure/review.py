@@ -8,7 +8,8 @@ the size is one a fetus can have. A :class:`ReviewPolicy` turns them into ``revi
 
 The thresholds belong to a model: ``training.evaluate --calibrate-review`` chooses them on the model's
 validation part (at most 15-20 % of frames flagged while catching the frames whose HC is off by more than 5 mm;
-3D: Dice below 0.9) and writes them into the bundle, with the flag rate, recall and precision in its card.
+3D: Dice below 0.9; or, with ``--review-budget good``, at most that share of the good cases flagged) and writes
+them into the bundle, with the flag rate, recall and precision in its card.
 The defaults below are for models without a calibration.
 """
 
@@ -207,24 +208,39 @@ def review_rates(policy: ReviewPolicy, cases: list[tuple[ReviewSignals, bool]]) 
     }
 
 
-def calibrate(cases: list[tuple[ReviewSignals, bool]], max_flag_rate: float = 0.15) -> ReviewPolicy:
-    """Thresholds that flag as many bad cases as possible while flagging at most ``max_flag_rate`` of all cases.
+BUDGETS = ("all", "good")
+"""What a calibration's flag budget counts: every case, or only the good ones (false alarms)."""
+
+
+def calibrate(
+    cases: list[tuple[ReviewSignals, bool]], max_flag_rate: float = 0.15, budget_of: str = "all"
+) -> ReviewPolicy:
+    """Thresholds that flag as many bad cases as possible while flagging at most ``max_flag_rate`` of all cases
+    (``budget_of="all"``) or of the good cases only (``"good"``: at most that share of false alarms, for a model
+    that is wrong too often for an overall budget to catch its failures, as on hard 3D stress sets).
 
     Greedy: start with every signal off; repeatedly tighten the one threshold whose next step catches the most
-    bad cases per newly flagged case, while the flag budget allows; stop when no step catches another bad case.
-    Each threshold lies halfway between the last flagged value and the next one, so a case at the edge of the
-    validation data is not flagged by accident. The plausibility rule (HC range) stays on, and its flags count
-    against the budget, unless it alone flags more than the budget (the data's pixel size is then not physical,
-    as in PSFHS frames): it is turned off.
+    bad cases per newly flagged (counted) case, while the flag budget allows; stop when no step catches another
+    bad case. Each threshold lies halfway between the last flagged value and the next one, so a case at the edge
+    of the validation data is not flagged by accident. The plausibility rule (HC range) stays on, and its flags
+    count against the budget, unless it alone breaks the budget (the data's pixel size is then not physical, as
+    in PSFHS frames): it is turned off.
     """
-    budget = int(math.floor(max_flag_rate * len(cases)))
+    if budget_of not in BUDGETS:
+        raise ValueError(f"budget_of must be one of {BUDGETS}, got {budget_of!r}")
+    counted = [budget_of == "all" or not bad for _, bad in cases]
+    budget = int(math.floor(max_flag_rate * sum(counted)))
+
+    def cost(flags: list[bool]) -> int:
+        return sum(f and c for f, c in zip(flags, counted, strict=True))
+
     limits: dict[str, Any] = {field: None for _, field, _ in RULES}
     flagged = [bool(ReviewPolicy(**limits).reasons(signals)) for signals, _ in cases]
-    if sum(flagged) > budget:
+    if cost(flagged) > budget:
         limits["plausible_hc_mm"] = None
         flagged = [False] * len(cases)
     while True:
-        best: tuple[float, str, float, list[bool]] | None = None
+        best: tuple[tuple[float, int], str, float, list[bool]] | None = None
         for signal, field, side in RULES:
             values = sorted({v for s, _ in cases if (v := getattr(s, signal)) is not None}, reverse=side == ">")
             for index, value in enumerate(values[:-1]):
@@ -233,11 +249,11 @@ def calibrate(cases: list[tuple[ReviewSignals, bool]], max_flag_rate: float = 0.
                     f or (v is not None and (v > limit if side == ">" else v < limit))
                     for f, v in zip(flagged, (getattr(s, signal) for s, _ in cases), strict=True)
                 ]
-                added = sum(trial) - sum(flagged)
-                if added <= 0 or sum(trial) > budget:
+                added = cost(trial) - cost(flagged)
+                if sum(trial) == sum(flagged) or cost(trial) > budget:
                     continue
                 gained = sum(t and not f and bad for t, f, (_, bad) in zip(trial, flagged, cases, strict=True))
-                score = gained / added
+                score = (gained / added if added else math.inf, gained)
                 if gained and (best is None or score > best[0]):
                     best = (score, field, limit, trial)
         if best is None:
@@ -245,4 +261,4 @@ def calibrate(cases: list[tuple[ReviewSignals, bool]], max_flag_rate: float = 0.
         _, field, limit, flagged = best
         limits[field] = round(limit, 6)
     rates = review_rates(ReviewPolicy(**limits), cases)
-    return ReviewPolicy(**limits, calibration={"max_flag_rate": max_flag_rate, **rates})
+    return ReviewPolicy(**limits, calibration={"max_flag_rate": max_flag_rate, "budget_of": budget_of, **rates})

@@ -112,3 +112,26 @@ def test_calibration_turns_off_a_plausibility_rule_that_alone_breaks_the_budget(
     assert policy.calibration["flag_rate"] == 0.1 and policy.calibration["recall"] == 1.0
     kept = calibrate([(ReviewSignals(hc_mm=200.0), False)] * 9 + [(ReviewSignals(hc_mm=520.0), True)])
     assert kept.plausible_hc_mm is not None and kept.calibration["recall"] == 1.0
+
+
+def test_a_good_case_budget_catches_a_majority_of_failures_without_flagging_the_good_cases() -> None:
+    """A model wrong on 60 % of a hard set: an overall 15 % budget cannot catch its failures; a budget on false
+    alarms can, and flags at most 15 % of the good cases."""
+    from FetalHeadSegLib.measure.review import calibrate, review_rates
+
+    rng = np.random.default_rng(1)
+    cases = []
+    for index in range(100):
+        bad = index % 5 < 3
+        band = rng.uniform(0.12, 0.4) if bad else rng.uniform(0.02, 0.14)
+        cases.append((ReviewSignals(uncertain_band=band, field_fill=rng.uniform(0.3, 0.9)), bad))
+    overall = review_rates(calibrate(cases, 0.15), cases)
+    assert overall["flag_rate"] <= 0.15 and overall["recall"] < 0.3
+    policy = calibrate(cases, 0.15, budget_of="good")
+    rates = review_rates(policy, cases)
+    good = [signals for signals, bad in cases if not bad]
+    false_alarms = sum(bool(policy.reasons(signals)) for signals in good)
+    assert false_alarms <= 0.15 * len(good) and rates["recall"] >= 0.8
+    assert policy.calibration is not None and policy.calibration["budget_of"] == "good"
+    with pytest.raises(ValueError, match="budget_of"):
+        calibrate(cases, 0.15, budget_of="bad")
