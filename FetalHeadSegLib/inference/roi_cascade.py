@@ -45,6 +45,19 @@ class CascadeOutput:
     cascade_dice: float | None = None
 
 
+def coarse_region(probabilities: np.ndarray) -> np.ndarray:
+    """Where the finer level should look: for each foreground class, the largest connected region the coarse
+    level gave it (argmax of (K, X, Y, Z) probabilities). A false blob far from the head would otherwise stretch
+    the region to the whole volume, where the finer level, trained on the head's region, goes wrong."""
+    from FetalHeadSegLib.inference.postprocessing import keep_largest_component
+
+    winner = np.argmax(probabilities, axis=0)
+    region = np.zeros(winner.shape, dtype=bool)
+    for value in range(1, probabilities.shape[0]):
+        region |= keep_largest_component(winner == value)
+    return region
+
+
 def level_passes(run: InferenceRun, level: int, inputs: np.ndarray, dims: int, tta: bool) -> list[np.ndarray]:
     """One level's class probabilities for (C, X', Y', Z') padded inputs, and for each flipped axis with TTA
     (each flipped back)."""
@@ -74,7 +87,7 @@ def predict_roi_cascade(
         votes, disagreement = flip_disagreement(passes, first)
     for level in range(1, bundle.levels):
         foreground = (1.0 - probabilities[0]).astype(np.float32)
-        box = foreground_box(image.with_array((foreground >= 0.5).astype(np.uint8)), cascade.roi_margin_mm)
+        box = foreground_box(image.with_array(coarse_region(probabilities).astype(np.uint8)), cascade.roi_margin_mm)
         if box is None:
             flags.append(Flag("no_head_found", f"cascade level {level} found no head: the finer levels were skipped"))
             break

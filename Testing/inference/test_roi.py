@@ -115,3 +115,20 @@ def test_the_roi_bundle_round_trips_its_cascade(tmp_path: Path) -> None:
         8,
     )
     assert prepared.working.spacing_mm == pytest.approx((2.0, 2.0, 2.0))
+
+
+def test_the_finer_level_looks_at_the_largest_region_of_each_class_not_at_false_blobs() -> None:
+    """A coarse level that also marked a small blob at the far edge: the region is the head alone (the box would
+    otherwise span the volume); with a second class (symphysis), its largest region is kept as well."""
+    from FetalHeadSegLib.inference.roi_cascade import coarse_region
+
+    grid = np.indices((60, 50, 40)).astype(np.float64)
+    head = ((grid - np.array([25.0, 25.0, 20.0])[:, None, None, None]) ** 2).sum(axis=0) <= 10.0**2
+    blob = ((grid - np.array([55.0, 45.0, 35.0])[:, None, None, None]) ** 2).sum(axis=0) <= 3.0**2
+    probabilities = np.stack([np.where(head | blob, 0.1, 0.9), np.where(head | blob, 0.9, 0.1)])
+    np.testing.assert_array_equal(coarse_region(probabilities), head)
+    box = foreground_box(Image(coarse_region(probabilities).astype(np.uint8), np.eye(4)), 2.0)
+    assert box is not None and box.start == (13, 13, 8) and box.stop == (38, 38, 33)
+    symphysis = ((grid - np.array([50.0, 10.0, 20.0])[:, None, None, None]) ** 2).sum(axis=0) <= 4.0**2
+    three = np.stack([~(head | blob | symphysis), head | blob, symphysis]).astype(np.float64)
+    np.testing.assert_array_equal(coarse_region(three), head | symphysis)
