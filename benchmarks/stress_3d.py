@@ -60,6 +60,8 @@ ROWS: list[tuple[str, str | None, dict[str, Any] | None]] = [
     ("anisotropic-3x", "spacing", {"anisotropy": 3.0, "anisotropy_axis": "depth"}),
     ("all-at-once", "all", None),
 ]
+DICE_BAD = 0.9
+"""A 3D result with a lower Dice should be reviewed (issue #14)."""
 METRICS = ("dice", "hd95_mm", "hc_error_pct", "bpd_error_pct", "ofd_error_pct", "volume_error_pct")
 
 
@@ -90,6 +92,8 @@ def score(segmenter: Any, phantom: Any) -> dict[str, Any]:
         "head_fill_fraction": truth["head_fill_fraction"],
         "spacing_mm": [round(s, 3) for s in truth["spacing_mm"]],
         "flags": [flag.code for flag in result.flags],
+        "review_recommended": result.review.recommended,
+        "review_reasons": result.review.reasons,
         "seconds": round(seconds, 2),
     }
     measured = result.biometry
@@ -112,6 +116,21 @@ def summarise(name: str, family: str | None, cases: list[dict[str, Any]]) -> dic
     return row
 
 
+def review_rates(cases: list[dict[str, Any]]) -> dict[str, Any]:
+    """How the model's review flag does on these cases: bad means Dice below 0.9 (issue #14's 3D rule)."""
+    flagged = [bool(c["review_recommended"]) for c in cases]
+    bad = [c["dice"] < DICE_BAD for c in cases]
+    good_flagged = sum(f and not b for f, b in zip(flagged, bad, strict=True))
+    caught = sum(f and b for f, b in zip(flagged, bad, strict=True))
+    return {
+        "bad_means": f"Dice < {DICE_BAD}",
+        "bad_cases": sum(bad),
+        "flag_rate": round(sum(flagged) / len(cases), 4),
+        "recall": round(caught / sum(bad), 4) if any(bad) else math.nan,
+        "good_cases_flagged": round(good_flagged / (len(cases) - sum(bad)), 4) if not all(bad) else math.nan,
+    }
+
+
 def markdown_table(rows: list[dict[str, Any]], overall: dict[str, Any]) -> str:
     header = (
         "| row | family | n | Dice median | Dice min | HD95 mm | HC err % | BPD err % | OFD err % | volume err % "
@@ -129,6 +148,13 @@ def markdown_table(rows: list[dict[str, Any]], overall: dict[str, Any]) -> str:
         f"{overall['dice_p10']:.3f}; HC error median {overall['hc_error_median_pct']:.1f} %, volume error median "
         f"{overall['volume_error_median_pct']:.1f} % (issue #13 targets: 0.95, 0.90, 2 %, 5 %)."
     )
+    review = overall.get("review")
+    if review:
+        lines.append(
+            f"Review flag: {review['flag_rate']:.0%} of cases flagged, {review['recall']:.0%} of the "
+            f"{review['bad_cases']} with {review['bad_means']} caught, {review['good_cases_flagged']:.0%} of the "
+            "good ones flagged."
+        )
     return "\n".join(lines) + "\n"
 
 
@@ -206,6 +232,7 @@ def main(argv: list[str] | None = None) -> int:
             c["volume_error_pct"] for c in cases if math.isfinite(c["volume_error_pct"])
         ),
     }
+    overall["review"] = review_rates(cases)
     table = markdown_table(rows, overall)
     print(f"model {segmenter.bundle.id}@{segmenter.bundle.version}, {args.size}^3, {args.cases_per_factor} per row\n")
     print(table)

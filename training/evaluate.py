@@ -227,7 +227,7 @@ def evaluate_phantoms(
             size=PHANTOM_GRIDS[index % len(PHANTOM_GRIDS)],
             head_fill_range=PHANTOM_HEAD_FILL,
             elevation_ratio_range=PHANTOM_ELEVATION_RATIO,
-            appearance=appearance,
+            appearance=("classic", "randomised")[index % 2] if appearance == "mixed" else appearance,
         )
         case = generate_phantom(config, first_seed + index)
         cut_by_field_of_view += bool(case.truth["head_touches_border"])
@@ -309,7 +309,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--run", type=Path, help="training run folder whose splits.json names the validation cases")
     parser.add_argument("--seed", type=int, default=900000, help="first phantom seed (default 900000)")
     parser.add_argument(
-        "--appearance", choices=("classic", "randomised"), default="classic", help="phantoms' appearance"
+        "--appearance",
+        choices=("classic", "randomised", "mixed"),
+        default="classic",
+        help="phantoms' appearance (mixed: every other one randomised)",
     )
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--update-card", action="store_true", help="write the results into the bundle's card")
