@@ -118,17 +118,10 @@ def summarise(name: str, family: str | None, cases: list[dict[str, Any]]) -> dic
 
 def review_rates(cases: list[dict[str, Any]]) -> dict[str, Any]:
     """How the model's review flag does on these cases: bad means Dice below 0.9 (issue #14's 3D rule)."""
-    flagged = [bool(c["review_recommended"]) for c in cases]
-    bad = [c["dice"] < DICE_BAD for c in cases]
-    good_flagged = sum(f and not b for f, b in zip(flagged, bad, strict=True))
-    caught = sum(f and b for f, b in zip(flagged, bad, strict=True))
-    return {
-        "bad_means": f"Dice < {DICE_BAD}",
-        "bad_cases": sum(bad),
-        "flag_rate": round(sum(flagged) / len(cases), 4),
-        "recall": round(caught / sum(bad), 4) if any(bad) else math.nan,
-        "good_cases_flagged": round(good_flagged / (len(cases) - sum(bad)), 4) if not all(bad) else math.nan,
-    }
+    from FetalHeadSegLib.measure.review import decision_rates
+
+    rates = decision_rates([bool(c["review_recommended"]) for c in cases], [c["dice"] < DICE_BAD for c in cases])
+    return {"bad_means": f"Dice < {DICE_BAD}", **rates}
 
 
 def markdown_table(rows: list[dict[str, Any]], overall: dict[str, Any]) -> str:
@@ -152,7 +145,7 @@ def markdown_table(rows: list[dict[str, Any]], overall: dict[str, Any]) -> str:
     if review:
         lines.append(
             f"Review flag: {review['flag_rate']:.0%} of cases flagged, {review['recall']:.0%} of the "
-            f"{review['bad_cases']} with {review['bad_means']} caught, {review['good_cases_flagged']:.0%} of the "
+            f"{review['bad_cases']} with {review['bad_means']} caught, {review['good_flagged']:.0%} of the "
             "good ones flagged."
         )
     return "\n".join(lines) + "\n"

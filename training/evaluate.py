@@ -28,6 +28,7 @@ from FetalHeadSegLib.core.errors import FetalHeadSegError
 from FetalHeadSegLib.core.io import read_image
 from FetalHeadSegLib.inference.engine import InferenceOptions, Segmenter, load_model
 from FetalHeadSegLib.measure.metrics import segmentation_metrics
+from FetalHeadSegLib.measure.review import BUDGETS
 from FetalHeadSegLib.models.card import write_card, write_review_policy
 
 PHANTOM_GRIDS = ((96, 96, 96), (128, 96, 112), (112, 80, 96), (144, 112, 128))
@@ -329,7 +330,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument(
         "--review-budget",
-        choices=("all", "good"),
+        choices=BUDGETS,
         default="all",
         help="what --calibrate-review's RATE counts: all cases (default), or the good ones only (false alarms; "
         "for a model that fails too often for an overall budget, as on hard 3D phantom sets)",

@@ -99,20 +99,23 @@ def coarse_context(
     grid = np.stack(np.meshgrid(*[np.arange(n) * s for n, s in zip(mask.shape, sampling, strict=True)], indexing="ij"))
     boundary = np.argwhere(mask & (signed_mm >= -float(sampling.max())))
     for radius_mm in attached_radii_mm:
-        centre = boundary[rng.integers(len(boundary))] * sampling
-        distance_mm = np.sqrt(sum((grid[axis] - centre[axis]) ** 2 for axis in range(mask.ndim)))
+        distance_mm = np.sqrt(_squared_distance_mm(grid, boundary[rng.integers(len(boundary))] * sampling))
         probability = np.maximum(probability, 0.5 * (1.0 - np.tanh((distance_mm - radius_mm) / (2.0 * softness_mm))))
     extent_mm = np.asarray(mask.shape) * sampling
     for _ in range(int(rng.integers(0, draw.blobs + 1))):
-        centre = rng.uniform(0.0, 1.0, size=mask.ndim) * extent_mm
+        distance2 = _squared_distance_mm(grid, rng.uniform(0.0, 1.0, size=mask.ndim) * extent_mm)
         radius_mm = rng.uniform(0.05, 0.2) * float(extent_mm.max())
-        distance2 = sum((grid[axis] - centre[axis]) ** 2 for axis in range(mask.ndim))
         probability = np.maximum(probability, rng.uniform(0.3, 1.0) * np.exp(-distance2 / (2.0 * radius_mm**2)))
     probability *= rng.uniform(*draw.scale)
     if rng.random() < draw.missed:
         probability *= rng.uniform(0.0, 0.3)
     out = np.clip(probability, 0.0, 1.0).astype(np.float32)
     return out[:, :, np.newaxis] if planar else out
+
+
+def _squared_distance_mm(grid_mm: np.ndarray, centre_mm: np.ndarray) -> np.ndarray:
+    """Squared distance (mm^2) of every point of ``grid_mm`` (ndim, ...) to ``centre_mm``."""
+    return np.asarray(sum((grid_mm[axis] - centre_mm[axis]) ** 2 for axis in range(len(centre_mm))))
 
 
 def build_level_arrays(config: TrainConfig, log: Any = print) -> tuple[list[CaseArrays], list[list[np.ndarray]]]:

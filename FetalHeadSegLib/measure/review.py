@@ -194,17 +194,23 @@ RULES = (
 
 
 def review_rates(policy: ReviewPolicy, cases: list[tuple[ReviewSignals, bool]]) -> dict[str, float | int]:
-    """Flag rate, recall (bad cases flagged) and precision (flagged cases that are bad) of a policy."""
-    flagged = [bool(policy.reasons(signals)) for signals, _ in cases]
-    bad = [is_bad for _, is_bad in cases]
+    """Flag rate, recall and precision of a policy on (signals, bad) cases (see :func:`decision_rates`)."""
+    return decision_rates([bool(policy.reasons(signals)) for signals, _ in cases], [bad for _, bad in cases])
+
+
+def decision_rates(flagged: list[bool], bad: list[bool]) -> dict[str, float | int]:
+    """Flag rate, recall (bad cases flagged), precision (flagged cases that are bad) and the share of good cases
+    flagged (false alarms) of review decisions already made."""
     caught = sum(f and b for f, b in zip(flagged, bad, strict=True))
+    good = len(bad) - sum(bad)
     return {
-        "cases": len(cases),
+        "cases": len(bad),
         "bad_cases": sum(bad),
         "flagged": sum(flagged),
-        "flag_rate": round(sum(flagged) / max(len(cases), 1), 4),
+        "flag_rate": round(sum(flagged) / max(len(bad), 1), 4),
         "recall": round(caught / sum(bad), 4) if sum(bad) else float("nan"),
         "precision": round(caught / sum(flagged), 4) if sum(flagged) else float("nan"),
+        "good_flagged": round((sum(flagged) - caught) / good, 4) if good else float("nan"),
     }
 
 
