@@ -23,6 +23,9 @@ class AugmentConfig:
     erasing_ratio: float = 0.3
     erasing_context_p: float = 0.25
     flip_p: float = 0.5
+    flip_axes: tuple[int, ...] = (0, 1, 2)
+    """Axes a flip may mirror (2D frames never flip Z). ``[0]`` mirrors only the lateral axis X, for frames whose
+    depth axis Y must keep the probe on its side (intrapartum views)."""
     rotate_p: float = 0.5
     rotate_deg: float = 15.0
     scale: tuple[float, float] = (0.85, 1.15)
@@ -184,7 +187,12 @@ def sample_params(
     if channels > 1 and draws[1] < config.erasing_context_p:
         context_box = sample_erasing_box(rng, shape, config.erasing_area, config.erasing_ratio)
     flip_draws = rng.uniform(size=3) < config.flip_p
-    flips = (bool(flip_draws[0]), bool(flip_draws[1]), bool(flip_draws[2]) and not is_2d)
+    allowed = (0 in config.flip_axes, 1 in config.flip_axes, 2 in config.flip_axes and not is_2d)
+    flips = (
+        bool(flip_draws[0] and allowed[0]),
+        bool(flip_draws[1] and allowed[1]),
+        bool(flip_draws[2] and allowed[2]),
+    )
     rotation = (0.0, 0.0, 0.0)
     scale = 1.0
     if draws[2] < config.rotate_p:

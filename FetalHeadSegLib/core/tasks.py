@@ -46,6 +46,9 @@ class TaskSpec:
         head_label: the value of the fetal head in the label map.
         description: one line for help texts.
         measure: biometry of a label map of this task (``labels`` on the image grid, ``ga_weeks`` optional).
+        mirror_axes: image axes (X 0, Y 1, Z 2) along which a mirrored image is still a valid image of this task:
+            test-time augmentation flips only these. Intrapartum frames keep the probe at the top (Y is the beam),
+            so only X.
     """
 
     task: Task
@@ -53,6 +56,12 @@ class TaskSpec:
     head_label: int
     description: str
     measure: Callable[[Image, float | None], Biometry]
+    mirror_axes: tuple[int, ...] = (0, 1, 2)
+
+    def flip_passes(self, dims: int) -> list[tuple[int, ...]]:
+        """Test-time augmentation passes: no flip, then one per mirror axis of a ``dims``-D image, as axes of a
+        (C, X, Y, Z) array."""
+        return [()] + [(axis + 1,) for axis in self.mirror_axes if axis < dims]
 
     @property
     def classes(self) -> int:
@@ -96,6 +105,7 @@ TASKS: dict[Task, TaskSpec] = {
         FETAL_HEAD.value,
         "pubic symphysis and fetal head on intrapartum transperineal frames (angle of progression)",
         _measure_intrapartum,
+        mirror_axes=(0,),
     ),
 }
 

@@ -28,6 +28,7 @@ import numpy as np
 
 from FetalHeadSegLib.core.errors import Cancelled, InputImageError
 from FetalHeadSegLib.core.image import Image
+from FetalHeadSegLib.core.tasks import task_spec
 from FetalHeadSegLib.inference.cascade import CascadeMode, forward_probabilities, run_cascade
 from FetalHeadSegLib.inference.postprocessing import clean_label_map, detach_attached_tissue
 from FetalHeadSegLib.inference.preprocessing import Padding, cascade_size_multiple, check_image, prepare
@@ -201,11 +202,12 @@ def predict_same_grid(
     run: InferenceRun, image: Image, bundle: ModelBundle, size_multiple: int, tta: bool
 ) -> CascadeOutput:
     """The seed's cascade: every level on the whole image at one working grid, once, or once per flipped axis
-    (TTA: the whole cascade runs on each flipped image and the passes are averaged)."""
+    (TTA: the whole cascade runs on each image flipped along an axis the task may mirror, and the passes are
+    averaged)."""
     prepared = prepare(image, bundle.preprocessing, size_multiple)
     run.lap("preprocess")
     dims = 2 if image.is_2d else 3
-    flips = [()] + ([(axis,) for axis in range(1, dims + 1)] if tta else [])
+    flips = task_spec(bundle.task).flip_passes(dims) if tta else [()]
     passes = []
     for number, axes in enumerate(flips):
         values = prepared.values[np.newaxis]
@@ -368,7 +370,6 @@ def _review(
 def _measure(bundle: ModelBundle, labels: Image, ga_weeks: float | None, flags: list[Flag]) -> Biometry | None:
     """Biometry of the predicted head (and AoP for intrapartum models); None with a flag if nothing to measure."""
     from FetalHeadSegLib.core.errors import FetalHeadSegError
-    from FetalHeadSegLib.core.tasks import task_spec
 
     spec = task_spec(bundle.task)
     if not np.any(labels.array == spec.head_label):

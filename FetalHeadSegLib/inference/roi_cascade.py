@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from FetalHeadSegLib.core.image import Image
+from FetalHeadSegLib.core.tasks import task_spec
 from FetalHeadSegLib.inference.preprocessing import Prepared, prepare, quantise_unit, resample_like
 from FetalHeadSegLib.inference.roi import crop, foreground_box, paste
 from FetalHeadSegLib.measure.metrics import dice
@@ -59,9 +60,9 @@ def coarse_region(probabilities: np.ndarray) -> np.ndarray:
 
 
 def level_passes(run: InferenceRun, level: int, inputs: np.ndarray, dims: int, tta: bool) -> list[np.ndarray]:
-    """One level's class probabilities for (C, X', Y', Z') padded inputs, and for each flipped axis with TTA
-    (each flipped back)."""
-    flips = [()] + ([(axis,) for axis in range(1, dims + 1)] if tta else [])
+    """One level's class probabilities for (C, X', Y', Z') padded inputs, and with TTA for each axis the task may
+    mirror (each flipped back)."""
+    flips = task_spec(run.segmenter.bundle.task).flip_passes(dims) if tta else [()]
     passes = []
     for number, axes in enumerate(flips):
         flipped = np.ascontiguousarray(np.flip(inputs, axes)) if axes else inputs

@@ -119,6 +119,29 @@ def test_tta_gives_an_uncertainty_map(model_3d: Segmenter) -> None:
     assert 0.0 <= result.uncertainty.array.min() and result.uncertainty.array.max() <= 0.5
 
 
+class _RecordsInputs(torch.nn.Module):
+    """Wraps a network and keeps a copy of every input it sees."""
+
+    def __init__(self, network: torch.nn.Module) -> None:
+        super().__init__()
+        self.network, self.inputs = network, []
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.inputs.append(x.detach().clone())
+        return self.network(x)
+
+
+def test_tta_on_intrapartum_frames_mirrors_left_right_only(tmp_path: Path) -> None:
+    """The probe stays at the top of a transperineal frame: TTA may mirror X, never the beam axis Y."""
+    model = load_model(make_tiny_bundle(tmp_path / "ip", dimension=2, task="intrapartum"), "cpu")
+    model.networks = [_RecordsInputs(network) for network in model.networks]
+    frame = Image(np.random.default_rng(3).random((48, 40, 1)).astype(np.float32), make_ijk_to_ras((0.3, 0.3, 1)))
+    result = model.segment(frame, InferenceOptions(tta=True))
+    original, mirrored = model.networks[0].inputs
+    torch.testing.assert_close(mirrored, torch.flip(original, dims=[2]))  # (N, C, X, Y): X mirrored
+    assert result.uncertainty is not None
+
+
 @pytest.mark.parametrize("kind", ["constant", "nan"])
 def test_bad_images_are_refused_before_inference(model_3d: Segmenter, kind: str) -> None:
     array = np.ones((16, 16, 16), np.float32) if kind == "constant" else np.full((16, 16, 16), np.nan, np.float32)

@@ -79,6 +79,16 @@ def test_flips_move_image_and_label_together() -> None:
     np.testing.assert_array_equal(out_image[0], image[0][::-1, :, ::-1])
 
 
+def test_flip_axes_limit_which_axes_a_flip_mirrors() -> None:
+    """An intrapartum frame may be mirrored left-right but never top-bottom (the probe stays at the top)."""
+    lateral_only = AugmentConfig(flip_p=1.0, flip_axes=(0,))
+    for seed in range(20):
+        assert sample_params(np.random.default_rng(seed), lateral_only, (32, 24, 1), 1).flips == (True, False, False)
+    every = sample_params(np.random.default_rng(0), AugmentConfig(flip_p=1.0), (32, 24, 16), 1).flips
+    assert every == (True, True, True)
+    assert AugmentConfig.from_dict({"flip_axes": [0]}).flip_axes == (0,)
+
+
 def test_rotation_and_scaling_keep_the_label_area_as_expected() -> None:
     label = np.zeros((64, 64, 1), np.uint8)
     label[16:48, 24:40, 0] = 1
