@@ -24,8 +24,8 @@ class AugmentConfig:
     erasing_context_p: float = 0.25
     flip_p: float = 0.5
     flip_axes: tuple[int, ...] = (0, 1, 2)
-    """Axes a flip may mirror (2D frames never flip Z). ``[0]`` mirrors only the lateral axis X, for frames whose
-    depth axis Y must keep the probe on its side (intrapartum views)."""
+    """Axes a flip may mirror (2D frames never flip Z). A training config takes its task's ``mirror_axes`` unless
+    it sets this: intrapartum frames mirror only the lateral axis X, so the probe stays at the top."""
     rotate_p: float = 0.5
     rotate_deg: float = 15.0
     scale: tuple[float, float] = (0.85, 1.15)

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from FetalHeadSegLib.core.errors import ConfigError
-from FetalHeadSegLib.core.tasks import Task
+from FetalHeadSegLib.core.tasks import Task, task_spec
 from FetalHeadSegLib.inference.cascade import CascadeConfig, CascadeMode
 from FetalHeadSegLib.inference.postprocessing import PostprocessingConfig
 from FetalHeadSegLib.inference.preprocessing import PreprocessingConfig
@@ -217,7 +217,9 @@ class TrainConfig:
             values["cascade"] = CascadeConfig.from_dict(values.get("cascade"))
             values["postprocessing"] = PostprocessingConfig.from_dict(values.get("postprocessing"))
             values["roi_context"] = ContextDrawConfig.from_dict(values.get("roi_context"))
-            values["augment"] = AugmentConfig.from_dict(values.get("augment", {}))
+            augment = dict(values.get("augment", {}))
+            augment.setdefault("flip_axes", list(task_spec(values.get("task", "head")).mirror_axes))
+            values["augment"] = AugmentConfig.from_dict(augment)
             values["optim"] = OptimConfig(**_tuples(values.get("optim", {})))
             values["loss"] = LossConfig(**_tuples(values.get("loss", {})))
             if values.get("patch_size") is not None:

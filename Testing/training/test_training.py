@@ -36,6 +36,15 @@ TINY_NETWORK = {
 }
 
 
+def test_training_flips_follow_the_task_unless_the_config_says_otherwise() -> None:
+    """The task registry says which axes may be mirrored; a config may still choose its own."""
+    config = base_config(Path("unused"), Path("unused.npz"), task="intrapartum")
+    assert TrainConfig.from_dict(config).augment.flip_axes == (0,)
+    assert TrainConfig.from_dict(base_config(Path("unused"), Path("unused.npz"))).augment.flip_axes == (0, 1, 2)
+    config["augment"] = {"flip_axes": [0, 1]}
+    assert TrainConfig.from_dict(config).augment.flip_axes == (0, 1)
+
+
 @pytest.fixture(scope="module")
 def cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Eight 2D phantoms, preprocessed once into a cache file that every test's config reuses."""
