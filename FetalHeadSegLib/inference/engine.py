@@ -160,13 +160,7 @@ class Segmenter:
         run.lap("networks")
         run.report("postprocess", 0.0, "building the label map")
         class_probabilities = output.class_probabilities
-        labels = clean_label_map(
-            np.argmax(class_probabilities, axis=0).astype(np.uint8), [label.value for label in self.bundle.labels]
-        )
-        if self.bundle.postprocessing.detach_fraction is not None:
-            head = labels == self.bundle.head_label
-            detached = detach_attached_tissue(head, image.spacing_mm, self.bundle.postprocessing.detach_fraction)
-            labels[head & ~detached] = 0
+        labels = _label_map(self.bundle, class_probabilities, image.spacing_mm)
         run.flags += output.flags
         uncertainty = None
         tta_share = None
@@ -181,8 +175,16 @@ class Segmenter:
             biometry = _measure(self.bundle, image.with_array(labels), options.ga_weeks, run.flags)
             run.lap("biometry")
         head_label = self.bundle.head_label
+        aop_spread = _aop_flip_spread(self.bundle, image, output) if biometry and biometry.aop else None
         review = _review(
-            self.bundle, image, class_probabilities[head_label], labels == head_label, biometry, output, tta_share
+            self.bundle,
+            image,
+            class_probabilities[head_label],
+            labels == head_label,
+            biometry,
+            output,
+            tta_share,
+            aop_spread,
         )
         return Segmentation(
             labels=image.with_array(labels),
@@ -228,7 +230,8 @@ def predict_same_grid(
     if len(passes) == 1:
         return CascadeOutput(class_probabilities, None, None, [])
     votes, disagreement = flip_disagreement(passes, prepared)
-    return CascadeOutput(class_probabilities, disagreement, votes, [])
+    each_pass = [prepared.restore(probabilities) for probabilities in passes] if dims == 2 else None
+    return CascadeOutput(class_probabilities, disagreement, votes, [], pass_probabilities=each_pass)
 
 
 class InferenceRun:
@@ -338,6 +341,42 @@ def _tta_flags(share: float) -> list[Flag]:
     return []
 
 
+def _label_map(
+    bundle: ModelBundle, class_probabilities: np.ndarray, spacing_mm: tuple[float, float, float]
+) -> np.ndarray:
+    """The label map of (K, X, Y, Z) probabilities: argmax, each label's largest component with its holes filled,
+    then the model's own postprocessing (tissue stuck to the head cut away)."""
+    labels = clean_label_map(
+        np.argmax(class_probabilities, axis=0).astype(np.uint8), [label.value for label in bundle.labels]
+    )
+    if bundle.postprocessing.detach_fraction is not None:
+        head = labels == bundle.head_label
+        detached = detach_attached_tissue(head, spacing_mm, bundle.postprocessing.detach_fraction)
+        labels[head & ~detached] = 0
+    return labels
+
+
+def _aop_flip_spread(bundle: ModelBundle, image: Image, output: CascadeOutput) -> float | None:
+    """Largest difference in degrees between the angles of progression measured on each TTA pass alone (None
+    without TTA, or when fewer than two passes can be measured). A near-level symphysis whose apex or axis moves
+    when the frame is mirrored gives a wide spread: the AoP's worst errors."""
+    from FetalHeadSegLib.core.errors import FetalHeadSegError
+
+    if output.pass_probabilities is None:
+        return None
+    spec = task_spec(bundle.task)
+    angles = []
+    for probabilities in output.pass_probabilities:
+        labels = _label_map(bundle, probabilities, image.spacing_mm)
+        try:
+            aop = spec.measure(image.with_array(labels), None).aop
+        except FetalHeadSegError:
+            continue
+        if aop is not None:
+            angles.append(aop.aop_deg)
+    return max(angles) - min(angles) if len(angles) > 1 else None
+
+
 def _review(
     bundle: ModelBundle,
     image: Image,
@@ -346,6 +385,7 @@ def _review(
     biometry: Biometry | None,
     output: CascadeOutput,
     tta_share: float | None,
+    aop_flip_spread_deg: float | None = None,
 ) -> Review:
     """Whether a person should look at this result, by the bundle's calibrated policy."""
     from FetalHeadSegLib.measure.review import decide, no_head_review, review_signals
@@ -363,6 +403,7 @@ def _review(
         hc_mm=None if biometry is None else biometry.hc_mm,
         cascade_dice=output.cascade_dice,
         tta_disagreement=tta_share,
+        aop_flip_spread_deg=aop_flip_spread_deg,
     )
     return decide(signals, bundle.review)
 

@@ -37,6 +37,8 @@ class CascadeOutput:
         votes: with TTA, (passes, ...) boolean head votes of the last level on its own grid (for the TTA flag).
         flags: what the cascade itself noticed (levels disagreeing, finer levels skipped).
         cascade_dice: Dice between the coarse level's head and the final one (coarse-to-fine cascades).
+        pass_probabilities: with TTA on a 2D frame, each flipped pass's (K, X, Y, 1) probabilities on the input's
+            grid, flipped back (to measure each pass alone).
     """
 
     class_probabilities: np.ndarray
@@ -44,6 +46,7 @@ class CascadeOutput:
     votes: np.ndarray | None
     flags: list[Flag]
     cascade_dice: float | None = None
+    pass_probabilities: list[np.ndarray] | None = None
 
 
 def coarse_region(probabilities: np.ndarray) -> np.ndarray:

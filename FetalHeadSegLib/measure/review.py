@@ -4,7 +4,9 @@ Each segmentation yields a few signals that predict a bad measurement: how wide 
 probability is compared with the head (a blurred or split border), how far the border strays from its ellipse,
 how much of the head lies on the image border (cut off), how much of the field of view the head fills, whether
 the cascade's coarse and fine levels agree, whether flipped predictions agree (test-time augmentation), whether
-the size is one a fetus can have. A :class:`ReviewPolicy` turns them into ``review_recommended`` and the reasons.
+the angle of progression stays the same when measured on each flipped prediction alone (intrapartum frames with
+TTA), whether the size is one a fetus can have. A :class:`ReviewPolicy` turns them into ``review_recommended``
+and the reasons.
 
 The thresholds belong to a model: ``training.evaluate --calibrate-review`` chooses them on the model's
 validation part (at most 15-20 % of frames flagged while catching the frames whose HC is off by more than 5 mm;
@@ -39,6 +41,9 @@ class ReviewSignals:
         field_fill: the head's largest extent divided by the image's extent along the same axis.
         cascade_dice: Dice between the coarse and the final head (coarse-to-fine cascades).
         tta_disagreement: share of the head on which flipped predictions disagree (with TTA).
+        aop_flip_spread_deg: largest difference between the angles of progression measured on each flipped
+            prediction alone (intrapartum frames, with TTA): the symphysis' apex or axis moves when the frame is
+            mirrored.
         hc_mm: the measured HC (plausibility).
     """
 
@@ -48,6 +53,7 @@ class ReviewSignals:
     field_fill: float | None = None
     cascade_dice: float | None = None
     tta_disagreement: float | None = None
+    aop_flip_spread_deg: float | None = None
     hc_mm: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
@@ -65,6 +71,7 @@ class ReviewPolicy:
     max_field_fill: float | None = None
     min_cascade_dice: float | None = 0.8
     max_tta_disagreement: float | None = 0.1
+    max_aop_flip_spread_deg: float | None = 15.0
     plausible_hc_mm: tuple[float, float] | None = PLAUSIBLE_HC_MM
     """HC range a fetus can have; None turns the rule off (a data set whose pixel size is not physical)."""
     calibration: dict[str, Any] | None = None
@@ -94,6 +101,7 @@ class ReviewPolicy:
             (signals.field_fill, self.max_field_fill, ">", "head_too_large_for_field_of_view"),
             (signals.cascade_dice, self.min_cascade_dice, "<", "cascade_levels_disagree"),
             (signals.tta_disagreement, self.max_tta_disagreement, ">", "flipped_predictions_disagree"),
+            (signals.aop_flip_spread_deg, self.max_aop_flip_spread_deg, ">", "flipped_angles_disagree"),
         ]
         reasons = [
             code
@@ -138,6 +146,7 @@ def review_signals(
     hc_mm: float | None = None,
     cascade_dice: float | None = None,
     tta_disagreement: float | None = None,
+    aop_flip_spread_deg: float | None = None,
 ) -> ReviewSignals:
     """The signals of one result: ``head_probability`` and the boolean ``head`` on the input's (X, Y, Z) grid."""
     from scipy import ndimage
@@ -148,7 +157,12 @@ def review_signals(
     border = plane & ~ndimage.binary_erosion(plane)
     border_count = int(border.sum())
     if border_count == 0:
-        return ReviewSignals(hc_mm=hc_mm, cascade_dice=cascade_dice, tta_disagreement=tta_disagreement)
+        return ReviewSignals(
+            hc_mm=hc_mm,
+            cascade_dice=cascade_dice,
+            tta_disagreement=tta_disagreement,
+            aop_flip_spread_deg=aop_flip_spread_deg,
+        )
     low, high = UNCERTAIN_PROBABILITY
     uncertain = int(((probability > low) & (probability < high)).sum())
     step_mm = float(np.mean(spacing_mm[:axes]))
@@ -172,6 +186,7 @@ def review_signals(
         field_fill=float(max(extents)),
         cascade_dice=cascade_dice,
         tta_disagreement=tta_disagreement,
+        aop_flip_spread_deg=aop_flip_spread_deg,
         hc_mm=hc_mm,
     )
 
@@ -189,6 +204,7 @@ RULES = (
     ("field_fill", "min_field_fill", "<"),
     ("cascade_dice", "min_cascade_dice", "<"),
     ("tta_disagreement", "max_tta_disagreement", ">"),
+    ("aop_flip_spread_deg", "max_aop_flip_spread_deg", ">"),
 )
 """Signal, policy threshold and the side that recommends review: what :func:`calibrate` may tune."""
 

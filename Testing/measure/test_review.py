@@ -52,6 +52,7 @@ def test_a_clean_head_in_the_middle_needs_no_review() -> None:
         ("tiny", "head_too_small_for_field_of_view"),
         ("levels", "cascade_levels_disagree"),
         ("flips", "flipped_predictions_disagree"),
+        ("angles", "flipped_angles_disagree"),
     ],
 )
 def test_each_defect_recommends_review_for_its_reason(defect: str, reason: str) -> None:
@@ -70,6 +71,8 @@ def test_each_defect_recommends_review_for_its_reason(defect: str, reason: str) 
         head = ellipse_mask(axes=(15, 12))
     elif defect == "levels":
         extra["cascade_dice"] = 0.6
+    elif defect == "angles":  # the AoP measured on each flipped pass alone differs by 30 deg
+        extra["aop_flip_spread_deg"] = 30.0
     else:
         extra["tta_disagreement"] = 0.3
     review = decide(signals_of(head, probability, **extra), ReviewPolicy())
