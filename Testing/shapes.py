@@ -75,6 +75,12 @@ def make_ellipse_frame(
     return Image(inside[:, :, np.newaxis].astype(np.uint8), make_ijk_to_ras((sx, sy, 1.0)))
 
 
+def circle(center: tuple[float, float], radius: float, count: int = 200_000) -> np.ndarray:
+    """(count, 2) points on a circle: an analytic head border for the angle of progression."""
+    t = np.linspace(0.0, 2.0 * math.pi, count, endpoint=False)
+    return np.stack([center[0] + radius * np.cos(t), center[1] + radius * np.sin(t)], axis=1)
+
+
 def intrapartum_labels(spacing: float = 0.25, head_center=(35.0, 5.0), radius: float = 25.0) -> Image:
     """A symphysis bar along +y from V = (0, 0) (probe at the top: small rows) and a circular head, in mm.
 

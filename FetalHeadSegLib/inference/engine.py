@@ -230,7 +230,7 @@ def predict_same_grid(
     if len(passes) == 1:
         return CascadeOutput(class_probabilities, None, None, [])
     votes, disagreement = flip_disagreement(passes, prepared)
-    each_pass = [prepared.restore(probabilities) for probabilities in passes] if dims == 2 else None
+    each_pass = (lambda: [prepared.restore(probabilities) for probabilities in passes]) if dims == 2 else None
     return CascadeOutput(class_probabilities, disagreement, votes, [], pass_probabilities=each_pass)
 
 
@@ -361,19 +361,17 @@ def _aop_flip_spread(bundle: ModelBundle, image: Image, output: CascadeOutput) -
     without TTA, or when fewer than two passes can be measured). A near-level symphysis whose apex or axis moves
     when the frame is mirrored gives a wide spread: the AoP's worst errors."""
     from FetalHeadSegLib.core.errors import FetalHeadSegError
+    from FetalHeadSegLib.measure.aop import angle_of_progression
 
     if output.pass_probabilities is None:
         return None
-    spec = task_spec(bundle.task)
     angles = []
-    for probabilities in output.pass_probabilities:
+    for probabilities in output.pass_probabilities():
         labels = _label_map(bundle, probabilities, image.spacing_mm)
         try:
-            aop = spec.measure(image.with_array(labels), None).aop
+            angles.append(angle_of_progression(image.with_array(labels)).aop_deg)
         except FetalHeadSegError:
             continue
-        if aop is not None:
-            angles.append(aop.aop_deg)
     return max(angles) - min(angles) if len(angles) > 1 else None
 
 

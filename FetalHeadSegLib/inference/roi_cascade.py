@@ -20,6 +20,8 @@ from FetalHeadSegLib.measure.metrics import dice
 from FetalHeadSegLib.measure.quality import Flag
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from FetalHeadSegLib.inference.engine import InferenceRun
     from FetalHeadSegLib.models.bundle import ModelBundle
 
@@ -37,8 +39,8 @@ class CascadeOutput:
         votes: with TTA, (passes, ...) boolean head votes of the last level on its own grid (for the TTA flag).
         flags: what the cascade itself noticed (levels disagreeing, finer levels skipped).
         cascade_dice: Dice between the coarse level's head and the final one (coarse-to-fine cascades).
-        pass_probabilities: with TTA on a 2D frame, each flipped pass's (K, X, Y, 1) probabilities on the input's
-            grid, flipped back (to measure each pass alone).
+        pass_probabilities: with TTA on a 2D frame, returns each flipped pass's (K, X, Y, 1) probabilities on the
+            input's grid, flipped back (to measure each pass alone); computed only when called.
     """
 
     class_probabilities: np.ndarray
@@ -46,7 +48,7 @@ class CascadeOutput:
     votes: np.ndarray | None
     flags: list[Flag]
     cascade_dice: float | None = None
-    pass_probabilities: list[np.ndarray] | None = None
+    pass_probabilities: Callable[[], list[np.ndarray]] | None = None
 
 
 def coarse_region(probabilities: np.ndarray) -> np.ndarray:

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, fields
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -60,6 +60,38 @@ class ReviewSignals:
         return {key: None if value is None else round(float(value), 4) for key, value in asdict(self).items()}
 
 
+class Check(NamedTuple):
+    """One rule: a signal, the policy threshold it is compared with, the side that recommends review, the
+    reason it gives, and whether :func:`calibrate` tunes the threshold."""
+
+    signal: str
+    limit: str
+    side: str
+    reason: str
+    calibrated: bool = True
+
+    def fires(self, signals: ReviewSignals, policy: ReviewPolicy) -> bool:
+        return _beyond(getattr(signals, self.signal), getattr(policy, self.limit), self.side)
+
+
+def _beyond(value: float | None, limit: float | None, side: str) -> bool:
+    """Whether a value lies beyond a limit on the given side (never when either is missing)."""
+    return value is not None and limit is not None and (value > limit if side == ">" else value < limit)
+
+
+CHECKS = (
+    Check("uncertain_band", "max_uncertain_band", ">", "uncertain_border"),
+    Check("fit_residual", "max_fit_residual", ">", "irregular_border"),
+    Check("border_contact", "max_border_contact", ">", "cut_by_field_of_view"),
+    Check("field_fill", "min_field_fill", "<", "head_too_small_for_field_of_view"),
+    Check("field_fill", "max_field_fill", ">", "head_too_large_for_field_of_view", calibrated=False),
+    Check("cascade_dice", "min_cascade_dice", "<", "cascade_levels_disagree"),
+    Check("tta_disagreement", "max_tta_disagreement", ">", "flipped_predictions_disagree"),
+    Check("aop_flip_spread_deg", "max_aop_flip_spread_deg", ">", "flipped_angles_disagree"),
+)
+"""Every threshold rule of a :class:`ReviewPolicy` (the HC plausibility range is checked apart)."""
+
+
 @dataclass(frozen=True)
 class ReviewPolicy:
     """Thresholds beyond which a signal recommends review (None: the signal is not used)."""
@@ -93,21 +125,7 @@ class ReviewPolicy:
 
     def reasons(self, signals: ReviewSignals) -> list[str]:
         """Why this result should be reviewed (empty: no reason)."""
-        rules = [
-            (signals.uncertain_band, self.max_uncertain_band, ">", "uncertain_border"),
-            (signals.fit_residual, self.max_fit_residual, ">", "irregular_border"),
-            (signals.border_contact, self.max_border_contact, ">", "cut_by_field_of_view"),
-            (signals.field_fill, self.min_field_fill, "<", "head_too_small_for_field_of_view"),
-            (signals.field_fill, self.max_field_fill, ">", "head_too_large_for_field_of_view"),
-            (signals.cascade_dice, self.min_cascade_dice, "<", "cascade_levels_disagree"),
-            (signals.tta_disagreement, self.max_tta_disagreement, ">", "flipped_predictions_disagree"),
-            (signals.aop_flip_spread_deg, self.max_aop_flip_spread_deg, ">", "flipped_angles_disagree"),
-        ]
-        reasons = [
-            code
-            for value, limit, side, code in rules
-            if value is not None and limit is not None and (value > limit if side == ">" else value < limit)
-        ]
+        reasons = [check.reason for check in CHECKS if check.fires(signals, self)]
         if self.plausible_hc_mm is not None and signals.hc_mm is not None:
             low, high = self.plausible_hc_mm
             if not low <= signals.hc_mm <= high:
@@ -197,16 +215,8 @@ def decide(signals: ReviewSignals, policy: ReviewPolicy) -> Review:
     return Review(bool(reasons), reasons, signals)
 
 
-RULES = (
-    ("uncertain_band", "max_uncertain_band", ">"),
-    ("fit_residual", "max_fit_residual", ">"),
-    ("border_contact", "max_border_contact", ">"),
-    ("field_fill", "min_field_fill", "<"),
-    ("cascade_dice", "min_cascade_dice", "<"),
-    ("tta_disagreement", "max_tta_disagreement", ">"),
-    ("aop_flip_spread_deg", "max_aop_flip_spread_deg", ">"),
-)
-"""Signal, policy threshold and the side that recommends review: what :func:`calibrate` may tune."""
+RULES = tuple(check for check in CHECKS if check.calibrated)
+"""The rules whose thresholds :func:`calibrate` may tune."""
 
 
 def review_rates(policy: ReviewPolicy, cases: list[tuple[ReviewSignals, bool]]) -> dict[str, float | int]:
@@ -256,20 +266,22 @@ def calibrate(
     def cost(flags: list[bool]) -> int:
         return sum(f and c for f, c in zip(flags, counted, strict=True))
 
-    limits: dict[str, Any] = {field: None for _, field, _ in RULES}
+    limits: dict[str, Any] = {rule.limit: None for rule in RULES}
     flagged = [bool(ReviewPolicy(**limits).reasons(signals)) for signals, _ in cases]
     if cost(flagged) > budget:
         limits["plausible_hc_mm"] = None
         flagged = [False] * len(cases)
     while True:
         best: tuple[tuple[float, int], str, float, list[bool]] | None = None
-        for signal, field, side in RULES:
-            values = sorted({v for s, _ in cases if (v := getattr(s, signal)) is not None}, reverse=side == ">")
+        for rule in RULES:
+            values = sorted(
+                {v for s, _ in cases if (v := getattr(s, rule.signal)) is not None}, reverse=rule.side == ">"
+            )
             for index, value in enumerate(values[:-1]):
                 limit = 0.5 * (value + values[index + 1])
                 trial = [
-                    f or (v is not None and (v > limit if side == ">" else v < limit))
-                    for f, v in zip(flagged, (getattr(s, signal) for s, _ in cases), strict=True)
+                    f or _beyond(getattr(s, rule.signal), limit, rule.side)
+                    for f, (s, _) in zip(flagged, cases, strict=True)
                 ]
                 added = cost(trial) - cost(flagged)
                 if sum(trial) == sum(flagged) or cost(trial) > budget:
@@ -277,7 +289,7 @@ def calibrate(
                 gained = sum(t and not f and bad for t, f, (_, bad) in zip(trial, flagged, cases, strict=True))
                 score = (gained / added if added else math.inf, gained)
                 if gained and (best is None or score > best[0]):
-                    best = (score, field, limit, trial)
+                    best = (score, rule.limit, limit, trial)
         if best is None:
             break
         _, field, limit, flagged = best

@@ -13,7 +13,7 @@ from FetalHeadSegLib.core.image import Image, make_ijk_to_ras
 from FetalHeadSegLib.inference.engine import InferenceOptions, Segmenter, load_model
 from FetalHeadSegLib.inference.preprocessing import PreprocessingConfig
 
-from shapes import intrapartum_labels, make_ellipsoid, rotation_matrix
+from shapes import circle, intrapartum_labels, make_ellipsoid, rotation_matrix
 from tiny_models import make_tiny_bundle
 
 
@@ -152,16 +152,11 @@ def test_each_flipped_pass_is_measured_alone_for_the_aop_spread(tmp_path: Path) 
     model = load_model(make_tiny_bundle(tmp_path / "ip", dimension=2, task="intrapartum"), "cpu")
     heads = [((35.0, 5.0), 25.0), ((35.0, 15.0), 20.0)]
     frames = [intrapartum_labels(head_center=centre, radius=radius) for centre, radius in heads]
-    angles = []
-    for (cx, cy), radius in heads:
-        t = np.linspace(0.0, 2.0 * np.pi, 100_000, endpoint=False)
-        angles.append(
-            aop_from_points((0.0, 30.0), (0.0, 0.0), np.stack([cx + radius * np.cos(t), cy + radius * np.sin(t)], 1))[0]
-        )
+    angles = [aop_from_points((0.0, 30.0), (0.0, 0.0), circle(centre, radius))[0] for centre, radius in heads]
     one_hot = [np.stack([frame.array == value for value in (0, 1, 2)]).astype(np.float32) for frame in frames]
 
     def output(passes: list[np.ndarray] | None) -> CascadeOutput:
-        return CascadeOutput(one_hot[0], None, None, [], pass_probabilities=passes)
+        return CascadeOutput(one_hot[0], None, None, [], pass_probabilities=None if passes is None else lambda: passes)
 
     spread = _aop_flip_spread(model.bundle, frames[0], output(one_hot))
     assert angles[0] - angles[1] > 10.0

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 import pytest
 
@@ -11,12 +9,7 @@ from FetalHeadSegLib.core.errors import InputImageError
 from FetalHeadSegLib.core.image import Image
 from FetalHeadSegLib.measure.aop import angle_of_progression, aop_from_points
 
-from shapes import intrapartum_labels
-
-
-def circle(center: tuple[float, float], radius: float, count: int = 200_000) -> np.ndarray:
-    t = np.linspace(0.0, 2.0 * math.pi, count, endpoint=False)
-    return np.stack([center[0] + radius * np.cos(t), center[1] + radius * np.sin(t)], axis=1)
+from shapes import circle, intrapartum_labels
 
 
 def test_vector_15_picks_the_leading_tangent() -> None:
