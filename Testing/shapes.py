@@ -81,14 +81,20 @@ def circle(center: tuple[float, float], radius: float, count: int = 200_000) -> 
     return np.stack([center[0] + radius * np.cos(t), center[1] + radius * np.sin(t)], axis=1)
 
 
-def intrapartum_labels(spacing: float = 0.25, head_center=(35.0, 5.0), radius: float = 25.0) -> Image:
-    """A symphysis bar along +y from V = (0, 0) (probe at the top: small rows) and a circular head, in mm.
+def intrapartum_labels(
+    spacing: float = 0.25, head_center=(-5.0, 35.0), radius: float = 25.0, symphysis_tilt_deg: float = 0.0
+) -> Image:
+    """A PSFHS-like frame in mm: a 30 mm symphysis bar from S = (-30, 0) to the apex V = (0, 0) at its right end
+    (probe at the top: rows grow downwards), turned by ``symphysis_tilt_deg`` about V (positive: S moves down),
+    and a circular head below it. With the defaults the AoP is 126.870 deg, tangent point T = (15, 20).
 
-    Pixel (i, j) has its centre at (i * s - 20, j * s - 20) mm: x along columns, y along rows.
+    Pixel (i, j) has its centre at (i * s - 40, j * s - 20) mm: x along columns, y along rows.
     """
-    n = int(round(80 / spacing))
-    x, y = np.meshgrid(np.arange(n) * spacing - 20, np.arange(n) * spacing - 20, indexing="ij")
-    labels = np.zeros((n, n), dtype=np.uint8)
-    labels[(np.abs(x) <= 1.5) & (y >= 0) & (y <= 30)] = 1
+    columns, rows = np.arange(round(80 / spacing)), np.arange(round(85 / spacing))
+    x, y = np.meshgrid(columns * spacing - 40, rows * spacing - 20, indexing="ij")
+    tilt = math.radians(symphysis_tilt_deg)
+    along, across = -x * math.cos(tilt) + y * math.sin(tilt), x * math.sin(tilt) + y * math.cos(tilt)
+    labels = np.zeros(x.shape, dtype=np.uint8)
+    labels[(np.abs(across) <= 1.5) & (along >= 0) & (along <= 30)] = 1
     labels[np.hypot(x - head_center[0], y - head_center[1]) <= radius] = 2
-    return Image(labels[:, :, None], make_ijk_to_ras((spacing, spacing, 1.0), (-20.0, -20.0, 0.0)))
+    return Image(labels[:, :, None], make_ijk_to_ras((spacing, spacing, 1.0), (-40.0, -20.0, 0.0)))

@@ -59,10 +59,11 @@ def add_parser(subcommands: Any) -> None:
         help="PSFHS labels: 1 = pubic symphysis, 2 = fetal head; adds the angle of progression",
     )
     parser.add_argument(
-        "--probe-side",
-        choices=["top", "bottom", "left", "right"],
-        default="top",
-        help="image edge of the transducer for --intrapartum (default: top)",
+        "--apex-side",
+        choices=["right", "left", "top", "bottom"],
+        default="right",
+        help="image side the pubic symphysis' inferior apex points to, for --intrapartum (default: right, as in "
+        "PSFHS frames: probe at the top, head below the symphysis)",
     )
     parser.add_argument("--json", type=Path, metavar="OUT.json", help="write the measurements as JSON")
     parser.add_argument("--markups", type=Path, metavar="OUTDIR", help="write Slicer markups (.mrk.json) here")
@@ -93,7 +94,7 @@ def run(args: argparse.Namespace) -> int:
             head = ((head != 0) | (inner != 0)).astype(np.uint8)
         biometry = measure_biometry(labels.with_array(head), ga_weeks=args.ga_weeks, inner_mask=inner)
         if args.intrapartum:
-            biometry = biometry.with_aop(angle_of_progression(labels, probe_side=args.probe_side))
+            biometry = biometry.with_aop(angle_of_progression(labels, apex_side=args.apex_side))
     except FetalHeadSegError as err:
         raise type(err)(f"{args.mask}: {err}") from err
     flags = spacing_flags(choice)

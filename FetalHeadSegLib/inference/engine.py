@@ -358,8 +358,8 @@ def _label_map(
 
 def _aop_flip_spread(bundle: ModelBundle, image: Image, output: CascadeOutput) -> float | None:
     """Largest difference in degrees between the angles of progression measured on each TTA pass alone (None
-    without TTA, or when fewer than two passes can be measured). A near-level symphysis whose apex or axis moves
-    when the frame is mirrored gives a wide spread: the AoP's worst errors."""
+    without TTA, or when fewer than two passes can be measured). A symphysis axis or a head border near the
+    tangent that moves when the frame is mirrored gives a wide spread."""
     from FetalHeadSegLib.core.errors import FetalHeadSegError
     from FetalHeadSegLib.measure.aop import angle_of_progression
 

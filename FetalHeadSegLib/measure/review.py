@@ -42,8 +42,8 @@ class ReviewSignals:
         cascade_dice: Dice between the coarse and the final head (coarse-to-fine cascades).
         tta_disagreement: share of the head on which flipped predictions disagree (with TTA).
         aop_flip_spread_deg: largest difference between the angles of progression measured on each flipped
-            prediction alone (intrapartum frames, with TTA): the symphysis' apex or axis moves when the frame is
-            mirrored.
+            prediction alone (intrapartum frames, with TTA): the symphysis' axis or the head's border near the
+            tangent moves when the frame is mirrored.
         hc_mm: the measured HC (plausibility).
     """
 

@@ -150,9 +150,9 @@ def test_each_flipped_pass_is_measured_alone_for_the_aop_spread(tmp_path: Path) 
     from FetalHeadSegLib.measure.aop import aop_from_points
 
     model = load_model(make_tiny_bundle(tmp_path / "ip", dimension=2, task="intrapartum"), "cpu")
-    heads = [((35.0, 5.0), 25.0), ((35.0, 15.0), 20.0)]
+    heads = [((-5.0, 35.0), 25.0), ((-15.0, 35.0), 20.0)]
     frames = [intrapartum_labels(head_center=centre, radius=radius) for centre, radius in heads]
-    angles = [aop_from_points((0.0, 30.0), (0.0, 0.0), circle(centre, radius))[0] for centre, radius in heads]
+    angles = [aop_from_points((-30.0, 0.0), (0.0, 0.0), circle(centre, radius))[0] for centre, radius in heads]
     one_hot = [np.stack([frame.array == value for value in (0, 1, 2)]).astype(np.float32) for frame in frames]
 
     def output(passes: list[np.ndarray] | None) -> CascadeOutput:

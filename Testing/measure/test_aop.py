@@ -8,6 +8,7 @@ import pytest
 from FetalHeadSegLib.core.errors import InputImageError
 from FetalHeadSegLib.core.image import Image
 from FetalHeadSegLib.measure.aop import angle_of_progression, aop_from_points
+from FetalHeadSegLib.measure.ellipse import mask_edge_points
 
 from shapes import circle, intrapartum_labels
 
@@ -32,18 +33,43 @@ def test_flipping_the_rows_leaves_the_angle_unchanged() -> None:
 def test_mask_geometry_with_a_known_angle() -> None:
     labels = intrapartum_labels()
     result = angle_of_progression(labels)
-    # The bar's PCA axis runs from about (0, 0) to (0, 30); tangent to a circle centred (35, 5), radius 25.
+    # Vector 15 turned by 90 degrees: the bar's PCA axis runs from about (-30, 0) to the apex (0, 0) at its right
+    # end; tangent to a circle centred (-5, 35), radius 25, at (15, 20).
     assert result.aop_deg == pytest.approx(126.87, abs=0.3)
     assert result.v_ras[:2] == pytest.approx((0.0, 0.0), abs=0.3)
-    assert result.s_ras[:2] == pytest.approx((0.0, 30.0), abs=0.3)
-    assert result.t_ras[:2] == pytest.approx((20.0, -15.0), abs=0.5)
+    assert result.s_ras[:2] == pytest.approx((-30.0, 0.0), abs=0.3)
+    assert result.t_ras[:2] == pytest.approx((15.0, 20.0), abs=0.5)
 
 
-def test_probe_side_chooses_the_apex() -> None:
+def test_apex_side_chooses_the_apex() -> None:
     labels = intrapartum_labels()
-    from_bottom = angle_of_progression(labels, probe_side="bottom")
-    assert from_bottom.v_ras[1] == pytest.approx(30.0, abs=0.3)
-    assert from_bottom.aop_deg != pytest.approx(126.87, abs=1.0)
+    from_left = angle_of_progression(labels, apex_side="left")
+    assert from_left.v_ras[:2] == pytest.approx((-30.0, 0.0), abs=0.3)
+    assert from_left.aop_deg != pytest.approx(126.87, abs=1.0)
+
+
+@pytest.mark.parametrize("tilt_deg", [-3.0, -1.0, 1.0, 3.0])
+def test_a_near_level_symphysis_keeps_its_apex(tilt_deg: float) -> None:
+    """Whichever end of a near-level symphysis lies a little higher, the apex stays at its right end and the angle
+    moves with the axis (turning it about V by t changes the AoP by -t), never to the other end's angle."""
+    result = angle_of_progression(intrapartum_labels(symphysis_tilt_deg=tilt_deg))
+    assert result.v_ras[:2] == pytest.approx((0.0, 0.0), abs=0.3)
+    assert result.aop_deg == pytest.approx(126.87 - tilt_deg, abs=0.5)  # the other end's angle is 70 deg away
+
+
+def test_a_spur_on_the_head_border_does_not_move_the_tangent() -> None:
+    """A thin spur sticking out of the head where the tangent touches it (a segmentation artefact) would pull the
+    tangent of the raw border outwards; the head's fitted ellipse keeps the analytic angle."""
+    labels = intrapartum_labels()
+    array = labels.array.copy()
+    x = np.arange(array.shape[0])[:, None] * 0.25 - 40
+    y = np.arange(array.shape[1])[None, :] * 0.25 - 20
+    outward, sideways = (x - 15.0) * 0.8 - (y - 20.0) * 0.6, (x - 15.0) * 0.6 + (y - 20.0) * 0.8
+    array[(outward >= -1.0) & (outward <= 4.0) & (np.abs(sideways) <= 0.5), 0] = 2  # 4 mm out along the normal at T
+    spurred = labels.with_array(array)
+    raw_border = mask_edge_points(array[:, :, 0] == 2, (0.25, 0.25)) + np.array([-40.0, -20.0])
+    assert aop_from_points((-30.0, 0.0), (0.0, 0.0), raw_border)[0] > 135.0  # the spur's tip (18.2, 17.6)
+    assert angle_of_progression(spurred).aop_deg == pytest.approx(126.87, abs=1.5)
 
 
 def test_missing_structures_and_3d_input_are_refused() -> None:
