@@ -1,13 +1,14 @@
 """Stress suite of a 3D head model on randomised phantoms: one factor at a time at an extreme, and all at once.
 
-Every row but the last holds every randomisation factor at its nominal (classic-looking) value except the ones the
-row names, which are set to an extreme; ``all-at-once`` draws every factor (``PhantomConfig(appearance=
-"randomised")``). Each case is segmented through the public API (``FetalHeadSegLib.load_model(...).segment``) and
-scored against the phantom's exact truth: Dice and HD95 (``FetalHeadSegLib.measure.metrics``) and the relative errors of
-HC, BPD, OFD and head volume measured on the segmentation.
+The rows are ``FetalHeadSegLib.phantom.stress.STRESS_ROWS``: every row but the last holds every randomisation
+factor at its nominal (classic-looking) value except the ones the row names, which are set to an extreme;
+``all-at-once`` draws every factor (``PhantomConfig(appearance="randomised")``). Each case is segmented through
+the public API (``FetalHeadSegLib.load_model(...).segment``) and scored against the phantom's exact truth: Dice
+and HD95 (``FetalHeadSegLib.measure.metrics``) and the relative errors of HC, BPD, OFD and head volume measured
+on the segmentation.
 
 Seeds: case ``i`` of row ``r`` uses ``SEED_BASE + 1000 * r + i`` with ``SEED_BASE = 9_000_000``. Training configs
-must keep their phantom seeds below 9,000,000 (the shipped ones use 100,000-100,159), so no stress case is ever a
+must keep their phantom seeds below 9,000,000 (the shipped ones use 100,000 to 320,239), so no stress case is ever a
 training case.
 
 Run:
@@ -35,43 +36,9 @@ from typing import Any
 
 SEED_BASE = 9_000_000
 
-# (row name, family, overrides of the nominal factors); family None: the nominal baseline or everything drawn.
-ROWS: list[tuple[str, str | None, dict[str, Any] | None]] = [
-    ("nominal", None, {}),
-    ("brain-darker-than-fluid", "echogenicity", {"brain_vs_fluid_db": -14.0, "fluid_echo": 0.05}),
-    ("echogenic-fluid", "echogenicity", {"fluid_echo": 0.12, "brain_vs_fluid_db": 6.0}),
-    ("faint-skull", "echogenicity", {"skull_db": -20.0}),
-    ("bright-surroundings", "echogenicity", {"placenta_db": 10.0, "uterus_db": 10.0, "body_db": 10.0}),
-    ("coarse-speckle", "speckle", {"speckle_size": 2.5, "texture_sigma": 0.9}),
-    ("blur", "blur", {"display_smoothing": 2.5, "blur_mm": 1.5}),
-    ("low-gain", "gain", {"gain_db": -8.0, "tgc_error_db_per_cm": -1.2, "dynamic_range_db": 40.0, "gamma": 1.7}),
-    ("high-gain", "gain", {"gain_db": 10.0, "tgc_error_db_per_cm": 1.2, "dynamic_range_db": 72.0, "gamma": 0.6}),
-    ("noise", "noise", {"noise_db": -25.0, "reverberation_db": -6.0}),
-    ("shadows-60%", "shadows", {"shadow_fraction": 0.6}),
-    ("dropout", "dropout", {"dropout_fraction": 0.35, "dropout_db": 30.0}),
-    ("narrow-fan", "field_of_view", {"fov_shape": "fan", "fov_angle_scale": 0.65}),
-    ("box-crop", "field_of_view", {"fov_shape": "box", "crop_fraction": 0.55}),
-    ("small-head", "head_fill", {"head_fill": 0.2}),
-    ("large-offset-head", "head_fill", {"head_fill": 1.0, "head_offset": 0.3}),
-    ("on-uterine-wall", "contact", {"contact": "wall"}),
-    ("on-placenta", "contact", {"contact": "placenta"}),
-    ("limbs-on-head", "limbs", {"limbs_touching": 4}),
-    ("any-orientation", "orientation", {"orientation": "any"}),
-    ("anisotropic-3x", "spacing", {"anisotropy": 3.0, "anisotropy_axis": "depth"}),
-    ("all-at-once", "all", None),
-]
 DICE_BAD = 0.9
 """A 3D result with a lower Dice should be reviewed (issue #14)."""
 METRICS = ("dice", "hd95_mm", "hc_error_pct", "bpd_error_pct", "ofd_error_pct", "volume_error_pct")
-
-
-def case_config(size: int, overrides: dict[str, Any] | None) -> Any:
-    """The phantom config of a row: nominal factors plus the row's overrides, or everything drawn (None)."""
-    from FetalHeadSegLib.phantom import PhantomConfig
-    from FetalHeadSegLib.phantom.appearance import nominal_factors
-
-    factors = {} if overrides is None else {**nominal_factors(), **overrides}
-    return PhantomConfig(size=(size, size, size), appearance="randomised", factors=factors)
 
 
 def score(segmenter: Any, phantom: Any) -> dict[str, Any]:
@@ -165,7 +132,9 @@ def leave_out(family: str, size: int, count: int) -> dict[str, Any]:
         "appearance": "randomised",
         "factors": nominal_factors(family),
     }
-    rows = [name for name, row_family, _ in ROWS if row_family == family]
+    from FetalHeadSegLib.phantom.stress import STRESS_ROWS
+
+    rows = [row.name for row in STRESS_ROWS if row.family == family]
     return {
         "data": {"kind": "phantom", "phantom": phantom},
         "test_rows": rows,
@@ -200,21 +169,22 @@ def main(argv: list[str] | None = None) -> int:
 
     from FetalHeadSegLib import load_model
     from FetalHeadSegLib.phantom import generate_phantom
+    from FetalHeadSegLib.phantom.stress import STRESS_ROWS, stress_config
 
     torch.set_num_threads(args.threads)
     segmenter = load_model(args.model, device=args.device)
     rows, cases = [], []
-    for index, (name, family, overrides) in enumerate(ROWS):
-        if args.only and family not in (None, args.only):
+    for index, row in enumerate(STRESS_ROWS):
+        if args.only and row.family not in (None, args.only):
             continue
-        config = case_config(args.size, overrides)
+        config = stress_config(row, (args.size,) * 3)
         results = []
         for case in range(args.cases_per_factor):
             phantom = generate_phantom(config, SEED_BASE + 1000 * index + case)
-            results.append({"row": name, **score(segmenter, phantom)})
-        rows.append(summarise(name, family, results))
+            results.append({"row": row.name, **score(segmenter, phantom)})
+        rows.append(summarise(row.name, row.family, results))
         cases.extend(results)
-        print(f"{name}: Dice {rows[-1]['dice']:.3f} (min {rows[-1]['dice_min']:.3f})", file=sys.stderr, flush=True)
+        print(f"{row.name}: Dice {rows[-1]['dice']:.3f} (min {rows[-1]['dice_min']:.3f})", file=sys.stderr, flush=True)
     dice = sorted(c["dice"] for c in cases)
     overall = {
         "cases": len(cases),

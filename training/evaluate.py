@@ -8,7 +8,9 @@ data, print the numbers, and optionally write them into the bundle's model card 
   error against AoP measured on the expert masks.
 - ``--phantoms N``: N new 3D phantoms (seeds never used in training; grid sizes, head sizes relative to the field
   of view and elevation anisotropy over wider ranges than the training configs use): Dice, HD95, ASSD against
-  the head mask; HC, BPD, OFD and volume errors against the analytic truth.
+  the head mask; HC, BPD, OFD and volume errors against the analytic truth. ``--appearance stress`` draws the
+  stress suite's rows in turn (``FetalHeadSegLib.phantom.stress``) with these seeds instead; a comma-separated
+  list (``classic,randomised,stress``) alternates case by case.
 """
 
 from __future__ import annotations
@@ -36,6 +38,8 @@ PHANTOM_HEAD_FILL = (0.3, 1.0)
 """Fraction of the lateral field of view the head fills (training used 0.35-0.9; near 1 it is cut)."""
 PHANTOM_ELEVATION_RATIO = (1.0, 1.8)
 """Elevation voxel size over in-plane voxel size (training used 1-1.5)."""
+APPEARANCES = ("classic", "randomised", "stress")
+"""Phantom kinds of ``--appearance``; ``mixed`` stands for ``classic,randomised``."""
 
 
 def _summary(values: list[float]) -> dict[str, float]:
@@ -198,6 +202,23 @@ def evaluate_psfhs(
     }
 
 
+STRESS_NOTE = ": the stress suite's rows in turn at 96^3"
+
+
+def appearance_cycle(appearance: str) -> tuple[str, ...]:
+    """The phantom kinds ``--appearance`` names, in the order the cases take them.
+
+    Example:
+        >>> appearance_cycle("mixed"), appearance_cycle("classic,stress")
+        (('classic', 'randomised'), ('classic', 'stress'))
+    """
+    kinds = ("classic", "randomised") if appearance == "mixed" else tuple(appearance.split(","))
+    unknown = [kind for kind in kinds if kind not in APPEARANCES]
+    if unknown or not kinds:
+        raise ValueError(f"unknown phantom appearance {','.join(unknown)!r}; choose from {', '.join(APPEARANCES)}")
+    return kinds
+
+
 def evaluate_phantoms(
     segmenter: Segmenter,
     count: int,
@@ -207,6 +228,7 @@ def evaluate_phantoms(
     appearance: str = "classic",
 ) -> dict[str, Any]:
     from FetalHeadSegLib.phantom import PhantomConfig, generate_phantom
+    from FetalHeadSegLib.phantom.stress import STRESS_ROWS, stress_config
 
     results: dict[str, list[float]] = {
         k: []
@@ -222,14 +244,20 @@ def evaluate_phantoms(
         )
     }
     cut_by_field_of_view = 0
+    kinds = appearance_cycle(appearance)
     for index in range(count):
-        config = PhantomConfig(
-            dimension=3,
-            size=PHANTOM_GRIDS[index % len(PHANTOM_GRIDS)],
-            head_fill_range=PHANTOM_HEAD_FILL,
-            elevation_ratio_range=PHANTOM_ELEVATION_RATIO,
-            appearance=("classic", "randomised")[index % 2] if appearance == "mixed" else appearance,
-        )
+        kind = kinds[index % len(kinds)]
+        if kind == "stress":
+            row = STRESS_ROWS[(index // len(kinds)) % len(STRESS_ROWS)]
+            config = stress_config(row)
+        else:
+            config = PhantomConfig(
+                dimension=3,
+                size=PHANTOM_GRIDS[index % len(PHANTOM_GRIDS)],
+                head_fill_range=PHANTOM_HEAD_FILL,
+                elevation_ratio_range=PHANTOM_ELEVATION_RATIO,
+                appearance=kind,
+            )
         case = generate_phantom(config, first_seed + index)
         cut_by_field_of_view += bool(case.truth["head_touches_border"])
         start = time.perf_counter()
@@ -249,7 +277,8 @@ def evaluate_phantoms(
                 abs(value - truth[truth_key]) / truth[truth_key] if value else float("nan")
             )
     return {
-        "data": f"{count} new 3D phantoms ({appearance} appearance, seeds {first_seed}-{first_seed + count - 1}, "
+        "data": f"{count} new 3D phantoms ({appearance} appearance{STRESS_NOTE if 'stress' in kinds else ''}, "
+        f"seeds {first_seed}-{first_seed + count - 1}, "
         "GA 14-40 weeks, grids "
         f"{list(PHANTOM_GRIDS)}, head filling {PHANTOM_HEAD_FILL[0]:.0%}-{PHANTOM_HEAD_FILL[1]:.0%} of the lateral "
         f"field of view, elevation voxels {PHANTOM_ELEVATION_RATIO[0]}-{PHANTOM_ELEVATION_RATIO[1]} times the "
@@ -311,9 +340,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=900000, help="first phantom seed (default 900000)")
     parser.add_argument(
         "--appearance",
-        choices=("classic", "randomised", "mixed"),
         default="classic",
-        help="phantoms' appearance (mixed: every other one randomised)",
+        help="phantoms' appearance: classic, randomised, stress (the stress suite's rows in turn, with --seed's "
+        "seeds), a comma-separated list of them taken case by case, or mixed (= classic,randomised)",
     )
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--update-card", action="store_true", help="write the results into the bundle's card")
@@ -336,6 +365,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         "for a model that fails too often for an overall budget, as on hard 3D phantom sets)",
     )
     args = parser.parse_args(argv)
+    try:
+        appearance_cycle(args.appearance)
+    except ValueError as err:
+        parser.error(str(err))
     review_cases: ReviewCases = []
     options = InferenceOptions(tta=args.tta)
     try:

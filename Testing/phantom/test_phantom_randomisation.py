@@ -323,3 +323,19 @@ def test_phantom_command_warns_exactly_when_the_head_is_cut(
     assert len(warnings) == (1 if cut else 0)
     assert 0.0 <= truth["head_imaged_fraction"] <= 1.0 and (cut or truth["head_imaged_fraction"] > 0.95)
     assert (truth["head_fill_fraction"] > 1.0) is cut
+
+
+def test_stress_rows_vary_only_the_family_they_name() -> None:
+    """Each one-factor row of the stress suite sets factors of its own family only, within their ranges; the
+    nominal row sets none and the last row draws every factor."""
+    from FetalHeadSegLib.phantom.stress import STRESS_ROWS, stress_config
+
+    assert STRESS_ROWS[0].overrides == {} and STRESS_ROWS[-1].overrides is None
+    assert stress_config(STRESS_ROWS[-1]).factors == {}
+    for row in STRESS_ROWS[1:-1]:
+        assert row.overrides and set(row.overrides) <= set(FAMILIES[row.family]), row.name
+        for name, value in row.overrides.items():
+            factor = FACTORS_BY_NAME[name]
+            assert value in factor.choices if factor.kind == "choice" else factor.low <= value <= factor.high, name
+        config = stress_config(row)
+        assert config.factors == {**nominal_factors(), **row.overrides}

@@ -482,3 +482,14 @@ def test_visible_truth_is_the_head_within_the_field_of_view() -> None:
         np.testing.assert_array_equal(image.array, phantom.image.array)
     with pytest.raises(ConfigError, match="truth"):
         DataConfig(kind="phantom", phantom={**settings, "truth": "all"})
+
+
+def test_phantom_appearances_cycle_and_unknown_ones_are_refused(capsys: pytest.CaptureFixture[str]) -> None:
+    from training.evaluate import appearance_cycle, main
+
+    assert appearance_cycle("mixed") == ("classic", "randomised")
+    assert appearance_cycle("classic,randomised,stress") == ("classic", "randomised", "stress")
+    with pytest.raises(SystemExit) as exit_info:
+        main(["fetal-head-3d-cascade", "--phantoms", "3", "--appearance", "classic,stres"])
+    assert exit_info.value.code == 2
+    assert "unknown phantom appearance 'stres'" in capsys.readouterr().err
