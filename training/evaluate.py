@@ -40,6 +40,7 @@ PHANTOM_ELEVATION_RATIO = (1.0, 1.8)
 """Elevation voxel size over in-plane voxel size (training used 1-1.5)."""
 APPEARANCES = ("classic", "randomised", "stress")
 """Phantom kinds of ``--appearance``; ``mixed`` stands for ``classic,randomised``."""
+STRESS_NOTE = ": the stress suite's rows in turn at 96^3"
 
 
 def _summary(values: list[float]) -> dict[str, float]:
@@ -200,9 +201,6 @@ def evaluate_psfhs(
         "aop_failed": sum(1 for v in aop_error if not math.isfinite(v)),
         "cpu_seconds_per_case": _summary(seconds),
     }
-
-
-STRESS_NOTE = ": the stress suite's rows in turn at 96^3"
 
 
 def appearance_cycle(appearance: str) -> tuple[str, ...]:
