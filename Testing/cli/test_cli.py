@@ -125,6 +125,22 @@ def test_intrapartum_adds_the_angle_of_progression(tmp_path: Path) -> None:
     assert (tmp_path / "ip_AoP.mrk.json").exists()
 
 
+def test_a_mirrored_frame_measured_with_the_apex_on_the_left_gives_the_same_angle(tmp_path: Path) -> None:
+    labels = intrapartum_labels()
+    mirrored = labels.with_array(labels.array[::-1].copy())  # columns reversed: the apex is now at the left end
+    paths = [
+        write_labelmap(frame.array, frame, tmp_path / f"{name}.mha") for name, frame in (("a", labels), ("b", mirrored))
+    ]
+    angles = []
+    for path, side in zip(paths, ("right", "left"), strict=True):
+        out = tmp_path / f"{path.stem}.json"
+        assert main(["biometry", str(path), "--intrapartum", "--apex-side", side, "--json", str(out)]) == 0
+        angles.append(json.loads(out.read_text())["aop_deg"])
+    assert angles[0] == pytest.approx(126.9, abs=0.3) and angles[1] == pytest.approx(angles[0], abs=0.05)
+    assert main(["biometry", str(paths[1]), "--intrapartum", "--json", str(tmp_path / "wrong.json")]) == 0
+    assert json.loads((tmp_path / "wrong.json").read_text())["aop_deg"] != pytest.approx(angles[0], abs=5.0)
+
+
 def test_real_psfhs_label_map(psfhs_dir: Path, tmp_path: Path) -> None:
     path = sorted((psfhs_dir / "label_mha").glob("*.mha"))[0]
     assert main(["biometry", str(path), "--intrapartum", "--json", str(tmp_path / "r.json")]) == 0
