@@ -40,7 +40,6 @@ PHANTOM_ELEVATION_RATIO = (1.0, 1.8)
 """Elevation voxel size over in-plane voxel size (training used 1-1.5)."""
 APPEARANCES = ("classic", "randomised", "stress")
 """Phantom kinds of ``--appearance``; ``mixed`` stands for ``classic,randomised``."""
-STRESS_NOTE = ": the stress suite's rows in turn at 96^3"
 
 
 def _summary(values: list[float]) -> dict[str, float]:
@@ -275,12 +274,11 @@ def evaluate_phantoms(
                 abs(value - truth[truth_key]) / truth[truth_key] if value else float("nan")
             )
     return {
-        "data": f"{count} new 3D phantoms ({appearance} appearance{STRESS_NOTE if 'stress' in kinds else ''}, "
-        f"seeds {first_seed}-{first_seed + count - 1}, "
+        "data": f"{count} new 3D phantoms ({appearance} appearance, seeds {first_seed}-{first_seed + count - 1}, "
         "GA 14-40 weeks, grids "
         f"{list(PHANTOM_GRIDS)}, head filling {PHANTOM_HEAD_FILL[0]:.0%}-{PHANTOM_HEAD_FILL[1]:.0%} of the lateral "
         f"field of view, elevation voxels {PHANTOM_ELEVATION_RATIO[0]}-{PHANTOM_ELEVATION_RATIO[1]} times the "
-        "in-plane size)",
+        "in-plane size" + ("; stress cases: the stress suite's rows in turn at 96^3)" if "stress" in kinds else ")"),
         "cases": count,
         "heads_cut_by_field_of_view": cut_by_field_of_view,
         **{k: _summary(v) for k, v in results.items() if k != "seconds"},

@@ -15,7 +15,7 @@ from FetalHeadSegLib.phantom.generator import PhantomConfig
 
 
 class StressRow(NamedTuple):
-    """A row of the stress suite: its name, the factor family it varies (None for the nominal baseline and for
+    """A row of the stress suite: its name, the factor family it varies (None for the nominal baseline, "all" for
     everything drawn) and its overrides of the nominal factors (None: every factor drawn)."""
 
     name: str

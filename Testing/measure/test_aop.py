@@ -62,12 +62,13 @@ def test_a_spur_on_the_head_border_does_not_move_the_tangent() -> None:
     tangent of the raw border outwards; the head's fitted ellipse keeps the analytic angle."""
     labels = intrapartum_labels()
     array = labels.array.copy()
-    x = np.arange(array.shape[0])[:, None] * 0.25 - 40
-    y = np.arange(array.shape[1])[None, :] * 0.25 - 20
+    (spacing, _, _), origin = labels.spacing_mm, labels.ijk_to_ras[:2, 3]
+    x = np.arange(array.shape[0])[:, None] * spacing + origin[0]
+    y = np.arange(array.shape[1])[None, :] * spacing + origin[1]
     outward, sideways = (x - 15.0) * 0.8 - (y - 20.0) * 0.6, (x - 15.0) * 0.6 + (y - 20.0) * 0.8
     array[(outward >= -1.0) & (outward <= 4.0) & (np.abs(sideways) <= 0.5), 0] = 2  # 4 mm out along the normal at T
     spurred = labels.with_array(array)
-    raw_border = mask_edge_points(array[:, :, 0] == 2, (0.25, 0.25)) + np.array([-40.0, -20.0])
+    raw_border = mask_edge_points(array[:, :, 0] == 2, (spacing, spacing)) + origin
     assert aop_from_points((-30.0, 0.0), (0.0, 0.0), raw_border)[0] > 135.0  # the spur's tip (18.2, 17.6)
     assert angle_of_progression(spurred).aop_deg == pytest.approx(126.87, abs=1.5)
 
