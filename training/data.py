@@ -239,6 +239,17 @@ def split_by_subject(subjects: list[str], fraction: float, seed: int) -> tuple[l
     return train, validation
 
 
+def split_case_ids(config: DataConfig) -> tuple[list[str], list[str]]:
+    """Case ids of the training and validation parts as ``training.train`` splits them, from the file list alone.
+
+    Raises:
+        ConfigError: as :func:`find_cases`.
+    """
+    cases = find_cases(config)
+    train, validation = split_by_subject([c.subject for c in cases], config.validation_fraction, config.split_seed)
+    return [cases[i].case_id for i in train], [cases[i].case_id for i in validation]
+
+
 CLASSIC_STREAM = 0xC1A55
 """Random stream of the per-seed classic-or-randomised draw (``phantom.classic_fraction``)."""
 

@@ -1,7 +1,8 @@
 """``python -m training.evaluate BUNDLE ...``: measure a model bundle through the inference engine on held-out
 data, print the numbers, and optionally write them into the bundle's model card and ``MODEL_CARD.md``.
 
-- ``--hc18 ROOT --run RUN_DIR``: the run's validation subjects, original PNGs at their pixel size. HC18
+- ``--hc18 ROOT --run RUN_DIR``: the run's validation subjects, original PNGs at their pixel size (``--run`` also
+  takes the training config instead of its run folder: the split is recomputed as training makes it). HC18
   conventions (``biometry.md`` §5.5): DF and ADF of HC against the CSV; Dice and Hausdorff distance of the
   rasterised predicted ellipse against the rasterised reference ellipse.
 - ``--psfhs ROOT --run RUN_DIR``: the run's validation frames: Dice per structure and the angle-of-progression
@@ -323,6 +324,28 @@ def _review_summary(args: argparse.Namespace, segmenter: Segmenter, cases: Revie
     return summary
 
 
+def validation_case_ids(run: Path, data_root: Path) -> list[str]:
+    """The validation case ids of a training run folder (``splits.json``) or of a training config's data block
+    (its files listed under ``data_root``, the folder the evaluation reads).
+
+    Raises:
+        FetalHeadSegError: neither exists, or the config is invalid.
+    """
+    if run.is_dir():
+        splits = run / "splits.json"
+        if not splits.exists():
+            raise FetalHeadSegError(f"{run}: no splits.json in this run folder")
+        return list(json.loads(splits.read_text())["validation"])
+    if not run.is_file():
+        raise FetalHeadSegError(f"{run}: no such run folder or training config")
+    from dataclasses import replace
+
+    from training.config import read_config
+    from training.data import split_case_ids
+
+    return split_case_ids(replace(read_config(run).data, root=str(data_root)))[1]
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m training.evaluate", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -332,7 +355,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     data.add_argument("--hc18", type=Path, metavar="ROOT")
     data.add_argument("--psfhs", type=Path, metavar="ROOT")
     data.add_argument("--phantoms", type=int, metavar="N")
-    parser.add_argument("--run", type=Path, help="training run folder whose splits.json names the validation cases")
+    parser.add_argument(
+        "--run",
+        type=Path,
+        metavar="RUN_DIR|CONFIG",
+        help="the validation cases: a training run folder (its splits.json), or a training config (its data "
+        "block split as training splits it)",
+    )
     parser.add_argument("--seed", type=int, default=900000, help="first phantom seed (default 900000)")
     parser.add_argument(
         "--appearance",
@@ -374,7 +403,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         else:
             if args.run is None:
                 parser.error("--hc18 and --psfhs need --run (the validation split)")
-            case_ids = json.loads((args.run / "splits.json").read_text())["validation"]
+            case_ids = validation_case_ids(args.run, args.hc18 or args.psfhs)
             rows: CaseRows = []
             evaluation = (
                 evaluate_hc18(segmenter, args.hc18, case_ids, review_cases, rows, options)

@@ -19,7 +19,7 @@ from FetalHeadSegLib.core.io import read_image
 from FetalHeadSegLib.core.samples import get_sample
 from FetalHeadSegLib.inference.engine import load_model
 from training.config import TrainConfig, read_config
-from training.data import DataConfig, build_arrays, phantom_config, split_by_subject
+from training.data import DataConfig, build_arrays, phantom_config, split_by_subject, split_case_ids
 from training.engine import frozen_modules
 from training.export import export
 from training.losses import DeepSupervisionLoss
@@ -95,8 +95,12 @@ def test_loss_falls(tmp_path: Path, cache: Path) -> None:
     rows = [line.split(",") for line in (tmp_path / "metrics_level0.csv").read_text().splitlines()[1:]]
     losses = [float(row[1]) for row in rows if row[1]]
     assert len(losses) == 8 and np.mean(losses[-2:]) < 0.8 * np.mean(losses[:2])
-    assert json.loads((tmp_path / "splits.json").read_text())["validation"]
+    splits = json.loads((tmp_path / "splits.json").read_text())
+    assert splits["validation"]
     assert "dice" in json.loads((tmp_path / "metrics.json").read_text())["level0"]
+    # the split recomputed from the config alone is the one training wrote
+    config = read_config(tmp_path / "config.json")
+    assert split_case_ids(config.data) == (splits["train"], splits["validation"])
 
 
 def test_resume_reproduces_the_uninterrupted_run(tmp_path: Path, cache: Path) -> None:
@@ -493,3 +497,41 @@ def test_phantom_appearances_cycle_and_unknown_ones_are_refused(capsys: pytest.C
         main(["fetal-head-3d-cascade", "--phantoms", "3", "--appearance", "classic,stres"])
     assert exit_info.value.code == 2
     assert "unknown phantom appearance 'stres'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("model_id", "config_name", "flag"),
+    [
+        ("hc18-plane-2d", "hc18-plane-2d-finetune.json", "--hc18"),
+        ("psfhs-intrapartum-2d", "psfhs-intrapartum-2d-finetune.json", "--psfhs"),
+    ],
+)
+def test_a_training_config_names_the_validation_part_its_shipped_model_was_measured_on(
+    model_id: str, config_name: str, flag: str
+) -> None:
+    """``--run CONFIG`` recomputes the split: as many cases and subjects as the bundle recorded at export."""
+    from FetalHeadSegLib.models.bundle import read_bundle
+    from FetalHeadSegLib.models.catalog import find_model
+    from training.evaluate import validation_case_ids
+
+    data_root = REPOSITORY.parent / "shared" / "data" / ("hc18" if flag == "--hc18" else "psfhs")
+    if not data_root.is_dir():
+        pytest.skip(f"{data_root} is not available")
+    config = read_config(REPOSITORY / "training" / "configs" / config_name)
+    train_ids, validation_ids = split_case_ids(config.data)
+    assert validation_case_ids(REPOSITORY / "training" / "configs" / config_name, data_root) == validation_ids
+    recorded = read_bundle(find_model(model_id).path).model_card["splits"]
+    assert (len(train_ids), len(validation_ids)) == (recorded["train_cases"], recorded["validation_cases"])
+    subject = {"--hc18": lambda case: case.split("_")[0], "--psfhs": lambda case: case}[flag]
+    assert len({subject(c) for c in validation_ids}) == recorded["validation_subjects"]
+    assert not {subject(c) for c in validation_ids} & {subject(c) for c in train_ids}
+
+
+def test_evaluate_names_a_missing_split_in_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from training.evaluate import main
+
+    (tmp_path / "run").mkdir()
+    assert main(["hc18-plane-2d", "--hc18", str(tmp_path), "--run", str(tmp_path / "run")]) == 2
+    assert capsys.readouterr().err.strip() == f"evaluate: error: {tmp_path / 'run'}: no splits.json in this run folder"
+    assert main(["hc18-plane-2d", "--hc18", str(tmp_path), "--run", str(tmp_path / "nothing.json")]) == 2
+    assert "no such run folder or training config" in capsys.readouterr().err
