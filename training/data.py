@@ -312,6 +312,16 @@ def load_case(case: Case, config: DataConfig, preprocessing: PreprocessingConfig
     return image, label
 
 
+def is_headless_phantom(case: Case, label: Image, log: Any) -> bool:
+    """Whether ``case`` is a phantom whose training truth is empty (with ``truth: visible``, a head drawn wholly
+    outside the field of view); such draws are skipped, with a log line. An empty label map of real data is an
+    error of the data set instead (``training.train.check_labels``)."""
+    if case.seed is None or label.array.any():
+        return False
+    log(f"case {case.case_id}: no head within the field of view; skipped")
+    return True
+
+
 def preprocess_case(
     image: Image, label: Image, preprocessing: PreprocessingConfig
 ) -> tuple[np.ndarray, np.ndarray, tuple[float, ...]]:
@@ -336,6 +346,8 @@ def build_arrays(config: DataConfig, preprocessing: PreprocessingConfig, log: An
             image, label = load_case(case, config, preprocessing)
         except FetalHeadSegError as err:
             raise ConfigError(f"case {case.case_id}: {err}") from err
+        if is_headless_phantom(case, label, log):
+            continue
         values, labels, spacing = preprocess_case(image, label, preprocessing)
         arrays.case_ids.append(case.case_id)
         arrays.subjects.append(case.subject)

@@ -23,7 +23,7 @@ from FetalHeadSegLib.core.image import Image
 from FetalHeadSegLib.inference.preprocessing import PreprocessingConfig, resample_like, to_working_grid, working_spacing
 from FetalHeadSegLib.inference.roi import crop, foreground_box, whole_box
 from training.config import ContextDrawConfig, TrainConfig
-from training.data import CaseArrays, find_cases, load_case, preprocess_case
+from training.data import CaseArrays, find_cases, is_headless_phantom, load_case, preprocess_case
 
 MARGIN_DRAW = (0.5, 1.5)
 """Each side's margin is the bundle's margin times a factor drawn from this range."""
@@ -136,6 +136,8 @@ def build_level_arrays(config: TrainConfig, log: Any = print) -> tuple[list[Case
             image, label = load_case(case, config.data, cascade.level_preprocessing[0])
         except FetalHeadSegError as err:
             raise ConfigError(f"case {case.case_id}: {err}") from err
+        if is_headless_phantom(case, label, log):
+            continue
         for level in range(config.levels):
             if level == 0:
                 values, labels, spacing = preprocess_case(image, label, cascade.level_preprocessing[0])

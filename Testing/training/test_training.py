@@ -226,6 +226,35 @@ def test_bad_configs_and_data_fail_before_training(tmp_path: Path, cache: Path) 
     arrays.labels[0] = arrays.labels[0] * 3
     with pytest.raises(ConfigError, match="label value 3"):
         check_labels(TrainConfig.from_dict(too_many_labels), arrays.labels, arrays.case_ids)
+    arrays.labels[0] = arrays.labels[0] * 0
+    with pytest.raises(ConfigError, match="the label map is empty"):
+        check_labels(TrainConfig.from_dict(good), arrays.labels, arrays.case_ids)
+
+
+def test_a_phantom_drawn_without_a_visible_head_is_skipped_but_an_empty_real_label_is_not(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Generated draws with no head in the field of view are left out (the rest keep their seeds and contexts);
+    a user's label map without a head stays an error of the data set."""
+    import training.data
+    from FetalHeadSegLib.core.image import Image
+    from training.data import Case, is_headless_phantom, load_case
+
+    def without_head(case: Case, config: DataConfig, preprocessing: object) -> tuple[Image, Image]:
+        image, label = load_case(case, config, preprocessing)  # type: ignore[arg-type]
+        return (image, label.with_array(label.array * 0)) if case.seed == 11 else (image, label)
+
+    monkeypatch.setattr(training.data, "load_case", without_head)
+    config = TrainConfig.from_dict(base_config(tmp_path, tmp_path / "c.npz"))
+    data = DataConfig(kind="phantom", phantom={"dimension": 2, "size": [96, 64], "count": 4, "seed": 10})
+    lines: list[str] = []
+    arrays = build_arrays(data, config.preprocessing, lines.append)
+    assert arrays.case_ids == ["phantom_000010", "phantom_000012", "phantom_000013"]
+    assert "case phantom_000011: no head within the field of view; skipped" in lines
+    assert all(label.any() for label in arrays.labels)
+    image, label = load_case(Case("x", "x", seed=10), data, config.preprocessing)
+    real = Case("scan", "subject", Path("scan_image.nii.gz"), Path("scan_label.nii.gz"))
+    assert not is_headless_phantom(real, label.with_array(label.array * 0), lines.append)
 
 
 def test_batches_of_differing_shapes_need_a_patch_size(tmp_path: Path, cache: Path) -> None:
