@@ -302,8 +302,9 @@ def write_rows(path: Path, rows: CaseRows) -> None:
     write_text_atomic(path, buffer.getvalue())
 
 
-def _review_summary(args: argparse.Namespace, segmenter: Segmenter, cases: ReviewCases) -> dict[str, Any]:
-    """The review flag's rates on these cases; with --calibrate-review, new thresholds written into the bundle."""
+def _review_summary(args: argparse.Namespace, segmenter: Segmenter, cases: ReviewCases, command: str) -> dict[str, Any]:
+    """The review flag's rates on these cases, by the bundle's thresholds for runs with or without --tta as
+    this one; with --calibrate-review, new thresholds for such runs written into the bundle."""
     from FetalHeadSegLib.measure.review import calibrate, review_rates
 
     bad = (
@@ -313,13 +314,16 @@ def _review_summary(args: argparse.Namespace, segmenter: Segmenter, cases: Revie
         if args.psfhs
         else f"Dice < {DICE_BAD_3D}"
     )
-    summary: dict[str, Any] = {"bad_means": bad, "policy_in_bundle": review_rates(segmenter.bundle.review, cases)}
+    in_bundle = segmenter.bundle.review_policy(args.tta)
+    summary: dict[str, Any] = {"bad_means": bad, "policy_in_bundle": review_rates(in_bundle, cases)}
     if args.calibrate_review is not None:
         policy = calibrate(cases, args.calibrate_review, args.review_budget)
         assert policy.calibration is not None
         policy.calibration["data"] = "the cases of this evaluation (numbers on the same cases are optimistic)"
         policy.calibration["bad_means"] = bad
-        write_review_policy(args.bundle, policy.to_dict())
+        policy.calibration["tta"] = args.tta
+        policy.calibration["command"] = command
+        write_review_policy(args.bundle, policy.to_dict(), tta=args.tta)
         summary["calibrated"] = policy.to_dict()
     return summary
 
@@ -415,8 +419,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except FetalHeadSegError as err:
         print(f"evaluate: error: {err}", file=sys.stderr)
         return 2
-    evaluation["review"] = _review_summary(args, segmenter, review_cases)
-    evaluation["command"] = "python -m training.evaluate " + " ".join(sys.argv[1:] if argv is None else argv)
+    command = "python -m training.evaluate " + " ".join(sys.argv[1:] if argv is None else argv)
+    evaluation["review"] = _review_summary(args, segmenter, review_cases, command)
+    evaluation["command"] = command
     print(json.dumps(evaluation, indent=2))
     if args.update_card:
         write_card(args.bundle, evaluation)

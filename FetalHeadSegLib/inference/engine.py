@@ -185,6 +185,7 @@ class Segmenter:
             output,
             tta_share,
             aop_spread,
+            options.tta,
         )
         return Segmentation(
             labels=image.with_array(labels),
@@ -384,8 +385,10 @@ def _review(
     output: CascadeOutput,
     tta_share: float | None,
     aop_flip_spread_deg: float | None = None,
+    tta: bool = False,
 ) -> Review:
-    """Whether a person should look at this result, by the bundle's calibrated policy."""
+    """Whether a person should look at this result, by the bundle's policy calibrated for results made with
+    (``tta``) or without flip test-time augmentation."""
     from FetalHeadSegLib.measure.review import decide, no_head_review, review_signals
 
     if not head.any():
@@ -403,7 +406,7 @@ def _review(
         tta_disagreement=tta_share,
         aop_flip_spread_deg=aop_flip_spread_deg,
     )
-    return decide(signals, bundle.review)
+    return decide(signals, bundle.review_policy(tta))
 
 
 def _measure(bundle: ModelBundle, labels: Image, ga_weeks: float | None, flags: list[Flag]) -> Biometry | None:

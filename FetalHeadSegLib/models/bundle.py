@@ -53,6 +53,9 @@ class ModelBundle:
     tile_size: int = 128
     cascade: CascadeConfig = field(default_factory=CascadeConfig)
     review: ReviewPolicy = field(default_factory=ReviewPolicy)
+    review_tta: ReviewPolicy | None = None
+    """Thresholds for results made with flip test-time augmentation, whose signals include the flipped passes'
+    disagreement; None: ``review`` decides with and without TTA."""
     postprocessing: PostprocessingConfig = field(default_factory=PostprocessingConfig)
     model_card: dict[str, Any] = field(default_factory=dict)
     sha256: dict[str, str] = field(default_factory=dict)
@@ -65,6 +68,10 @@ class ModelBundle:
     @property
     def levels(self) -> int:
         return len(self.networks)
+
+    def review_policy(self, tta: bool) -> ReviewPolicy:
+        """The review thresholds calibrated for results made with (``tta``) or without flip TTA."""
+        return self.review_tta if tta and self.review_tta is not None else self.review
 
     @property
     def weight_files(self) -> list[str]:
@@ -89,6 +96,7 @@ class ModelBundle:
             "preprocessing": self.preprocessing.to_dict(),
             "cascade": self.cascade.to_dict(),
             "review": self.review.to_dict(),
+            **({"review_tta": self.review_tta.to_dict()} if self.review_tta is not None else {}),
             "postprocessing": self.postprocessing.to_dict(),
             "labels": [label.to_dict() for label in self.labels],
             "tile_size": self.tile_size,
@@ -138,6 +146,7 @@ def read_bundle(path: str | os.PathLike[str]) -> ModelBundle:
             tile_size=int(data.get("tile_size", 128)),
             cascade=CascadeConfig.from_dict(data.get("cascade")),
             review=ReviewPolicy.from_dict(data.get("review")),
+            review_tta=ReviewPolicy.from_dict(data["review_tta"]) if data.get("review_tta") else None,
             postprocessing=PostprocessingConfig.from_dict(data.get("postprocessing")),
             model_card=dict(data.get("model_card", {})),
             sha256={str(k): str(v) for k, v in data["sha256"].items()},

@@ -21,11 +21,14 @@ def write_card(bundle_path: Path, evaluation: dict[str, Any], key: str = "evalua
     render_card(bundle_path)
 
 
-def write_review_policy(bundle_path: Path, policy: dict[str, Any]) -> None:
-    """Replace the bundle's review thresholds (``ReviewPolicy.to_dict()``, from ``training.evaluate``)."""
+def write_review_policy(bundle_path: Path, policy: dict[str, Any], tta: bool = False) -> None:
+    """Replace the bundle's review thresholds (``ReviewPolicy.to_dict()``, from ``training.evaluate``): those
+    for results made with flip test-time augmentation (``review_tta``) or without it (``review``); the card's
+    review section follows."""
     data = _read_manifest(bundle_path)
-    data["review"] = policy
+    data["review_tta" if tta else "review"] = policy
     _write_manifest(bundle_path, data)
+    render_card(bundle_path)
 
 
 def _read_manifest(bundle_path: Path) -> dict[str, Any]:
@@ -36,6 +39,42 @@ def _write_manifest(bundle_path: Path, data: dict[str, Any]) -> None:
     from FetalHeadSegLib.core.atomic import write_text_atomic
 
     write_text_atomic(bundle_path / "bundle.json", json.dumps(data, indent=2) + "\n")
+
+
+REVIEW_POLICIES = (
+    ("review", "without test-time augmentation"),
+    ("review_tta", "with flip test-time augmentation (--tta)"),
+)
+"""The bundle's review thresholds, by the kind of result they decide on."""
+
+
+def _review_section(data: dict[str, Any]) -> list[str]:
+    """The review thresholds and how they were calibrated, one paragraph per policy in the bundle."""
+    lines = ["## Review flag (`review_recommended`)", ""]
+    for key, results in REVIEW_POLICIES:
+        policy = data.get(key)
+        if not policy:
+            continue
+        calibration = policy.get("calibration") or {}
+        limits = ", ".join(
+            f"{name} {value}" for name, value in policy.items() if name != "calibration" and value is not None
+        )
+        lines.append(f"- Results made {results}: {limits or 'no threshold'}.")
+        if calibration:
+            counted = "the good" if calibration.get("budget_of") == "good" else "all"
+            lines[-1] += (
+                f" Calibrated on {calibration['cases']} cases, at most {calibration['max_flag_rate']:.0%} of {counted} "
+                f"cases flagged: {calibration['flag_rate']:.1%} flagged, {calibration['recall']:.0%} of the "
+                f"{calibration['bad_cases']} with {calibration.get('bad_means', 'a bad result')} caught, precision "
+                f"{calibration['precision']:.0%}; data: {calibration.get('data', 'validation cases')}."
+            )
+            if calibration.get("command"):
+                lines[-1] += f" Command: `{calibration['command']}`."
+        else:
+            lines[-1] += " Not calibrated (the defaults)."
+    if data.get("review") and not data.get("review_tta"):
+        lines.append("- Results made with --tta use the same thresholds.")
+    return lines + [""]
 
 
 def render_card(bundle_path: Path) -> None:
@@ -60,6 +99,7 @@ def render_card(bundle_path: Path) -> None:
         "```",
         "",
     ]
+    lines += _review_section(data)
     stress = card.get("stress_suite")
     if stress:
         lines += [

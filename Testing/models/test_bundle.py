@@ -120,3 +120,30 @@ def test_a_damaged_or_foreign_import_changes_nothing(tmp_path: Path) -> None:
         import_model(tmp_path / "missing", home)
     assert {p.name: p.read_bytes() for p in installed.rglob("*") if p.is_file()} == before
     assert sorted(p.name for p in (home / "models").iterdir()) == [installed.name]  # no staging left behind
+
+
+def test_thresholds_for_tta_results_are_kept_apart_and_rendered_in_the_card(tmp_path: Path) -> None:
+    """A bundle may carry review thresholds for results made with TTA; without them ``review`` decides both."""
+    from FetalHeadSegLib.measure.review import ReviewPolicy
+    from FetalHeadSegLib.models.card import render_card, write_review_policy
+
+    make_tiny_bundle(tmp_path / "model")
+    plain = read_bundle(tmp_path / "model")
+    assert plain.review_tta is None and plain.review_policy(tta=True) is plain.review
+    assert "review_tta" not in json.loads((tmp_path / "model" / "bundle.json").read_text())
+    render_card(tmp_path / "model")
+    assert "Results made with --tta use the same thresholds." in (tmp_path / "model" / "MODEL_CARD.md").read_text()
+
+    calibration = {"max_flag_rate": 0.15, "budget_of": "all", "cases": 20, "bad_cases": 4, "flagged": 3}
+    calibration |= {"flag_rate": 0.15, "recall": 0.5, "precision": 0.6667, "command": "python -m training.evaluate x"}
+    tta_policy = ReviewPolicy(max_tta_disagreement=0.12, max_fit_residual=None, calibration=calibration)
+    write_review_policy(tmp_path / "model", tta_policy.to_dict(), tta=True)
+    bundle = read_bundle(tmp_path / "model")
+    assert bundle.review == plain.review and bundle.review_tta == tta_policy
+    assert bundle.review_policy(tta=True) == tta_policy and bundle.review_policy(tta=False) == plain.review
+    assert read_bundle(tmp_path / "model").to_dict() == bundle.to_dict()
+    card = (tmp_path / "model" / "MODEL_CARD.md").read_text()
+    assert "- Results made with flip test-time augmentation (--tta): max_uncertain_band 0.08" in card
+    assert "max_tta_disagreement 0.12" in card and "max_fit_residual" not in card.split("(--tta)")[1]
+    assert "15.0% flagged, 50% of the 4 with a bad result caught, precision 67%" in card
+    assert "Command: `python -m training.evaluate x`." in card

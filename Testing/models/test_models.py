@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from FetalHeadSegLib.core.io import read_image
 from FetalHeadSegLib.core.samples import get_sample
-from FetalHeadSegLib.inference.engine import load_model
+from FetalHeadSegLib.inference.engine import InferenceOptions, load_model
 from FetalHeadSegLib.measure.aop import angle_of_progression
 from FetalHeadSegLib.measure.metrics import segmentation_metrics
 from FetalHeadSegLib.models.bundle import verify_bundle
@@ -73,3 +74,23 @@ def test_psfhs_model_finds_both_structures_and_the_angle() -> None:
     assert result.biometry is not None and result.biometry.aop is not None
     assert result.biometry.aop.aop_deg == pytest.approx(angle_of_progression(truth).aop_deg, abs=10.0)
     assert np.isin(np.unique(predicted), [0, 1, 2]).all()
+
+
+def test_a_tta_result_is_judged_by_the_thresholds_calibrated_for_tta(tmp_path: Path) -> None:
+    """The engine applies ``review_tta`` to results made with --tta and ``review`` to the others."""
+    import shutil
+
+    from FetalHeadSegLib.measure.review import ReviewPolicy
+    from FetalHeadSegLib.models.card import write_review_policy
+
+    bundle = shutil.copytree(find_model("hc18-plane-2d").path, tmp_path / "hc18")
+    never = {field: None for field in ReviewPolicy().to_dict() if field != "calibration"}
+    write_review_policy(bundle, ReviewPolicy(**never).to_dict())
+    always_if_flipped = ReviewPolicy(**{**never, "max_tta_disagreement": -1.0})  # any disagreement, even none
+    write_review_policy(bundle, always_if_flipped.to_dict(), tta=True)
+    model = load_model(bundle)
+    sample = get_sample("hc18_207_HC")
+    frame = read_image(sample.image_path, spacing_mm=sample.info["pixel_size_mm"])
+    assert not model.segment(frame, InferenceOptions()).review.recommended
+    tta = model.segment(frame, InferenceOptions(tta=True)).review
+    assert tta.recommended and tta.reasons == ["flipped_predictions_disagree"]

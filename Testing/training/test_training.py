@@ -484,6 +484,13 @@ def test_the_hc18_evaluation_writes_a_row_per_frame_against_the_expert_csv(hc18_
     verify_bundle(written)
     assert written.review.calibration is not None and written.review.calibration["cases"] == 2
     assert written.model_card["evaluation"]["cases"] == 2 and "Evaluation" in (bundle / "MODEL_CARD.md").read_text()
+    # with --tta the thresholds for TTA results are calibrated; the others stay
+    code = main([str(bundle), "--hc18", str(hc18_dir), "--run", str(tmp_path / "run"), "--tta", "--calibrate-review"])
+    assert code == 0
+    with_tta = read_bundle(bundle)
+    assert with_tta.review == written.review and with_tta.review_tta is not None
+    assert with_tta.review_tta.calibration is not None and with_tta.review_tta.calibration["tta"] is True
+    assert "--tta --calibrate-review" in with_tta.review_tta.calibration["command"]
     rows = list(csv.DictReader(rows_csv.open()))
     table = read_pixel_size_csv(hc18_dir / "subset_pixel_size_and_HC.csv")
     assert [row["case"] for row in rows] == ["019_HC", "026_2HC"]
