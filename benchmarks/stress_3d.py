@@ -16,12 +16,12 @@ Run:
     python benchmarks/stress_3d.py --model runs/my-run/export/my-model --only shadows
 
 Leave-one-family-out (does the model generalise to a family of settings it never saw?):
-    python benchmarks/stress_3d.py --leave-out shadows
-prints the ``data.phantom`` block of a training config whose cases are randomised except the ``shadows`` family,
-held at its nominal value (no extra shadows), and the command that tests the trained model on that family's rows
-only. Train with that block in place of ``data.phantom`` (``python -m training.train --config <config>``, then
-``python -m training.export``), run the printed command, and compare its rows with those of a model trained on
-every family.
+    python benchmarks/stress_3d.py --leave-out echogenicity
+writes two training configs into ``runs/leave-out/echogenicity/``, both from scratch at the same budget (160
+phantoms, 800 iterations per level, the base config's network and schedule): ``reference.json`` draws every family
+as the base config does, ``without-echogenicity.json`` holds that family at its nominal (classic) values. It prints
+the commands that train, export and run this suite on each; compare the family's rows (and the others) between
+the two tables.
 """
 
 from __future__ import annotations
@@ -118,28 +118,46 @@ def markdown_table(rows: list[dict[str, Any]], overall: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def leave_out(family: str, size: int, count: int) -> dict[str, Any]:
-    """The training ``data.phantom`` block without one family, and the command that tests it."""
+def leave_out_configs(
+    family: str, base: dict[str, Any], count: int, iterations: int, seed: int, out: str
+) -> dict[str, dict[str, Any]]:
+    """Two training configs from ``base`` (a phantom-trained 3D config) at the same budget, both from scratch: the
+    reference draws every family as ``base`` does, the other holds ``family`` at its nominal value.
+
+    Raises:
+        SystemExit: an unknown family, or a base config not trained on phantoms.
+    """
+    import copy
+
     from FetalHeadSegLib.phantom.appearance import FAMILIES, nominal_factors
 
     if family not in FAMILIES:
         raise SystemExit(f"unknown family {family!r}; families: {', '.join(FAMILIES)}")
-    phantom = {
-        "dimension": 3,
-        "size": [size, size, size],
-        "count": count,
-        "seed": 100000,
-        "appearance": "randomised",
-        "factors": nominal_factors(family),
-    }
-    from FetalHeadSegLib.phantom.stress import STRESS_ROWS
-
-    rows = [row.name for row in STRESS_ROWS if row.family == family]
-    return {
-        "data": {"kind": "phantom", "phantom": phantom},
-        "test_rows": rows,
-        "test_command": f"python benchmarks/stress_3d.py --model <trained bundle> --only {family} --size {size}",
-    }
+    if base.get("data", {}).get("kind") != "phantom":
+        raise SystemExit("the base config must train on phantoms (data.kind phantom)")
+    configs = {}
+    for name in ("reference", f"without-{family}"):
+        config = copy.deepcopy(base)
+        config.pop("finetune_from", None)
+        config.pop("reuse_levels", None)
+        config["iterations"] = iterations
+        config["validate_every"] = iterations // 2
+        config["run_dir"] = f"{out}/{name}"
+        config["data"]["cache"] = f"{out}/cache-{name}.npz"
+        phantom = config["data"]["phantom"]
+        phantom["count"], phantom["seed"] = count, seed
+        if name != "reference":
+            phantom["factors"] = {**phantom.get("factors", {}), **nominal_factors(family)}
+        config["model"] = {
+            **config.get("model", {}),
+            "id": f"leave-out-{family}-{name}",
+            "name": f"Leave-one-family-out check ({family}): {name}",
+            "version": "0.0.0",
+            "training_data": f"{count} phantoms (seeds {seed}-{seed + count - 1}); "
+            + ("every family drawn as in the base config" if name == "reference" else f"{family} held at nominal"),
+        }
+        configs[name] = config
+    return configs
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -148,8 +166,18 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--cases-per-factor", type=int, default=3, help="cases per row (default 3)")
     parser.add_argument("--size", type=int, default=128, help="grid size N of the N^3 volumes (default 128)")
     parser.add_argument("--only", metavar="FAMILY", help="only the rows of one family (and nominal)")
-    parser.add_argument("--leave-out", metavar="FAMILY", help="print the leave-one-family-out recipe and exit")
-    parser.add_argument("--train-count", type=int, default=400, help="training cases in the --leave-out recipe")
+    parser.add_argument(
+        "--leave-out", metavar="FAMILY", help="write the leave-one-family-out training configs (see --base) and exit"
+    )
+    parser.add_argument(
+        "--base",
+        default="training/configs/fetal-head-3d-cascade-visible.json",
+        help="--leave-out: the training config both configs start from (default: the shipped model's last one)",
+    )
+    parser.add_argument("--train-count", type=int, default=160, help="--leave-out: training phantoms (default 160)")
+    parser.add_argument("--iterations", type=int, default=800, help="--leave-out: iterations per level (default 800)")
+    parser.add_argument("--train-seed", type=int, default=400000, help="--leave-out: first phantom seed")
+    parser.add_argument("--out", default="runs/leave-out", help="--leave-out: folder of the configs and runs")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads (default 2)")
     parser.add_argument("--json", metavar="PATH", help="write every case and the table as JSON")
@@ -160,11 +188,30 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+def write_leave_out(args: argparse.Namespace) -> int:
+    """Write the two leave-one-family-out configs and print how to train and compare them."""
+    from pathlib import Path
+
+    base = json.loads(Path(args.base).read_text(encoding="utf-8"))
+    out = Path(args.out) / args.leave_out
+    configs = leave_out_configs(args.leave_out, base, args.train_count, args.iterations, args.train_seed, str(out))
+    out.mkdir(parents=True, exist_ok=True)
+    for name, config in configs.items():
+        (out / f"{name}.json").write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
+        print(
+            f"python -m training.train {out / name}.json && python -m training.export {out / name} {out / name}-bundle"
+        )
+        print(
+            f"python benchmarks/stress_3d.py --model {out / name}-bundle --cases-per-factor 2 --size 96 "
+            f"--json {out / name}-stress.json"
+        )
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.leave_out:
-        print(json.dumps(leave_out(args.leave_out, args.size, args.train_count), indent=2))
-        return 0
+        return write_leave_out(args)
     import torch
 
     from FetalHeadSegLib import load_model

@@ -571,3 +571,33 @@ def test_evaluate_names_a_missing_split_in_one_line(tmp_path: Path, capsys: pyte
     assert capsys.readouterr().err.strip() == f"evaluate: error: {tmp_path / 'run'}: no splits.json in this run folder"
     assert main(["hc18-plane-2d", "--hc18", str(tmp_path), "--run", str(tmp_path / "nothing.json")]) == 2
     assert "no such run folder or training config" in capsys.readouterr().err
+
+
+def test_the_leave_one_family_out_configs_differ_only_in_that_family() -> None:
+    """Both train from scratch at the same budget on the same seeds; one holds the family at nominal."""
+    import importlib.util
+
+    from FetalHeadSegLib.phantom.appearance import FAMILIES, nominal_factors
+
+    spec = importlib.util.spec_from_file_location("stress_3d", REPOSITORY / "benchmarks" / "stress_3d.py")
+    assert spec is not None and spec.loader is not None
+    stress_3d = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(stress_3d)
+    base = json.loads((REPOSITORY / "training" / "configs" / "fetal-head-3d-cascade-visible.json").read_text())
+    configs = stress_3d.leave_out_configs("echogenicity", base, 160, 800, 400000, "runs/leave-out/echogenicity")
+    reference, without = configs["reference"], configs["without-echogenicity"]
+    for config in (reference, without):
+        parsed = TrainConfig.from_dict(config)
+        assert parsed.finetune_from is None and parsed.iterations == 800 and parsed.levels == 2
+        assert (parsed.data.phantom["count"], parsed.data.phantom["seed"]) == (160, 400000)
+    assert reference["data"]["phantom"]["factors"] == base["data"]["phantom"]["factors"]
+    held = without["data"]["phantom"]["factors"]
+    assert {name: held[name] for name in FAMILIES["echogenicity"]} == nominal_factors("echogenicity")
+    assert {k: v for k, v in held.items() if k not in FAMILIES["echogenicity"]} == {
+        k: v for k, v in base["data"]["phantom"]["factors"].items() if k not in FAMILIES["echogenicity"]
+    }
+    differing = {key for key in reference if reference[key] != without[key]}
+    assert differing == {"run_dir", "data", "model"}
+    assert {k for k in reference["data"] if reference["data"][k] != without["data"][k]} == {"phantom", "cache"}
+    with pytest.raises(SystemExit, match="unknown family"):
+        stress_3d.leave_out_configs("colour", base, 160, 800, 400000, "runs/x")
