@@ -305,7 +305,7 @@ def write_rows(path: Path, rows: CaseRows) -> None:
 def _review_summary(args: argparse.Namespace, segmenter: Segmenter, cases: ReviewCases, command: str) -> dict[str, Any]:
     """The review flag's rates on these cases, by the bundle's thresholds for runs with or without --tta as
     this one; with --calibrate-review, new thresholds for such runs written into the bundle."""
-    from FetalHeadSegLib.measure.review import calibrate, review_rates
+    from FetalHeadSegLib.measure.review import calibrate, cross_validated_rates, review_rates
 
     bad = (
         f"|HC error| > {HC_ERROR_BAD_MM} mm"
@@ -321,6 +321,7 @@ def _review_summary(args: argparse.Namespace, segmenter: Segmenter, cases: Revie
         assert policy.calibration is not None
         policy.calibration["data"] = "the cases of this evaluation (numbers on the same cases are optimistic)"
         policy.calibration["bad_means"] = bad
+        policy.calibration["cross_validated"] = cross_validated_rates(cases, args.calibrate_review, args.review_budget)
         policy.calibration["tta"] = args.tta
         policy.calibration["command"] = command
         write_review_policy(args.bundle, policy.to_dict(), tta=args.tta)

@@ -68,6 +68,13 @@ def _review_section(data: dict[str, Any]) -> list[str]:
                 f"{calibration['bad_cases']} with {calibration.get('bad_means', 'a bad result')} caught, precision "
                 f"{calibration['precision']:.0%}; data: {calibration.get('data', 'validation cases')}."
             )
+            unseen = calibration.get("cross_validated")
+            if unseen:
+                lines[-1] += (
+                    f" Cross-validated ({unseen['folds']} folds: each case decided by thresholds calibrated on the "
+                    f"others): {unseen['flag_rate']:.1%} flagged, {unseen['recall']:.0%} caught, precision "
+                    f"{unseen['precision']:.0%}."
+                )
             if calibration.get("command"):
                 lines[-1] += f" Command: `{calibration['command']}`."
         else:

@@ -138,3 +138,27 @@ def test_a_good_case_budget_catches_a_majority_of_failures_without_flagging_the_
     assert policy.calibration is not None and policy.calibration["budget_of"] == "good"
     with pytest.raises(ValueError, match="budget_of"):
         calibrate(cases, 0.15, budget_of="bad")
+
+
+def test_cross_validation_exposes_thresholds_that_only_fit_their_own_cases() -> None:
+    """Signals unrelated to the outcome: thresholds chosen on the same cases seem to catch bad ones, but on cases
+    they did not see they catch no more than chance (the flag rate); a signal that separates keeps its recall."""
+    from FetalHeadSegLib.measure.review import calibrate, cross_validated_rates, review_rates
+
+    rng = np.random.default_rng(2)
+    noise = [
+        (
+            ReviewSignals(uncertain_band=rng.uniform(), fit_residual=rng.uniform(), border_contact=rng.uniform()),
+            i % 10 == 0,
+        )
+        for i in range(200)
+    ]
+    in_sample = review_rates(calibrate(noise, 0.15), noise)
+    unseen = cross_validated_rates(noise, 0.15)
+    assert unseen["folds"] == 5 and unseen["cases"] == 200 and unseen["bad_cases"] == 20
+    assert in_sample["recall"] >= 0.3 and unseen["recall"] <= unseen["flag_rate"] + 0.05
+    separable = [
+        (ReviewSignals(uncertain_band=0.5 if i % 10 == 0 else rng.uniform(0.0, 0.1)), i % 10 == 0) for i in range(200)
+    ]
+    assert cross_validated_rates(separable, 0.15)["recall"] == 1.0
+    assert cross_validated_rates(separable, 0.15) == cross_validated_rates(separable, 0.15)  # deterministic

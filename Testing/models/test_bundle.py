@@ -136,6 +136,7 @@ def test_thresholds_for_tta_results_are_kept_apart_and_rendered_in_the_card(tmp_
 
     calibration = {"max_flag_rate": 0.15, "budget_of": "all", "cases": 20, "bad_cases": 4, "flagged": 3}
     calibration |= {"flag_rate": 0.15, "recall": 0.5, "precision": 0.6667, "command": "python -m training.evaluate x"}
+    calibration["cross_validated"] = {"folds": 5, "flag_rate": 0.2, "recall": 0.25, "precision": 0.25}
     tta_policy = ReviewPolicy(max_tta_disagreement=0.12, max_fit_residual=None, calibration=calibration)
     write_review_policy(tmp_path / "model", tta_policy.to_dict(), tta=True)
     bundle = read_bundle(tmp_path / "model")
@@ -146,4 +147,8 @@ def test_thresholds_for_tta_results_are_kept_apart_and_rendered_in_the_card(tmp_
     assert "- Results made with flip test-time augmentation (--tta): max_uncertain_band 0.08" in card
     assert "max_tta_disagreement 0.12" in card and "max_fit_residual" not in card.split("(--tta)")[1]
     assert "15.0% flagged, 50% of the 4 with a bad result caught, precision 67%" in card
+    assert (
+        "Cross-validated (5 folds: each case decided by thresholds calibrated on the others): 20.0% flagged, 25% "
+        in card
+    )
     assert "Command: `python -m training.evaluate x`." in card

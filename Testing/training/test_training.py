@@ -491,6 +491,7 @@ def test_the_hc18_evaluation_writes_a_row_per_frame_against_the_expert_csv(hc18_
     assert with_tta.review == written.review and with_tta.review_tta is not None
     assert with_tta.review_tta.calibration is not None and with_tta.review_tta.calibration["tta"] is True
     assert "--tta --calibrate-review" in with_tta.review_tta.calibration["command"]
+    assert with_tta.review_tta.calibration["cross_validated"]["cases"] == 2
     rows = list(csv.DictReader(rows_csv.open()))
     table = read_pixel_size_csv(hc18_dir / "subset_pixel_size_and_HC.csv")
     assert [row["case"] for row in rows] == ["019_HC", "026_2HC"]
