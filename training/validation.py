@@ -85,7 +85,7 @@ def evaluate(
             network, network_config, arrays.image_float(index), previous, size_multiple
         )
         values = list(range(1, probabilities.shape[0]))
-        predicted = clean_label_map(np.argmax(probabilities, axis=0).astype(np.uint8), values)
+        predicted = clean_label_map(np.argmax(probabilities, axis=0).astype(np.uint8), values, probabilities)
         truth = arrays.labels[index]
         spacing = arrays.spacings[index]
         is_2d = truth.shape[2] == 1

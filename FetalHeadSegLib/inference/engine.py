@@ -345,10 +345,12 @@ def _tta_flags(share: float) -> list[Flag]:
 def _label_map(
     bundle: ModelBundle, class_probabilities: np.ndarray, spacing_mm: tuple[float, float, float]
 ) -> np.ndarray:
-    """The label map of (K, X, Y, Z) probabilities: argmax, each label's largest component with its holes filled,
-    then the model's own postprocessing (tissue stuck to the head cut away)."""
+    """The label map of (K, X, Y, Z) probabilities: argmax, for each label the component holding the most of its
+    probability with its holes filled, then the model's own postprocessing (tissue stuck to the head cut away)."""
     labels = clean_label_map(
-        np.argmax(class_probabilities, axis=0).astype(np.uint8), [label.value for label in bundle.labels]
+        np.argmax(class_probabilities, axis=0).astype(np.uint8),
+        [label.value for label in bundle.labels],
+        class_probabilities,
     )
     if bundle.postprocessing.detach_fraction is not None:
         head = labels == bundle.head_label

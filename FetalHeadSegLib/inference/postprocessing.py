@@ -1,5 +1,6 @@
-"""Mask clean-up shared by segmentation and biometry: largest connected component and hole filling, and a
-model's own extra step (:class:`PostprocessingConfig`: tissue stuck to the head cut away)."""
+"""Mask clean-up shared by segmentation and biometry: largest connected component (for a network's output, the one
+holding the most probability) and hole filling, and a model's own extra step (:class:`PostprocessingConfig`:
+tissue stuck to the head cut away)."""
 
 from __future__ import annotations
 
@@ -24,11 +25,18 @@ def connected_components(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return labelled, np.bincount(labelled.ravel())[1:]
 
 
-def keep_largest_component(mask: np.ndarray) -> np.ndarray:
-    """The largest connected component of a boolean mask (an empty mask stays empty)."""
+def keep_largest_component(mask: np.ndarray, weights: np.ndarray | None = None) -> np.ndarray:
+    """The largest connected component of a boolean mask (an empty mask stays empty).
+
+    With ``weights`` (the class probability, same shape), the component holding the largest probability mass: its
+    expected voxel count rather than its voxel count, so that a sure head beats a slightly larger, doubtful blob
+    (a fetal trunk or a second head beside the measured one).
+    """
     labelled, sizes = connected_components(mask)
     if sizes.size == 0:
         return np.zeros(mask.shape, dtype=bool)
+    if weights is not None:
+        sizes = np.bincount(labelled.ravel(), weights=weights.ravel(), minlength=sizes.size + 1)[1:]
     return np.asarray(labelled == int(np.argmax(sizes)) + 1)
 
 
@@ -41,13 +49,18 @@ def fill_holes(mask: np.ndarray) -> np.ndarray:
     return np.asarray(ndimage.binary_fill_holes(mask))
 
 
-def clean_label_map(labels: np.ndarray, values: list[int]) -> np.ndarray:
-    """Each label reduced to its largest component with holes filled (later labels win where they overlap)."""
+def clean_label_map(labels: np.ndarray, values: list[int], class_probabilities: np.ndarray | None = None) -> np.ndarray:
+    """Each label reduced to its largest component with holes filled (later labels win where they overlap).
+
+    With the (K, X, Y, Z) ``class_probabilities`` the labels came from, "largest" is by probability mass
+    (:func:`keep_largest_component`).
+    """
     cleaned = np.zeros(labels.shape, dtype=np.uint8)
     for value in values:
         region = labels == value
         if region.any():
-            cleaned[fill_holes(keep_largest_component(region))] = value
+            weights = None if class_probabilities is None else class_probabilities[value]
+            cleaned[fill_holes(keep_largest_component(region, weights))] = value
     return cleaned
 
 

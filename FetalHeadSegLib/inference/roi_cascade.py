@@ -52,15 +52,16 @@ class CascadeOutput:
 
 
 def coarse_region(probabilities: np.ndarray) -> np.ndarray:
-    """Where the finer level should look: for each foreground class, the largest connected region the coarse
-    level gave it (argmax of (K, X, Y, Z) probabilities). A false blob far from the head would otherwise stretch
-    the region to the whole volume, where the finer level, trained on the head's region, goes wrong."""
+    """Where the finer level should look: for each foreground class, the connected region holding the most of the
+    coarse level's probability for it (argmax of (K, X, Y, Z) probabilities). A false blob far from the head would
+    otherwise stretch the region to the whole volume, where the finer level, trained on the head's region, goes
+    wrong."""
     from FetalHeadSegLib.inference.postprocessing import keep_largest_component
 
     winner = np.argmax(probabilities, axis=0)
     region = np.zeros(winner.shape, dtype=bool)
     for value in range(1, probabilities.shape[0]):
-        region |= keep_largest_component(winner == value)
+        region |= keep_largest_component(winner == value, probabilities[value])
     return region
 
 

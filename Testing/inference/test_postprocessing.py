@@ -5,7 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from FetalHeadSegLib.inference.postprocessing import PostprocessingConfig, detach_attached_tissue
+from FetalHeadSegLib.inference.postprocessing import (
+    PostprocessingConfig,
+    clean_label_map,
+    detach_attached_tissue,
+    keep_largest_component,
+)
 
 
 def ball_grid(shape: tuple[int, ...], spacing_mm: tuple[float, ...]) -> np.ndarray:
@@ -58,3 +63,19 @@ def test_the_setting_is_checked_and_round_trips() -> None:
     assert PostprocessingConfig.from_dict(PostprocessingConfig(0.5).to_dict()) == PostprocessingConfig(0.5)
     with pytest.raises(ValueError, match="between 0 and 1"):
         PostprocessingConfig(1.5)
+
+
+def test_the_component_kept_is_the_one_holding_the_most_probability() -> None:
+    """Two discs in a frame: a doubtful one (p = 0.6, radius 22 px) and a sure one (p = 0.95, radius 20 px). By
+    voxel count the doubtful one is larger (1.21 times); by probability mass (its expected head voxels) the sure
+    one is (0.95 * 400 > 0.6 * 484)."""
+    grid = ball_grid((128, 64), (1.0, 1.0))
+    doubtful = inside_ellipsoid(grid, (30.0, 32.0), (22.0, 22.0))
+    sure = inside_ellipsoid(grid, (95.0, 32.0), (20.0, 20.0))
+    head_probability = np.where(doubtful, 0.6, np.where(sure, 0.95, 0.02))[:, :, np.newaxis]
+    mask = head_probability > 0.5
+    np.testing.assert_array_equal(keep_largest_component(mask), doubtful[:, :, np.newaxis])
+    np.testing.assert_array_equal(keep_largest_component(mask, head_probability), sure[:, :, np.newaxis])
+    probabilities = np.stack([1.0 - head_probability, head_probability])
+    labels = clean_label_map(mask.astype(np.uint8), [1], probabilities)
+    np.testing.assert_array_equal(labels[:, :, 0] == 1, sure)

@@ -63,6 +63,20 @@ def test_hc18_model_measures_the_held_out_frame() -> None:
     assert result.biometry.hc_mm == pytest.approx(sample.info["reference_hc_mm"], abs=5.0)
 
 
+def test_hc18_model_measures_the_head_the_expert_outlined_beside_a_similar_blob(hc18_dir: Path) -> None:
+    """HC18 frame 023_2HC (validation subject, 12 weeks): the network finds the head the expert outlined (mean
+    probability 0.94) and, beside it, a slightly larger, doubtful blob (0.80) where the trunk lies. The head kept
+    is the one holding the most probability, so the HC ellipse lies on the expert's."""
+    from FetalHeadSegLib.measure.hc18 import ellipse_from_outline, rasterize_ellipse, read_pixel_size_csv
+
+    pixel_size_mm = read_pixel_size_csv(hc18_dir / "training_set_pixel_size_and_HC.csv")["023_2HC.png"].pixel_size_mm
+    image = read_image(hc18_dir / "training_set" / "023_2HC.png", spacing_mm=pixel_size_mm)
+    result = load_model("hc18-plane-2d", "cpu").segment(image)
+    outline = read_image(hc18_dir / "training_set" / "023_2HC_Annotation.png").array[:, :, 0] > 0
+    expert = rasterize_ellipse(ellipse_from_outline(outline), outline.shape[:2])
+    assert segmentation_metrics(result.labels.array[:, :, 0] == 1, expert).dice > 0.85
+
+
 def test_psfhs_model_finds_both_structures_and_the_angle() -> None:
     sample = get_sample("psfhs_03744")
     assert sample.annotation_path is not None
