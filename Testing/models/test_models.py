@@ -64,9 +64,9 @@ def test_hc18_model_measures_the_held_out_frame() -> None:
 
 
 def test_hc18_model_measures_the_head_the_expert_outlined_beside_a_similar_blob(hc18_dir: Path) -> None:
-    """HC18 frame 023_2HC (validation subject, 12 weeks): the network finds the head the expert outlined (mean
-    probability 0.94) and, beside it, a slightly larger, doubtful blob (0.80) where the trunk lies. The head kept
-    is the one holding the most probability, so the HC ellipse lies on the expert's."""
+    """HC18 frame 023_2HC (a validation subject; HC 68 mm): the network finds the head the expert outlined (mean
+    probability 0.94) and, beside it, a slightly larger, doubtful blob over the fetal body (0.80). The head kept
+    is the one holding the most probability, so the HC ellipse lies on the expert's (kept by size: Dice 0)."""
     from FetalHeadSegLib.measure.hc18 import ellipse_from_outline, rasterize_ellipse, read_pixel_size_csv
 
     pixel_size_mm = read_pixel_size_csv(hc18_dir / "training_set_pixel_size_and_HC.csv")["023_2HC.png"].pixel_size_mm
