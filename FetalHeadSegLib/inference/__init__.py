@@ -6,6 +6,7 @@ stages: :mod:`~FetalHeadSegLib.inference.preprocessing` resamples and normalises
 :mod:`~FetalHeadSegLib.inference.tiling`'s sliding windows when memory is short, on the boxes
 :mod:`~FetalHeadSegLib.inference.roi` crops), and :mod:`~FetalHeadSegLib.inference.postprocessing` keeps for each
 label the component holding the most of its probability. :mod:`~FetalHeadSegLib.inference.request` is the segment
-contract shared by the command line and the Slicer module. This package re-exports nothing, so importing one stage never loads the engine (or
-torch); the public names are also at the top level (``from FetalHeadSegLib import load_model``).
+contract shared by the command line and the Slicer module. This package re-exports nothing, so importing one stage
+never loads the engine (or torch); the public names are also at the top level (``from FetalHeadSegLib import
+load_model``).
 """
