@@ -36,7 +36,7 @@ def keep_largest_component(mask: np.ndarray, weights: np.ndarray | None = None) 
     if sizes.size == 0:
         return np.zeros(mask.shape, dtype=bool)
     if weights is not None:
-        sizes = np.bincount(labelled.ravel(), weights=weights.ravel(), minlength=sizes.size + 1)[1:]
+        sizes = np.bincount(labelled.ravel(), weights=weights.ravel())[1:]
     return np.asarray(labelled == int(np.argmax(sizes)) + 1)
 
 
