@@ -74,6 +74,10 @@ class ContextDrawConfig:
     head), each 10-50 % of the head's equivalent radius."""
     missed: float = 0.1
     """Share of cases whose context is nearly empty (a coarse level that missed the head)."""
+    redraw: bool = False
+    """Draw a new context for every training sample (keyed by step and slot) instead of one per case at
+    preprocessing; the crop stays the cached one. A level that always sees the same context with a case can learn
+    the pair rather than the border. Validation keeps the cached contexts. Two-level cascades."""
 
     def __post_init__(self) -> None:
         for name in ("offset", "wave", "softness", "scale"):
@@ -157,6 +161,10 @@ class TrainConfig:
             (self.batch_size >= 1 and self.iterations >= 1, "batch_size and iterations must be positive"),
             (self.amp in ("none", "bf16", "fp16"), "amp must be none, bf16 or fp16"),
             (self.finetune_strategy in FINETUNE_STRATEGIES, f"finetune_strategy must be one of {FINETUNE_STRATEGIES}"),
+            (
+                not self.roi_context.redraw or (self.cascade.mode is CascadeMode.ROI and self.levels == 2),
+                "roi_context.redraw: a two-level roi cascade redraws its level 2's contexts; there is none here",
+            ),
             (self.network.in_channels == 1, "network.in_channels is set per cascade level; leave it at 1"),
             (
                 self.patch_size is None or len(self.patch_size) == self.network.spatial_dims,

@@ -186,14 +186,16 @@ def train_level(
     tag: str,
     log: Log,
     validation: tuple[CaseArrays, list[np.ndarray] | None] | None = None,
+    context_draw: Callable[[int, np.random.Generator], np.ndarray] | None = None,
 ) -> nn.Module:
     """Train one level for ``config.iterations`` steps, resuming from ``checkpoints/<tag>.pt`` when present.
+    ``context_draw`` (a roi cascade's ``roi_context.redraw``) gives each sample a fresh context.
 
     Returns the trained (unwrapped) network on the training device, in eval mode.
     """
     job = start_level(config, level, dist, run_dir, tag, log)
     model = wrap_for_training(job)
-    loader = build_loader(job, arrays, context)
+    loader = build_loader(job, arrays, context, context_draw)
     steps_per_epoch = max(1, len(arrays) // config.batch_size)
     _keep_frozen_in_eval(job.network, job.frozen_strategy)
     meter = _Meter()
@@ -249,7 +251,12 @@ def wrap_for_training(job: LevelJob) -> nn.Module:
     return model
 
 
-def build_loader(job: LevelJob, arrays: CaseArrays, context: list[np.ndarray] | None) -> torch.utils.data.DataLoader:
+def build_loader(
+    job: LevelJob,
+    arrays: CaseArrays,
+    context: list[np.ndarray] | None,
+    context_draw: Callable[[int, np.random.Generator], np.ndarray] | None = None,
+) -> torch.utils.data.DataLoader:
     """Augmented batches keyed by step from ``job.start`` on (so a resumed run sees the same samples)."""
     config, dist = job.config, job.dist
     dataset = AugmentedCases(
@@ -261,6 +268,7 @@ def build_loader(job: LevelJob, arrays: CaseArrays, context: list[np.ndarray] | 
         target_factors(job.network_config),
         job.network_config.size_multiple,
         config.patch_size,
+        context_draw,
     )
     return torch.utils.data.DataLoader(
         dataset,

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from FetalHeadSegLib.core.errors import ConfigError, FetalHeadSegError
-from FetalHeadSegLib.core.image import Image
+from FetalHeadSegLib.core.image import Image, make_ijk_to_ras
 from FetalHeadSegLib.inference.preprocessing import PreprocessingConfig, resample_like, to_working_grid, working_spacing
 from FetalHeadSegLib.inference.roi import crop, foreground_box, whole_box
 from training.config import ContextDrawConfig, TrainConfig
@@ -57,6 +57,36 @@ def roi_case(
     values = np.rint(working.array * 255.0).astype(np.uint8)
     spacing = working.spacing_mm
     return values, labels, (spacing[0], spacing[1], spacing[2]), np.rint(context * 255).astype(np.uint8)
+
+
+class ContextRedraw:
+    """Fresh training contexts for a two-level cascade's level 2 (``roi_context.redraw``): case ``index`` of its
+    crops gets a new context for every sample, drawn from its labels on the crop's grid as :func:`roi_case` draws
+    the cached one (offset, wave, softness, blobs), at the coarse voxel size of the same case's level 1 grid.
+
+    Args:
+        crops: level 2's cases.
+        coarse: level 1's cases (whole images), by the same case ids.
+        draw: how contexts are drawn.
+    """
+
+    def __init__(self, crops: CaseArrays, coarse: CaseArrays, draw: ContextDrawConfig) -> None:
+        steps = zip(coarse.case_ids, coarse.spacings, strict=True)
+        coarse_step_mm = {case_id: float(spacing[0]) for case_id, spacing in steps}
+        self.crops, self.draw = crops, draw
+        self.coarse_step_mm = [coarse_step_mm[case_id] for case_id in crops.case_ids]
+
+    def __call__(self, index: int, rng: np.random.Generator) -> np.ndarray:
+        """Case ``index``'s context (uint8, value / 255) drawn with ``rng``."""
+        head = self.crops.labels[index] > 0
+        spacing_mm = self.crops.spacings[index]
+        step_mm = self.coarse_step_mm[index]
+        offset_mm = rng.uniform(*self.draw.offset) * step_mm
+        attached = int(rng.integers(0, self.draw.attached_blobs + 1))
+        radius_mm = equivalent_radius_mm(Image(head.astype(np.uint8), make_ijk_to_ras(spacing_mm)))
+        radii_mm = radius_mm * rng.uniform(0.1, 0.5, attached)
+        context = coarse_context(head, spacing_mm, step_mm, offset_mm, rng, self.draw, radii_mm)
+        return np.rint(context * 255).astype(np.uint8)
 
 
 def equivalent_radius_mm(foreground: Image) -> float:

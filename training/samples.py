@@ -8,7 +8,7 @@ the same global batches as one process.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import numpy as np
 import torch
@@ -55,6 +55,8 @@ class AugmentedCases(Dataset[tuple[torch.Tensor, list[torch.Tensor]]]):
         target_factors: down-sampling factor of each output, coarse to fine (e.g. 8, 4, 2, 1).
         multiple: spatial sizes are padded to a multiple of this.
         patch_size: crop or pad every sample to this spatial size; None pads each case to the multiple.
+        context_draw: ``context_draw(index, rng)`` gives a fresh context for each sample (uint8, value / 255),
+            replacing ``context``'s fixed one; its generator is keyed by (seed, step, slot) like the augmentation.
     """
 
     def __init__(
@@ -67,8 +69,10 @@ class AugmentedCases(Dataset[tuple[torch.Tensor, list[torch.Tensor]]]):
         target_factors: list[int],
         multiple: int,
         patch_size: tuple[int, ...] | None = None,
+        context_draw: Callable[[int, np.random.Generator], np.ndarray] | None = None,
     ) -> None:
         self.arrays, self.context, self.augment, self.seed = arrays, context, augment, seed
+        self.context_draw = context_draw
         self.batch_size, self.target_factors, self.multiple, self.patch_size = (
             batch_size,
             target_factors,
@@ -88,7 +92,10 @@ class AugmentedCases(Dataset[tuple[torch.Tensor, list[torch.Tensor]]]):
         index = self.case_index(step, slot)
         rng = np.random.default_rng([self.seed, step, slot, 1])
         channels = [self.arrays.image_float(index)]
-        if self.context is not None:
+        if self.context_draw is not None:
+            drawn = self.context_draw(index, np.random.default_rng([self.seed, step, slot, 2]))
+            channels.append(drawn.astype(np.float32) / 255.0)
+        elif self.context is not None:
             channels.append(np.asarray(self.context[index], dtype=np.float32) / 255.0)
         image, label = np.stack(channels), self.arrays.labels[index]
         is_2d = label.shape[2] == 1

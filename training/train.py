@@ -24,7 +24,7 @@ from training.config import TrainConfig, read_config
 from training.context import context_maps
 from training.data import build_arrays, split_by_subject
 from training.engine import build_level, level_network_config, train_level
-from training.roi_data import build_level_arrays, select
+from training.roi_data import ContextRedraw, build_level_arrays, select
 from training.validation import cascade_multiple, evaluate, predict_context
 
 
@@ -100,12 +100,16 @@ def run(config: TrainConfig) -> dict[str, dict[str, float]]:
         )
         scores: dict[str, dict[str, float]] = {}
         train_context = val_context = None
+        context_draw = None
         network = None
         for level in range(config.levels):
             if level > 0 and roi:  # the finer levels' own crops, split like level 1's cases
                 level_arrays, level_contexts = level_data[0][level], level_data[1][level]
+                coarse = train
                 train, train_context = select(level_arrays, level_contexts, train.case_ids)
                 validation, val_context = select(level_arrays, level_contexts, validation.case_ids)
+                if config.roi_context.redraw:
+                    context_draw = ContextRedraw(train, coarse, config.roi_context)
             elif level > 0:
                 assert network is not None
                 train_context = context_maps(config, level, train, train_context, network, dist, run_dir, log)
@@ -117,7 +121,16 @@ def run(config: TrainConfig) -> dict[str, dict[str, float]]:
                 network = build_level(config, level).to(dist.device)
             else:
                 network = train_level(
-                    config, level, train, train_context, dist, run_dir, f"level{level}", log, (validation, val_context)
+                    config,
+                    level,
+                    train,
+                    train_context,
+                    dist,
+                    run_dir,
+                    f"level{level}",
+                    log,
+                    (validation, val_context),
+                    context_draw,
                 )
             if dist.is_main:
                 torch.save({k: v.cpu() for k, v in network.state_dict().items()}, run_dir / f"level{level}.pt")

@@ -377,12 +377,64 @@ def test_a_missed_coarse_context_is_nearly_empty() -> None:
     assert context.shape == square.shape and context.max() <= 0.3
 
 
+def test_redrawn_contexts_follow_the_true_head_at_the_coarse_step_and_change_with_every_draw() -> None:
+    """roi_context.redraw: each sample's context is drawn afresh from the crop's labels, at the coarse voxel size
+    of the same case's level 1 grid (looked up by case id, not by position), reproducibly for a given generator."""
+    from training.config import ContextDrawConfig
+    from training.data import CaseArrays
+    from training.roi_data import ContextRedraw
+
+    disc = np.zeros((80, 80, 1), np.uint8)
+    yy, xx = np.mgrid[:80, :80]
+    radius_px = np.hypot(xx - 40, yy - 40)
+    disc[radius_px <= 20, 0] = 1
+    crops = CaseArrays(["b", "a"], ["b", "a"], [disc, disc], [disc, disc], [(0.25, 0.25, 1.0)] * 2)
+    coarse = CaseArrays(["a", "b"], ["a", "b"], [disc, disc], [disc, disc], [(1.0, 1.0, 1.0), (2.0, 2.0, 1.0)])
+    grown = ContextDrawConfig(offset=(1.0, 1.0), wave=(0.0, 0.0), scale=(1.0, 1.0), blobs=0, missed=0.0)
+    redraw = ContextRedraw(crops, coarse, grown)
+    for index, step_mm in ((0, 2.0), (1, 1.0)):  # crop 0 is case "b", whose coarse grid has 2 mm voxels
+        inside = redraw(index, np.random.default_rng(0))[:, :, 0] > 127
+        edge_px = 20 + step_mm / 0.25  # the disc's edge moved out by one coarse voxel
+        assert inside[radius_px <= edge_px - 1].all() and not inside[radius_px >= edge_px + 1].any()
+    varied = ContextRedraw(crops, coarse, ContextDrawConfig(offset=(-2.0, 2.0), blobs=2, attached_blobs=1))
+    first, again, other = (varied(0, np.random.default_rng(seed)) for seed in (3, 3, 4))
+    assert first.dtype == np.uint8 and first.shape == disc.shape
+    np.testing.assert_array_equal(first, again)
+    assert np.abs(first.astype(int) - other.astype(int)).max() > 50
+
+
+def test_a_training_sample_gets_a_fresh_context_for_every_step_and_the_same_one_on_resume() -> None:
+    """AugmentedCases with a context drawer: the context channel differs between steps for the same case and is
+    the same for the same (step, slot), as a resumed run needs."""
+    from training.augment import AugmentConfig
+    from training.config import ContextDrawConfig
+    from training.data import CaseArrays
+    from training.roi_data import ContextRedraw
+    from training.samples import AugmentedCases
+
+    disc = np.zeros((48, 48, 1), np.uint8)
+    yy, xx = np.mgrid[:48, :48]
+    disc[np.hypot(xx - 24, yy - 24) <= 12, 0] = 1
+    crops = CaseArrays(["a"], ["a"], [disc * 200], [disc], [(0.5, 0.5, 1.0)])
+    redraw = ContextRedraw(crops, crops, ContextDrawConfig(offset=(-3.0, 3.0), wave=(0.0, 2.0)))
+    still = AugmentConfig(
+        erasing_p=0.0, flip_p=0.0, rotate_p=0.0, scale=(1.0, 1.0), gamma_p=0.0, gain_p=0.0, speckle_p=0.0, shadow_p=0.0
+    )
+    fixed = [np.zeros_like(disc)]
+    samples = AugmentedCases(crops, fixed, still, 7, 1, [1], 8, None, context_draw=redraw)
+    contexts = [samples[(step, 0)][0][1].numpy() for step in (0, 1, 0)]
+    assert not np.array_equal(contexts[0], contexts[1])
+    np.testing.assert_array_equal(contexts[0], contexts[2])
+    assert contexts[0][disc[:, :, 0] > 0].mean() > contexts[0][disc[:, :, 0] == 0].mean()
+
+
 def test_context_draw_settings_are_checked_and_read_from_the_training_config() -> None:
     from training.config import ContextDrawConfig
 
     with pytest.raises(ConfigError, match="roi_context.offset"):
         ContextDrawConfig.from_dict({"offset": [3.0, -1.0]})
     assert ContextDrawConfig.from_dict({"offset": [-2, 6], "attached_blobs": 2}).offset == (-2, 6)
+    assert ContextDrawConfig.from_dict({"redraw": True}).redraw
 
 
 def test_a_roi_cascade_trains_exports_and_segments(tmp_path: Path) -> None:
@@ -402,6 +454,7 @@ def test_a_roi_cascade_trains_exports_and_segments(tmp_path: Path) -> None:
             "level_preprocessing": [{"max_size": 32}, {"max_size": 48}],
             "roi_margin_mm": 6.0,
         },
+        roi_context={"redraw": True},
     )
     config["data"] = {
         "kind": "phantom",
@@ -436,6 +489,8 @@ def test_a_roi_cascade_trains_exports_and_segments(tmp_path: Path) -> None:
     assert any(not torch.equal(retrained[k], first[k].float()) for k in first)
     with pytest.raises(ConfigError, match="from 1 to 2"):
         TrainConfig.from_dict({**config, "finetune_from": str(bundle.path), "reuse_levels": [3]})
+    with pytest.raises(ConfigError, match="roi_context.redraw"):
+        TrainConfig.from_dict({**config, "cascade": {}, "roi_context": {"redraw": True}})
     with pytest.raises(ConfigError, match="same-grid level"):
         TrainConfig.from_dict(
             {**config, "cascade": {}, "finetune_from": str(bundle.path), "reuse_levels": [2], "batch_size": 1}
