@@ -43,9 +43,7 @@ def roi_case(
     draw = draw or ContextDrawConfig()
     foreground = label.with_array((label.array > 0).astype(np.uint8))
     coarse_step_mm = float(np.max((working_spacing(image, coarse) or image.spacing_mm)[0]))
-    offset_mm = rng.uniform(*draw.offset) * coarse_step_mm
-    attached = int(rng.integers(0, draw.attached_blobs + 1))
-    attached_radii_mm = equivalent_radius_mm(foreground) * rng.uniform(0.1, 0.5, attached)
+    offset_mm, attached_radii_mm = draw_misplacement(equivalent_radius_mm(foreground), coarse_step_mm, rng, draw)
     # the box of a coarse level that overshoots is larger by as much: the margins grow with the overshoot
     overshoot_mm = max(offset_mm, 2.0 * float(attached_radii_mm.max(initial=0.0)), 0.0)
     low, high = (margin_mm * rng.uniform(*MARGIN_DRAW, size=3) + overshoot_mm for _ in range(2))
@@ -75,18 +73,28 @@ class ContextRedraw:
         coarse_step_mm = {case_id: float(spacing[0]) for case_id, spacing in steps}
         self.crops, self.draw = crops, draw
         self.coarse_step_mm = [coarse_step_mm[case_id] for case_id in crops.case_ids]
+        self.head_radius_mm = [
+            equivalent_radius_mm(Image(labels, make_ijk_to_ras(spacing)))
+            for labels, spacing in zip(crops.labels, crops.spacings, strict=True)
+        ]
 
     def __call__(self, index: int, rng: np.random.Generator) -> np.ndarray:
         """Case ``index``'s context (uint8, value / 255) drawn with ``rng``."""
-        head = self.crops.labels[index] > 0
-        spacing_mm = self.crops.spacings[index]
         step_mm = self.coarse_step_mm[index]
-        offset_mm = rng.uniform(*self.draw.offset) * step_mm
-        attached = int(rng.integers(0, self.draw.attached_blobs + 1))
-        radius_mm = equivalent_radius_mm(Image(head.astype(np.uint8), make_ijk_to_ras(spacing_mm)))
-        radii_mm = radius_mm * rng.uniform(0.1, 0.5, attached)
+        offset_mm, radii_mm = draw_misplacement(self.head_radius_mm[index], step_mm, rng, self.draw)
+        head, spacing_mm = self.crops.labels[index] > 0, self.crops.spacings[index]
         context = coarse_context(head, spacing_mm, step_mm, offset_mm, rng, self.draw, radii_mm)
         return np.rint(context * 255).astype(np.uint8)
+
+
+def draw_misplacement(
+    head_radius_mm: float, coarse_step_mm: float, rng: np.random.Generator, draw: ContextDrawConfig
+) -> tuple[float, np.ndarray]:
+    """How far a drawn context's boundary lies outside the true one (mm) and the radii (mm) of the blobs attached
+    to it, each 10-50 % of the head's equivalent radius."""
+    offset_mm = rng.uniform(*draw.offset) * coarse_step_mm
+    attached = int(rng.integers(0, draw.attached_blobs + 1))
+    return offset_mm, head_radius_mm * rng.uniform(0.1, 0.5, attached)
 
 
 def equivalent_radius_mm(foreground: Image) -> float:
