@@ -22,7 +22,7 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 
@@ -175,7 +175,7 @@ class Segmenter:
             biometry = _measure(self.bundle, image.with_array(labels), options.ga_weeks, run.flags)
             run.lap("biometry")
         head_label = self.bundle.head_label
-        aop_spread = _aop_flip_spread(self.bundle, image, output) if biometry and biometry.aop else None
+        spreads = _flip_spreads(self.bundle, image, output) if biometry is not None else FlipSpreads()
         review = _review(
             self.bundle,
             image,
@@ -184,7 +184,7 @@ class Segmenter:
             biometry,
             output,
             tta_share,
-            aop_spread,
+            spreads,
             options.tta,
         )
         return Segmentation(
@@ -359,23 +359,43 @@ def _label_map(
     return labels
 
 
-def _aop_flip_spread(bundle: ModelBundle, image: Image, output: CascadeOutput) -> float | None:
-    """Largest difference in degrees between the angles of progression measured on each TTA pass alone (None
-    without TTA, or when fewer than two passes can be measured). A symphysis axis or a head border near the
-    tangent that moves when the frame is mirrored gives a wide spread."""
+class FlipSpreads(NamedTuple):
+    """How far the measurements of each TTA pass, measured alone, lie apart (None: not measured)."""
+
+    hc_mm: float | None = None
+    """Largest difference between the HCs of the passes (2D frames)."""
+    aop_deg: float | None = None
+    """Largest difference between the angles of progression of the passes (intrapartum frames)."""
+
+
+def _flip_spreads(bundle: ModelBundle, image: Image, output: CascadeOutput) -> FlipSpreads:
+    """Measure each TTA pass's label map alone and report the spread of its HC and angle of progression (none
+    without TTA, for 3D volumes whose passes are not kept, or where fewer than two passes can be measured). A
+    border that moves when the frame is mirrored (a faint skull, a symphysis axis or a head border near the
+    tangent) gives a wide spread."""
     from FetalHeadSegLib.core.errors import FetalHeadSegError
-    from FetalHeadSegLib.measure.aop import angle_of_progression
 
     if output.pass_probabilities is None:
-        return None
-    angles = []
+        return FlipSpreads()
+    spec = task_spec(bundle.task)
+    circumferences, angles = [], []
     for probabilities in output.pass_probabilities():
-        labels = _label_map(bundle, probabilities, image.spacing_mm)
+        labels = image.with_array(_label_map(bundle, probabilities, image.spacing_mm))
+        if not np.any(labels.array == spec.head_label):
+            continue
         try:
-            angles.append(angle_of_progression(image.with_array(labels)).aop_deg)
+            biometry = spec.measure(labels, None)
         except FetalHeadSegError:
             continue
-    return max(angles) - min(angles) if len(angles) > 1 else None
+        if biometry.hc_mm is not None:
+            circumferences.append(biometry.hc_mm)
+        if biometry.aop is not None:
+            angles.append(biometry.aop.aop_deg)
+
+    def spread(values: list[float]) -> float | None:
+        return max(values) - min(values) if len(values) > 1 else None
+
+    return FlipSpreads(spread(circumferences), spread(angles))
 
 
 def _review(
@@ -386,7 +406,7 @@ def _review(
     biometry: Biometry | None,
     output: CascadeOutput,
     tta_share: float | None,
-    aop_flip_spread_deg: float | None = None,
+    spreads: FlipSpreads,
     tta: bool = False,
 ) -> Review:
     """Whether a person should look at this result, by the bundle's policy calibrated for results made with
@@ -406,7 +426,8 @@ def _review(
         hc_mm=None if biometry is None else biometry.hc_mm,
         cascade_dice=output.cascade_dice,
         tta_disagreement=tta_share,
-        aop_flip_spread_deg=aop_flip_spread_deg,
+        hc_flip_spread_mm=spreads.hc_mm,
+        aop_flip_spread_deg=spreads.aop_deg,
     )
     return decide(signals, bundle.review_policy(tta))
 

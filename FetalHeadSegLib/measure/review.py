@@ -4,7 +4,7 @@ Each segmentation yields a few signals that predict a bad measurement: how wide 
 probability is compared with the head (a blurred or split border), how far the border strays from its ellipse,
 how much of the head lies on the image border (cut off), how much of the field of view the head fills, whether
 the cascade's coarse and fine levels agree, whether flipped predictions agree (test-time augmentation), whether
-the angle of progression stays the same when measured on each flipped prediction alone (intrapartum frames with
+the HC and the angle of progression stay the same when measured on each flipped prediction alone (2D frames with
 TTA), whether the size is one a fetus can have. A :class:`ReviewPolicy` turns them into ``review_recommended``
 and the reasons.
 
@@ -41,6 +41,9 @@ class ReviewSignals:
         field_fill: the head's largest extent divided by the image's extent along the same axis.
         cascade_dice: Dice between the coarse and the final head (coarse-to-fine cascades).
         tta_disagreement: share of the head on which flipped predictions disagree (with TTA).
+        hc_flip_spread_mm: largest difference between the HCs measured on each flipped prediction alone (2D frames,
+            with TTA): the border moves when the frame is mirrored, by a length comparable with the HC error that
+            makes a measurement bad.
         aop_flip_spread_deg: largest difference between the angles of progression measured on each flipped
             prediction alone (intrapartum frames, with TTA): the symphysis' axis or the head's border near the
             tangent moves when the frame is mirrored.
@@ -53,6 +56,7 @@ class ReviewSignals:
     field_fill: float | None = None
     cascade_dice: float | None = None
     tta_disagreement: float | None = None
+    hc_flip_spread_mm: float | None = None
     aop_flip_spread_deg: float | None = None
     hc_mm: float | None = None
 
@@ -87,6 +91,7 @@ CHECKS = (
     Check("field_fill", "max_field_fill", ">", "head_too_large_for_field_of_view", calibrated=False),
     Check("cascade_dice", "min_cascade_dice", "<", "cascade_levels_disagree"),
     Check("tta_disagreement", "max_tta_disagreement", ">", "flipped_predictions_disagree"),
+    Check("hc_flip_spread_mm", "max_hc_flip_spread_mm", ">", "flipped_sizes_disagree"),
     Check("aop_flip_spread_deg", "max_aop_flip_spread_deg", ">", "flipped_angles_disagree"),
 )
 """Every threshold rule of a :class:`ReviewPolicy` (the HC plausibility range is checked apart)."""
@@ -103,6 +108,9 @@ class ReviewPolicy:
     max_field_fill: float | None = None
     min_cascade_dice: float | None = 0.8
     max_tta_disagreement: float | None = 0.1
+    max_hc_flip_spread_mm: float | None = 5.0
+    """Uncalibrated: flipped predictions whose HCs lie further apart than an HC error that makes a measurement bad
+    (5 mm, the HC18 criterion)."""
     max_aop_flip_spread_deg: float | None = 15.0
     plausible_hc_mm: tuple[float, float] | None = PLAUSIBLE_HC_MM
     """HC range a fetus can have; None turns the rule off (a data set whose pixel size is not physical)."""
@@ -118,6 +126,8 @@ class ReviewPolicy:
             return cls()
         known = {field.name for field in fields(cls)}
         values = {key: value for key, value in data.items() if key in known}
+        if values.get("calibration") is not None:  # a rule added after the calibration stays off, not at its default
+            values = {**{rule.limit: None for rule in RULES}, **values}
         if values.get("plausible_hc_mm") is not None:
             low, high = values["plausible_hc_mm"]
             values["plausible_hc_mm"] = (float(low), float(high))
@@ -164,6 +174,7 @@ def review_signals(
     hc_mm: float | None = None,
     cascade_dice: float | None = None,
     tta_disagreement: float | None = None,
+    hc_flip_spread_mm: float | None = None,
     aop_flip_spread_deg: float | None = None,
 ) -> ReviewSignals:
     """The signals of one result: ``head_probability`` and the boolean ``head`` on the input's (X, Y, Z) grid."""
@@ -179,6 +190,7 @@ def review_signals(
             hc_mm=hc_mm,
             cascade_dice=cascade_dice,
             tta_disagreement=tta_disagreement,
+            hc_flip_spread_mm=hc_flip_spread_mm,
             aop_flip_spread_deg=aop_flip_spread_deg,
         )
     low, high = UNCERTAIN_PROBABILITY
@@ -204,6 +216,7 @@ def review_signals(
         field_fill=float(max(extents)),
         cascade_dice=cascade_dice,
         tta_disagreement=tta_disagreement,
+        hc_flip_spread_mm=hc_flip_spread_mm,
         aop_flip_spread_deg=aop_flip_spread_deg,
         hc_mm=hc_mm,
     )

@@ -131,9 +131,11 @@ class _RecordsInputs(torch.nn.Module):
         return self.network(x)
 
 
-def test_tta_on_intrapartum_frames_mirrors_left_right_only(tmp_path: Path) -> None:
-    """The probe stays at the top of a transperineal frame: TTA may mirror X, never the beam axis Y."""
-    model = load_model(make_tiny_bundle(tmp_path / "ip", dimension=2, task="intrapartum"), "cpu")
+@pytest.mark.parametrize("task", ["intrapartum", "head"])
+def test_tta_on_frames_mirrors_left_right_only(tmp_path: Path, task: str) -> None:
+    """The probe stays at the top of a 2D frame (transperineal or standard plane): TTA may mirror X, never the beam
+    axis Y."""
+    model = load_model(make_tiny_bundle(tmp_path / "frame", dimension=2, task=task), "cpu")
     model.networks = [_RecordsInputs(network) for network in model.networks]
     frame = Image(np.random.default_rng(3).random((48, 40, 1)).astype(np.float32), make_ijk_to_ras((0.3, 0.3, 1)))
     result = model.segment(frame, InferenceOptions(tta=True))
@@ -144,8 +146,8 @@ def test_tta_on_intrapartum_frames_mirrors_left_right_only(tmp_path: Path) -> No
 
 def test_each_flipped_pass_is_measured_alone_for_the_aop_spread(tmp_path: Path) -> None:
     """Two passes with the head in two places spread by the difference of their analytic angles (the tangent from
-    the apex to a circle); one pass alone, or no TTA, gives no spread."""
-    from FetalHeadSegLib.inference.engine import _aop_flip_spread
+    the apex to a circle) and of their circumferences; one pass alone, or no TTA, gives no spread."""
+    from FetalHeadSegLib.inference.engine import _flip_spreads
     from FetalHeadSegLib.inference.roi_cascade import CascadeOutput
     from FetalHeadSegLib.measure.aop import aop_from_points
 
@@ -158,11 +160,35 @@ def test_each_flipped_pass_is_measured_alone_for_the_aop_spread(tmp_path: Path) 
     def output(passes: list[np.ndarray] | None) -> CascadeOutput:
         return CascadeOutput(one_hot[0], None, None, [], pass_probabilities=None if passes is None else lambda: passes)
 
-    spread = _aop_flip_spread(model.bundle, frames[0], output(one_hot))
+    spreads = _flip_spreads(model.bundle, frames[0], output(one_hot))
     assert angles[0] - angles[1] > 10.0
-    assert spread == pytest.approx(abs(angles[0] - angles[1]), abs=0.6)
-    assert _aop_flip_spread(model.bundle, frames[0], output(one_hot[:1])) is None
-    assert _aop_flip_spread(model.bundle, frames[0], output(None)) is None
+    assert spreads.aop_deg == pytest.approx(abs(angles[0] - angles[1]), abs=0.6)
+    assert spreads.hc_mm == pytest.approx(2 * np.pi * (25.0 - 20.0), rel=0.03)
+    assert _flip_spreads(model.bundle, frames[0], output(one_hot[:1])) == (None, None)
+    assert _flip_spreads(model.bundle, frames[0], output(None)) == (None, None)
+
+
+def test_flipped_passes_of_different_sizes_recommend_review_on_a_head_frame(tmp_path: Path) -> None:
+    """A standard-plane model whose mirrored passes find heads of analytic circumferences 2 pi 12 and 2 pi 9 mm:
+    the spread is their difference, and the uncalibrated policy (5 mm) recommends review for it."""
+    from FetalHeadSegLib.inference.engine import _flip_spreads
+    from FetalHeadSegLib.inference.roi_cascade import CascadeOutput
+    from FetalHeadSegLib.measure.review import ReviewPolicy, ReviewSignals, decide
+
+    model = load_model(make_tiny_bundle(tmp_path / "hc", dimension=2), "cpu")
+    x, y = np.meshgrid(np.arange(120) * 0.25, np.arange(100) * 0.25, indexing="ij")
+    frame = Image(np.zeros((120, 100, 1), np.float32), make_ijk_to_ras((0.25, 0.25, 1.0)))
+    passes = []
+    for radius_mm in (12.0, 9.0):
+        head = ((x - 15.0) ** 2 + (y - 12.5) ** 2 <= radius_mm**2).astype(np.float32)[:, :, None]
+        passes.append(np.stack([1.0 - head, head]))
+    spreads = _flip_spreads(
+        model.bundle, frame, CascadeOutput(passes[0], None, None, [], pass_probabilities=lambda: passes)
+    )
+    assert spreads.aop_deg is None
+    assert spreads.hc_mm == pytest.approx(2 * np.pi * 3.0, rel=0.03)
+    review = decide(ReviewSignals(hc_flip_spread_mm=spreads.hc_mm), ReviewPolicy())
+    assert review.reasons == ["flipped_sizes_disagree"]
 
 
 @pytest.mark.parametrize("kind", ["constant", "nan"])

@@ -53,6 +53,7 @@ def test_a_clean_head_in_the_middle_needs_no_review() -> None:
         ("levels", "cascade_levels_disagree"),
         ("flips", "flipped_predictions_disagree"),
         ("angles", "flipped_angles_disagree"),
+        ("sizes", "flipped_sizes_disagree"),
     ],
 )
 def test_each_defect_recommends_review_for_its_reason(defect: str, reason: str) -> None:
@@ -73,6 +74,8 @@ def test_each_defect_recommends_review_for_its_reason(defect: str, reason: str) 
         extra["cascade_dice"] = 0.6
     elif defect == "angles":  # the AoP measured on each flipped pass alone differs by 30 deg
         extra["aop_flip_spread_deg"] = 30.0
+    elif defect == "sizes":  # the HCs measured on each flipped pass alone lie 8 mm apart
+        extra["hc_flip_spread_mm"] = 8.0
     else:
         extra["tta_disagreement"] = 0.3
     review = decide(signals_of(head, probability, **extra), ReviewPolicy())
@@ -85,6 +88,17 @@ def test_an_implausible_size_recommends_review_and_policies_round_trip() -> None
     policy = ReviewPolicy(max_uncertain_band=0.05, calibration={"flag_rate": 0.15})
     assert ReviewPolicy.from_dict(policy.to_dict()) == policy
     assert ReviewPolicy.from_dict(None) == ReviewPolicy()
+
+
+def test_a_calibrated_policy_from_before_a_rule_existed_leaves_that_rule_off() -> None:
+    """A bundle calibrated before hc_flip_spread_mm existed (its policy has no such key) must not meet the
+    uncalibrated default, which may not suit its units (PSFHS lengths are pixels); an uncalibrated one does."""
+    calibrated = ReviewPolicy(max_fit_residual=0.06, calibration={"recall": 0.5}).to_dict()
+    del calibrated["max_hc_flip_spread_mm"]
+    signals = ReviewSignals(hc_flip_spread_mm=40.0)
+    assert ReviewPolicy.from_dict(calibrated).max_hc_flip_spread_mm is None
+    assert decide(signals, ReviewPolicy.from_dict(calibrated)).reasons == []
+    assert decide(signals, ReviewPolicy.from_dict({"max_fit_residual": 0.06})).reasons == ["flipped_sizes_disagree"]
 
 
 def test_calibration_catches_the_bad_cases_within_the_flag_budget() -> None:
