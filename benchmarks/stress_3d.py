@@ -41,13 +41,13 @@ DICE_BAD = 0.9
 METRICS = ("dice", "hd95_mm", "hc_error_pct", "bpd_error_pct", "ofd_error_pct", "volume_error_pct")
 
 
-def score(segmenter: Any, phantom: Any) -> dict[str, Any]:
-    """Segment one phantom and compare with its truth."""
-    from FetalHeadSegLib import segmentation_metrics
+def score(segmenter: Any, phantom: Any, tta: bool = False) -> dict[str, Any]:
+    """Segment one phantom (with flip test-time augmentation when ``tta``) and compare with its truth."""
+    from FetalHeadSegLib import InferenceOptions, segmentation_metrics
 
     truth = phantom.truth
     start = time.perf_counter()
-    result = segmenter.segment(phantom.image)
+    result = segmenter.segment(phantom.image, InferenceOptions(tta=tta))
     seconds = time.perf_counter() - start
     prediction = result.labels.array == segmenter.bundle.head_label
     metrics = segmentation_metrics(prediction, phantom.head_mask.array, phantom.image.spacing_mm)
@@ -179,6 +179,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--train-seed", type=int, default=400000, help="--leave-out: first phantom seed")
     parser.add_argument("--out", default="runs/leave-out", help="--leave-out: folder of the configs and runs")
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--tta", action="store_true", help="segment with flip test-time augmentation (segment --tta)")
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads (default 2)")
     parser.add_argument("--json", metavar="PATH", help="write every case and the table as JSON")
     parser.add_argument("--markdown", metavar="PATH", help="write the table as Markdown")
@@ -228,7 +229,7 @@ def main(argv: list[str] | None = None) -> int:
         results = []
         for case in range(args.cases_per_factor):
             phantom = generate_phantom(config, SEED_BASE + 1000 * index + case)
-            results.append({"row": row.name, **score(segmenter, phantom)})
+            results.append({"row": row.name, **score(segmenter, phantom, args.tta)})
         rows.append(summarise(row.name, row.family, results))
         cases.extend(results)
         print(f"{row.name}: Dice {rows[-1]['dice']:.3f} (min {rows[-1]['dice_min']:.3f})", file=sys.stderr, flush=True)
@@ -244,7 +245,9 @@ def main(argv: list[str] | None = None) -> int:
     }
     overall["review"] = review_rates(cases)
     table = markdown_table(rows, overall)
-    print(f"model {segmenter.bundle.id}@{segmenter.bundle.version}, {args.size}^3, {args.cases_per_factor} per row\n")
+    model = f"{segmenter.bundle.id}@{segmenter.bundle.version}"
+    tta = ", flip TTA" if args.tta else ""
+    print(f"model {model}, {args.size}^3, {args.cases_per_factor} per row{tta}\n")
     print(table)
     if args.markdown:
         with open(args.markdown, "w", encoding="utf-8") as handle:
@@ -260,6 +263,7 @@ def main(argv: list[str] | None = None) -> int:
             "model": f"{segmenter.bundle.id}@{segmenter.bundle.version}",
             "size": args.size,
             "cases_per_factor": args.cases_per_factor,
+            "tta": args.tta,
             "seed_base": SEED_BASE,
             "command": command,
             "rows": rows,
