@@ -59,6 +59,9 @@ class InferenceOptions:
 
     Attributes:
         tta: also predict the axis-flipped image(s) and average; adds an uncertainty map and a flag.
+        mirror_check: without ``tta``, still predict a 2D frame's left-right mirror, never averaged into the result:
+            how far its HC and angle of progression move from the frame's own is a review signal (the best found
+            for HC18); costs one more network pass per frame. 3D volumes never take it.
         tile_size: always predict in tiles of this size (a multiple of 8); None predicts whole volumes and tiles
             only after an out-of-memory error.
         overlap: tile overlap.
@@ -67,6 +70,7 @@ class InferenceOptions:
     """
 
     tta: bool = False
+    mirror_check: bool = True
     tile_size: int | None = None
     overlap: float = 0.5
     biometry: bool = True
@@ -156,7 +160,9 @@ class Segmenter:
         if self.bundle.cascade.mode is CascadeMode.ROI:
             output = predict_roi_cascade(run, image, self.bundle, self.size_multiple, options.tta)
         else:
-            output = predict_same_grid(run, image, self.bundle, self.size_multiple, options.tta)
+            output = predict_same_grid(
+                run, image, self.bundle, self.size_multiple, options.tta, options.mirror_check and image.is_2d
+            )
         run.lap("networks")
         run.report("postprocess", 0.0, "building the label map")
         class_probabilities = output.class_probabilities
@@ -202,15 +208,16 @@ class Segmenter:
 
 
 def predict_same_grid(
-    run: InferenceRun, image: Image, bundle: ModelBundle, size_multiple: int, tta: bool
+    run: InferenceRun, image: Image, bundle: ModelBundle, size_multiple: int, tta: bool, mirror_check: bool = False
 ) -> CascadeOutput:
     """The seed's cascade: every level on the whole image at one working grid, once, or once per flipped axis
     (TTA: the whole cascade runs on each image flipped along an axis the task may mirror, and the passes are
-    averaged)."""
+    averaged). ``mirror_check`` without TTA runs the flipped passes of a 2D frame too but keeps the unflipped one
+    as the result; the passes are only measured, for the review."""
     prepared = prepare(image, bundle.preprocessing, size_multiple)
     run.lap("preprocess")
     dims = 2 if image.is_2d else 3
-    flips = task_spec(bundle.task).flip_passes(dims) if tta else [()]
+    flips = task_spec(bundle.task).flip_passes(dims) if tta or mirror_check else [()]
     passes = []
     for number, axes in enumerate(flips):
         values = prepared.values[np.newaxis]
@@ -227,11 +234,11 @@ def predict_same_grid(
 
         probabilities = run_cascade(predict, flipped, padding, len(run.networks))
         passes.append(np.flip(probabilities, axes) if axes else probabilities)
-    class_probabilities = prepared.restore(np.mean(passes, axis=0))
-    if len(passes) == 1:
-        return CascadeOutput(class_probabilities, None, None, [])
-    votes, disagreement = flip_disagreement(passes, prepared)
     each_pass = (lambda: [prepared.restore(probabilities) for probabilities in passes]) if dims == 2 else None
+    if not tta:
+        return CascadeOutput(prepared.restore(passes[0]), None, None, [], pass_probabilities=each_pass)
+    class_probabilities = prepared.restore(np.mean(passes, axis=0))
+    votes, disagreement = flip_disagreement(passes, prepared)
     return CascadeOutput(class_probabilities, disagreement, votes, [], pass_probabilities=each_pass)
 
 

@@ -39,8 +39,8 @@ class CascadeOutput:
         votes: with TTA, (passes, ...) boolean head votes of the last level on its own grid (for the TTA flag).
         flags: what the cascade itself noticed (levels disagreeing, finer levels skipped).
         cascade_dice: Dice between the coarse level's head and the final one (coarse-to-fine cascades).
-        pass_probabilities: with TTA on a 2D frame, returns each flipped pass's (K, X, Y, 1) probabilities on the
-            input's grid, flipped back (to measure each pass alone); computed only when called.
+        pass_probabilities: with TTA or the mirror check on a 2D frame, returns each flipped pass's (K, X, Y, 1)
+            probabilities on the input's grid, flipped back (to measure each pass alone); computed only when called.
     """
 
     class_probabilities: np.ndarray

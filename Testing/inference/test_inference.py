@@ -144,6 +144,22 @@ def test_tta_on_frames_mirrors_left_right_only(tmp_path: Path, task: str) -> Non
     assert result.uncertainty is not None
 
 
+def test_a_frame_without_tta_is_its_own_result_and_its_mirror_is_only_measured(tmp_path: Path) -> None:
+    """The mirror check runs the left-right mirror of a 2D frame through the networks but leaves the result exactly
+    what the frame alone gives (no average, no uncertainty map); switched off, the networks see the frame once."""
+    model = load_model(make_tiny_bundle(tmp_path / "hc", dimension=2), "cpu")
+    frame = Image(np.random.default_rng(5).random((48, 40, 1)).astype(np.float32), make_ijk_to_ras((0.3, 0.3, 1)))
+    model.networks = [_RecordsInputs(network) for network in model.networks]
+    alone = model.segment(frame, InferenceOptions(mirror_check=False))
+    assert len(model.networks[0].inputs) == 1
+    checked = model.segment(frame)
+    original, mirrored = model.networks[0].inputs[1:]
+    torch.testing.assert_close(mirrored, torch.flip(original, dims=[2]))
+    np.testing.assert_array_equal(checked.probability.array, alone.probability.array)
+    np.testing.assert_array_equal(checked.labels.array, alone.labels.array)
+    assert checked.uncertainty is None and not any(flag.code == "tta_disagreement_high" for flag in checked.flags)
+
+
 def test_each_flipped_pass_is_measured_alone_for_the_aop_spread(tmp_path: Path) -> None:
     """Two passes with the head in two places spread by the difference of their analytic angles (the tangent from
     the apex to a circle) and of their circumferences; one pass alone, or no TTA, gives no spread."""
