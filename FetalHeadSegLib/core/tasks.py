@@ -63,10 +63,11 @@ class TaskSpec:
     mirror_axes: tuple[int, ...] = (0, 1, 2)
 
     def flip_passes(self, dims: int) -> list[tuple[int, ...]]:
-        """Test-time augmentation passes: no flip, then one per mirror axis of a ``dims``-D image, as axes of a
-        (C, X, Y, Z) array. A 2D frame is never mirrored along its beam axis Y: its probe stays at the top, as in
-        every frame a model meets. (On the 134 HC18 validation frames the beam-flipped pass of hc18-plane-2d
-        0.2.5 measured 15 heads off by more than 5 mm, the left-right one 12, the frame itself 10.)"""
+        """Flipped passes (test-time augmentation, the mirror check): no flip, then one per mirror axis of a
+        ``dims``-D image, as axes of a (C, X, Y, Z) array. A 2D frame is never mirrored along its beam axis Y: its
+        probe stays at the top, as in every frame a model meets. (On the 134 HC18 validation frames the
+        beam-flipped pass of hc18-plane-2d 0.2.5 measured 15 heads off by more than 5 mm, the left-right one 12,
+        the frame itself 10.)"""
         kept = [axis for axis in self.mirror_axes if axis < dims and not (dims == 2 and axis == FRAME_BEAM_AXIS)]
         return [()] + [(axis + 1,) for axis in kept]
 

@@ -367,7 +367,8 @@ def _label_map(
 
 
 class FlipSpreads(NamedTuple):
-    """How far the measurements of each TTA pass, measured alone, lie apart (None: not measured)."""
+    """How far the measurements of each flipped pass (TTA or the mirror check), measured alone, lie apart (None: not
+    measured)."""
 
     hc_mm: float | None = None
     """Largest difference between the HCs of the passes (2D frames)."""
@@ -376,8 +377,8 @@ class FlipSpreads(NamedTuple):
 
 
 def _flip_spreads(bundle: ModelBundle, image: Image, output: CascadeOutput) -> FlipSpreads:
-    """Measure each TTA pass's label map alone and report the spread of its HC and angle of progression (none
-    without TTA, for 3D volumes whose passes are not kept, or where fewer than two passes can be measured). A
+    """Measure each flipped pass's label map alone and report the spread of its HC and angle of progression (none
+    without flipped passes, for 3D volumes whose passes are not kept, or where fewer than two can be measured). A
     border that moves when the frame is mirrored (a faint skull, a symphysis axis or a head border near the
     tangent) gives a wide spread."""
     from FetalHeadSegLib.core.errors import FetalHeadSegError

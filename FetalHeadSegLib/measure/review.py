@@ -4,9 +4,9 @@ Each segmentation yields a few signals that predict a bad measurement: how wide 
 probability is compared with the head (a blurred or split border), how far the border strays from its ellipse,
 how much of the head lies on the image border (cut off), how much of the field of view the head fills, whether
 the cascade's coarse and fine levels agree, whether flipped predictions agree (test-time augmentation), whether
-the HC and the angle of progression stay the same when measured on each flipped prediction alone (2D frames with
-TTA), whether the size is one a fetus can have. A :class:`ReviewPolicy` turns them into ``review_recommended``
-and the reasons.
+the HC and the angle of progression stay the same when measured on each flipped prediction alone (2D frames: TTA
+or the mirror check), whether the size is one a fetus can have. A :class:`ReviewPolicy` turns them into
+``review_recommended`` and the reasons.
 
 The thresholds belong to a model: ``training.evaluate --calibrate-review`` chooses them on the model's
 validation part (at most 15-20 % of frames flagged while catching the frames whose HC is off by more than 5 mm;
@@ -42,11 +42,11 @@ class ReviewSignals:
         cascade_dice: Dice between the coarse and the final head (coarse-to-fine cascades).
         tta_disagreement: share of the head on which flipped predictions disagree (with TTA).
         hc_flip_spread_mm: largest difference between the HCs measured on each flipped prediction alone (2D frames,
-            with TTA): the border moves when the frame is mirrored, by a length comparable with the HC error that
-            makes a measurement bad.
+            TTA or the mirror check): the border moves when the frame is mirrored, by a length comparable with the
+            HC error that makes a measurement bad.
         aop_flip_spread_deg: largest difference between the angles of progression measured on each flipped
-            prediction alone (intrapartum frames, with TTA): the symphysis' axis or the head's border near the
-            tangent moves when the frame is mirrored.
+            prediction alone (intrapartum frames, TTA or the mirror check): the symphysis' axis or the head's border
+            near the tangent moves when the frame is mirrored.
         hc_mm: the measured HC (plausibility).
     """
 
