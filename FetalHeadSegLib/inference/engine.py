@@ -181,7 +181,8 @@ class Segmenter:
             biometry = _measure(self.bundle, image.with_array(labels), options.ga_weeks, run.flags)
             run.lap("biometry")
         head_label = self.bundle.head_label
-        spreads = _flip_spreads(self.bundle, image, output) if biometry is not None else FlipSpreads()
+        first_pass = None if options.tta else biometry  # without TTA the result is the unflipped pass
+        spreads = _flip_spreads(self.bundle, image, output, first_pass) if biometry is not None else FlipSpreads()
         review = _review(
             self.bundle,
             image,
@@ -234,7 +235,7 @@ def predict_same_grid(
 
         probabilities = run_cascade(predict, flipped, padding, len(run.networks))
         passes.append(np.flip(probabilities, axes) if axes else probabilities)
-    each_pass = (lambda: [prepared.restore(probabilities) for probabilities in passes]) if dims == 2 else None
+    each_pass = (lambda: (prepared.restore(probabilities) for probabilities in passes)) if dims == 2 else None
     if not tta:
         return CascadeOutput(prepared.restore(passes[0]), None, None, [], pass_probabilities=each_pass)
     class_probabilities = prepared.restore(np.mean(passes, axis=0))
@@ -376,29 +377,32 @@ class FlipSpreads(NamedTuple):
     """Largest difference between the angles of progression of the passes (intrapartum frames)."""
 
 
-def _flip_spreads(bundle: ModelBundle, image: Image, output: CascadeOutput) -> FlipSpreads:
+def _flip_spreads(
+    bundle: ModelBundle, image: Image, output: CascadeOutput, first_pass: Biometry | None = None
+) -> FlipSpreads:
     """Measure each flipped pass's label map alone and report the spread of its HC and angle of progression (none
     without flipped passes, for 3D volumes whose passes are not kept, or where fewer than two can be measured). A
     border that moves when the frame is mirrored (a faint skull, a symphysis axis or a head border near the
-    tangent) gives a wide spread."""
+    tangent) gives a wide spread. ``first_pass``: the biometry of the unflipped pass when it is already measured
+    (the result of a run without TTA); that pass is then not measured again."""
+    from itertools import islice
+
     from FetalHeadSegLib.core.errors import FetalHeadSegError
 
     if output.pass_probabilities is None:
         return FlipSpreads()
     spec = task_spec(bundle.task)
-    circumferences, angles = [], []
-    for probabilities in output.pass_probabilities():
+    measured = [] if first_pass is None else [first_pass]
+    for probabilities in islice(output.pass_probabilities(), len(measured), None):
         labels = image.with_array(_label_map(bundle, probabilities, image.spacing_mm))
         if not np.any(labels.array == spec.head_label):
             continue
         try:
-            biometry = spec.measure(labels, None)
+            measured.append(spec.measure(labels, None))
         except FetalHeadSegError:
             continue
-        if biometry.hc_mm is not None:
-            circumferences.append(biometry.hc_mm)
-        if biometry.aop is not None:
-            angles.append(biometry.aop.aop_deg)
+    circumferences = [biometry.hc_mm for biometry in measured]
+    angles = [biometry.aop.aop_deg for biometry in measured if biometry.aop is not None]
 
     def spread(values: list[float]) -> float | None:
         return max(values) - min(values) if len(values) > 1 else None

@@ -20,7 +20,7 @@ from FetalHeadSegLib.measure.metrics import dice
 from FetalHeadSegLib.measure.quality import Flag
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Iterable
 
     from FetalHeadSegLib.inference.engine import InferenceRun
     from FetalHeadSegLib.models.bundle import ModelBundle
@@ -48,7 +48,7 @@ class CascadeOutput:
     votes: np.ndarray | None
     flags: list[Flag]
     cascade_dice: float | None = None
-    pass_probabilities: Callable[[], list[np.ndarray]] | None = None
+    pass_probabilities: Callable[[], Iterable[np.ndarray]] | None = None
 
 
 def coarse_region(probabilities: np.ndarray) -> np.ndarray:

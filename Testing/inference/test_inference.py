@@ -10,6 +10,7 @@ import torch
 
 from FetalHeadSegLib.core.errors import Cancelled, DeviceError, InputImageError
 from FetalHeadSegLib.core.image import Image, make_ijk_to_ras
+from FetalHeadSegLib.core.tasks import task_spec
 from FetalHeadSegLib.inference.engine import InferenceOptions, Segmenter, load_model
 from FetalHeadSegLib.inference.preprocessing import PreprocessingConfig
 
@@ -205,6 +206,16 @@ def test_flipped_passes_of_different_sizes_recommend_review_on_a_head_frame(tmp_
     assert spreads.hc_mm == pytest.approx(2 * np.pi * 3.0, rel=0.03)
     review = decide(ReviewSignals(hc_flip_spread_mm=spreads.hc_mm), ReviewPolicy())
     assert review.reasons == ["flipped_sizes_disagree"]
+    # a run without TTA hands its own measurement of the unflipped pass in: that pass is not measured again
+    known = task_spec("head").measure(frame.with_array((passes[0][1] > 0.5).astype(np.uint8)), None)
+    unmeasurable_first = [np.zeros_like(passes[0]), passes[1]]
+    reused = _flip_spreads(
+        model.bundle,
+        frame,
+        CascadeOutput(passes[0], None, None, [], pass_probabilities=lambda: unmeasurable_first),
+        known,
+    )
+    assert reused.hc_mm == pytest.approx(spreads.hc_mm, abs=1e-6)
 
 
 @pytest.mark.parametrize("kind", ["constant", "nan"])
