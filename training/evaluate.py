@@ -224,6 +224,7 @@ def evaluate_phantoms(
     review_cases: ReviewCases | None = None,
     options: InferenceOptions | None = None,
     appearance: str = "classic",
+    rows: CaseRows | None = None,
 ) -> dict[str, Any]:
     from FetalHeadSegLib.phantom import PhantomConfig, generate_phantom
     from FetalHeadSegLib.phantom.stress import STRESS_ROWS, stress_config
@@ -248,6 +249,7 @@ def evaluate_phantoms(
         if kind == "stress":
             row = STRESS_ROWS[(index // len(kinds)) % len(STRESS_ROWS)]
             config = stress_config(row)
+            kind = f"stress:{row.name}"
         else:
             config = PhantomConfig(
                 dimension=3,
@@ -269,10 +271,22 @@ def evaluate_phantoms(
         results["assd_mm"].append(metrics.assd_mm)
         truth = case.truth
         measured = result.biometry
+        errors = {}
         for key, truth_key in (("hc", "hc_mm"), ("bpd", "bpd_mm"), ("ofd", "ofd_mm"), ("volume", "head_volume_ml")):
             value = getattr(measured, "head_volume_ml" if key == "volume" else truth_key) if measured else None
-            results[f"{key}_rel_error"].append(
-                abs(value - truth[truth_key]) / truth[truth_key] if value else float("nan")
+            errors[f"{key}_rel_error"] = abs(value - truth[truth_key]) / truth[truth_key] if value else float("nan")
+            results[f"{key}_rel_error"].append(errors[f"{key}_rel_error"])
+        if rows is not None:
+            rows.append(
+                _row(
+                    f"phantom {first_seed + index}",
+                    result,
+                    appearance=kind,
+                    head_cut_by_field_of_view=bool(truth["head_touches_border"]),
+                    dice=metrics.dice,
+                    hd95_mm=metrics.hd95_mm,
+                    **errors,
+                )
             )
     return {
         "data": f"{count} new 3D phantoms ({appearance} appearance, seeds {first_seed}-{first_seed + count - 1}, "
@@ -377,7 +391,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--update-card", action="store_true", help="write the results into the bundle's card")
     parser.add_argument("--tta", action="store_true", help="run with flip test-time augmentation (segment --tta)")
-    parser.add_argument("--cases-csv", type=Path, metavar="CSV", help="also write one row per case (HC18, PSFHS)")
+    parser.add_argument("--cases-csv", type=Path, metavar="CSV", help="also write one row per case")
     parser.add_argument(
         "--calibrate-review",
         type=float,
@@ -401,22 +415,24 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(str(err))
     review_cases: ReviewCases = []
     options = InferenceOptions(tta=args.tta)
+    rows: CaseRows = []
     try:
         segmenter = load_model(args.bundle, args.device)
         if args.phantoms:
-            evaluation = evaluate_phantoms(segmenter, args.phantoms, args.seed, review_cases, options, args.appearance)
+            evaluation = evaluate_phantoms(
+                segmenter, args.phantoms, args.seed, review_cases, options, args.appearance, rows
+            )
         else:
             if args.run is None:
                 parser.error("--hc18 and --psfhs need --run (the validation split)")
             case_ids = validation_case_ids(args.run, args.hc18 or args.psfhs)
-            rows: CaseRows = []
             evaluation = (
                 evaluate_hc18(segmenter, args.hc18, case_ids, review_cases, rows, options)
                 if args.hc18
                 else evaluate_psfhs(segmenter, args.psfhs, case_ids, review_cases, rows, options)
             )
-            if args.cases_csv:
-                write_rows(args.cases_csv, rows)
+        if args.cases_csv:
+            write_rows(args.cases_csv, rows)
     except FetalHeadSegError as err:
         print(f"evaluate: error: {err}", file=sys.stderr)
         return 2

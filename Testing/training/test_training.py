@@ -657,3 +657,23 @@ def test_the_leave_one_family_out_configs_differ_only_in_that_family() -> None:
     assert {k for k in reference["data"] if reference["data"][k] != without["data"][k]} == {"phantom", "cache"}
     with pytest.raises(SystemExit, match="unknown family"):
         stress_3d.leave_out_configs("colour", base, 160, 800, 400000, "runs/x")
+
+
+def test_phantom_evaluation_writes_one_row_per_case(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """--cases-csv on phantoms: one row per case with its seed, appearance (a stress case names its row), Dice and
+    errors, the same values the printed summary is made of."""
+    import csv
+
+    from training.evaluate import main
+
+    rows_csv = tmp_path / "cases.csv"
+    arguments = ["fetal-head-3d-cascade", "--phantoms", "2", "--appearance", "stress,classic"]
+    assert main([*arguments, "--cases-csv", str(rows_csv)]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    rows = list(csv.DictReader(rows_csv.open()))
+    assert [row["case"] for row in rows] == ["phantom 900000", "phantom 900001"]
+    assert [row["appearance"] for row in rows] == ["stress:nominal", "classic"]
+    for key in ("dice", "hc_rel_error", "volume_rel_error"):
+        values = [float(row[key]) for row in rows]
+        assert np.mean(values) == pytest.approx(summary[key]["mean"], abs=1e-4)
+    assert all(row["review_recommended"] in ("True", "False") for row in rows)
