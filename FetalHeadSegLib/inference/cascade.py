@@ -40,11 +40,16 @@ class CascadeConfig:
         level_preprocessing: ``roi`` mode: one preprocessing per level (level 1's for the whole image, later
             ones for the head's region); ``same_grid`` uses the bundle's single preprocessing.
         roi_margin_mm: ``roi`` mode: space kept around the head found by the previous level, in mm.
+        convex_context: ``roi`` mode: a fetal head is convex, so level 1's head (without tissue stuck to it, where
+            the bundle's postprocessing cuts such tissue) is completed to its convex hull before it becomes the
+            finer level's context and region (a faint or shadowed stretch of skull leaves a dent in level 1's head
+            that the finer level would otherwise follow).
     """
 
     mode: CascadeMode = CascadeMode.SAME_GRID
     level_preprocessing: tuple[PreprocessingConfig, ...] = ()
     roi_margin_mm: float = 12.0
+    convex_context: bool = False
 
     def __post_init__(self) -> None:
         if self.mode is CascadeMode.ROI and len(self.level_preprocessing) < 2:
@@ -61,6 +66,7 @@ class CascadeConfig:
             "mode": self.mode.value,
             "level_preprocessing": [config.to_dict() for config in self.level_preprocessing],
             "roi_margin_mm": self.roi_margin_mm,
+            "convex_context": self.convex_context,
         }
 
     @classmethod
@@ -71,6 +77,7 @@ class CascadeConfig:
             CascadeMode(data.get("mode", CascadeMode.SAME_GRID.value)),
             tuple(PreprocessingConfig.from_dict(item) for item in data.get("level_preprocessing", [])),
             float(data.get("roi_margin_mm", 12.0)),
+            bool(data.get("convex_context", False)),
         )
 
 

@@ -49,6 +49,23 @@ def fill_holes(mask: np.ndarray) -> np.ndarray:
     return np.asarray(ndimage.binary_fill_holes(mask))
 
 
+def convex_hull(mask: np.ndarray) -> np.ndarray:
+    """The convex hull of a boolean (X, Y, Z) mask, in 3D for volumes, in the frame's plane for single-slice (X, Y, 1)
+    masks (scikit-image; each voxel counts with its faces' centres). A mask whose voxels span no volume (a plane,
+    a line) has no hull and is returned unchanged."""
+    import warnings
+
+    from skimage.morphology import convex_hull_image
+
+    if not mask.any():
+        return mask.copy()
+    plane = mask.shape[2] == 1
+    with warnings.catch_warnings():  # scikit-image warns and returns an empty image where Qhull finds no hull
+        warnings.simplefilter("ignore", UserWarning)
+        hull = np.asarray(convex_hull_image(mask[:, :, 0] if plane else mask))
+    return mask | (hull[:, :, np.newaxis] if plane else hull)
+
+
 def clean_label_map(labels: np.ndarray, values: list[int], class_probabilities: np.ndarray | None = None) -> np.ndarray:
     """Each label reduced to its largest component with holes filled (later labels win where they overlap).
 

@@ -1,5 +1,6 @@
 """The coarse-to-fine cascade (``CascadeMode.ROI``): level 1 on the whole image at a coarse grid, every later
 level on the head's region at its own finer grid, with the previous level's probability as context, pasted back.
+With ``convex_context``, level 1's head is completed to its convex hull first (a fetal head is convex).
 
 Each level may average flipped predictions (test-time augmentation); the last level's flips give the uncertainty
 map. When level 1 finds no head the finer levels are skipped and level 1's answer stands.
@@ -27,6 +28,11 @@ if TYPE_CHECKING:
 
 LEVEL_AGREEMENT_MIN_DICE = 0.8
 """Below this Dice between level 1's head and the final head, the levels disagree: the result needs review."""
+
+CONVEX_CONTEXT_PROBABILITY = 0.7
+"""Head probability given to the voxels that the convex hull adds to level 1's head (``convex_context``): above
+the 0.5 decision threshold, so they count as head for the finer level's region and the levels' agreement, and short
+of certainty, so the finer level still weighs the image there."""
 
 
 @dataclass(frozen=True)
@@ -65,6 +71,36 @@ def coarse_region(probabilities: np.ndarray) -> np.ndarray:
     return region
 
 
+def convex_head(
+    probabilities: np.ndarray,
+    head_class: int,
+    spacing_mm: tuple[float, float, float],
+    detach_fraction: float | None,
+) -> np.ndarray:
+    """(K, X, Y, Z) class probabilities whose head (the component of the head class holding the most probability)
+    is completed to its convex hull: where the hull adds a voxel whose head probability is below
+    :data:`CONVEX_CONTEXT_PROBABILITY`, the head gets that probability and the other classes share the rest in
+    their former proportions. With ``detach_fraction`` (the bundle's postprocessing), tissue stuck to the head is
+    cut away first, as the final label map cuts it, so that a limb or the uterine wall against the head does not
+    stretch the hull; the cut tissue keeps the probability it had."""
+    from FetalHeadSegLib.inference.postprocessing import convex_hull, detach_attached_tissue, keep_largest_component
+
+    head = keep_largest_component(np.argmax(probabilities, axis=0) == head_class, probabilities[head_class])
+    core = head if detach_fraction is None else detach_attached_tissue(head, spacing_mm, detach_fraction)
+    added = convex_hull(core) & ~head & (probabilities[head_class] < CONVEX_CONTEXT_PROBABILITY)
+    if not added.any():
+        return probabilities
+    completed = probabilities.copy()
+    others = 1.0 - probabilities[head_class][added]
+    scale = (1.0 - CONVEX_CONTEXT_PROBABILITY) / np.maximum(others, 1e-12)
+    for index in range(len(probabilities)):
+        if index == head_class:
+            completed[index][added] = CONVEX_CONTEXT_PROBABILITY
+        else:
+            completed[index][added] = probabilities[index][added] * scale
+    return completed
+
+
 def level_passes(run: InferenceRun, level: int, inputs: np.ndarray, dims: int, tta: bool) -> list[np.ndarray]:
     """One level's class probabilities for (C, X', Y', Z') padded inputs, and with TTA for each axis the task may
     mirror (each flipped back)."""
@@ -85,7 +121,11 @@ def predict_roi_cascade(
     dims = 2 if image.is_2d else 3
     first = prepare(image, cascade.level_preprocessing[0], size_multiple)
     passes = level_passes(run, 0, first.values[np.newaxis], dims, tta)
-    probabilities = first.restore(np.mean(passes, axis=0))
+    coarse = np.mean(passes, axis=0)
+    if cascade.convex_context:
+        detach = bundle.postprocessing.detach_fraction
+        coarse = convex_head(coarse, task_spec(bundle.task).head_label, first.working.spacing_mm, detach)
+    probabilities = first.restore(coarse)
     coarse_head = probabilities[0] < 0.5
     flags: list[Flag] = []
     disagreement: np.ndarray | None = None

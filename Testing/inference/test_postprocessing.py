@@ -79,3 +79,37 @@ def test_the_component_kept_is_the_one_holding_the_most_probability() -> None:
     probabilities = np.stack([1.0 - head_probability, head_probability])
     labels = clean_label_map(mask.astype(np.uint8), [1], probabilities)
     np.testing.assert_array_equal(labels[:, :, 0] == 1, sure)
+
+
+def test_the_convex_hull_fills_a_dent_in_an_ellipsoid_and_adds_nothing_outside_it() -> None:
+    """An ellipsoid (radii 20, 15, 12 voxels) missing a bite from its flank (a shadowed stretch of skull): the hull
+    fills the bite up to the chord between its rims (the cap beyond the chord is beyond any hull: 84 % of the bite
+    here) and adds nothing further than a voxel outside the ellipsoid; a frame's ellipse with a notch is filled in
+    its plane."""
+    from FetalHeadSegLib.inference.postprocessing import convex_hull
+
+    grid = ball_grid((50, 40, 34), (1.0, 1.0, 1.0))
+    whole = inside_ellipsoid(grid, (25.0, 20.0, 17.0), (20.0, 15.0, 12.0))
+    bitten = whole & ~((grid[1] > 28.0) & (np.abs(grid[0] - 25.0) < 8.0))
+    bite = whole & ~bitten
+    hull = convex_hull(bitten)
+    assert bite.sum() > 1000 and (hull & bite).sum() >= 0.8 * bite.sum()
+    outer = inside_ellipsoid(grid, (25.0, 20.0, 17.0), (21.0, 16.0, 13.0))
+    assert not (hull & ~outer).any() and (hull & bitten).sum() == bitten.sum()
+    frame = inside_ellipsoid(ball_grid((60, 50), (1.0, 1.0)), (30.0, 25.0), (22.0, 18.0))
+    notched = frame.copy()
+    notched[20:40, 35:] = False
+    filled = convex_hull(notched[:, :, np.newaxis])
+    assert filled.shape == (60, 50, 1)
+    assert filled[25:35, 35:40, 0].all() and not filled[:, 43:, 0].any()
+
+
+def test_a_mask_without_a_hull_is_returned_unchanged() -> None:
+    """Voxels that span no volume (one plane of a 3D grid, a line) have no hull; an empty mask stays empty."""
+    from FetalHeadSegLib.inference.postprocessing import convex_hull
+
+    flat = np.zeros((20, 20, 20), dtype=bool)
+    flat[5:15, 5:15, 10] = True
+    np.testing.assert_array_equal(convex_hull(flat), flat)
+    empty = np.zeros((10, 10, 10), dtype=bool)
+    assert not convex_hull(empty).any()

@@ -79,9 +79,9 @@ def test_a_physical_working_grid_never_distorts_an_anisotropic_volume(direction)
     np.testing.assert_allclose(working.ijk_to_ras_points(centre), head.image.ijk_to_ras_points(centre_in), atol=0.6)
 
 
-def _roi_model(tmp_path: Path, dimension: int = 3):
+def _roi_model(tmp_path: Path, dimension: int = 3, convex_context: bool = True):
     levels = (PreprocessingConfig(target_spacing_mm=(2.0,)), PreprocessingConfig(max_size=24))
-    cascade = CascadeConfig(CascadeMode.ROI, levels, roi_margin_mm=4.0)
+    cascade = CascadeConfig(CascadeMode.ROI, levels, roi_margin_mm=4.0, convex_context=convex_context)
     return load_model(make_tiny_bundle(tmp_path / "roi", dimension=dimension, cascade=cascade), "cpu")
 
 
@@ -132,3 +132,99 @@ def test_the_finer_level_looks_at_the_largest_region_of_each_class_not_at_false_
     symphysis = ((grid - np.array([50.0, 10.0, 20.0])[:, None, None, None]) ** 2).sum(axis=0) <= 4.0**2
     three = np.stack([~(head | blob | symphysis), head | blob, symphysis]).astype(np.float64)
     np.testing.assert_array_equal(coarse_region(three), head | symphysis)
+
+
+def _bitten_ball(shape: tuple[int, ...], radius: float) -> tuple[np.ndarray, np.ndarray]:
+    """A ball in the middle of a grid and the bite taken from its flank (voxels with y beyond 0.6 of the radius,
+    within half the radius of the centre along x)."""
+    centre = (np.array(shape, dtype=np.float64) - 1.0) / 2.0
+    grid = np.indices(shape).astype(np.float64) - centre[:, None, None, None]
+    ball = (grid**2).sum(axis=0) <= radius**2
+    bite = ball & (grid[1] > 0.6 * radius) & (np.abs(grid[0]) < 0.5 * radius)
+    return ball & ~bite, bite
+
+
+def _bridged(mask: np.ndarray, region: np.ndarray) -> np.ndarray:
+    """The voxels of ``region`` with a voxel of ``mask`` on both sides along x in the same row: on the segment
+    between two of the mask's voxels, so inside any convex set holding the mask (the hull's oracle)."""
+    before = np.maximum.accumulate(mask, axis=0)
+    after = np.maximum.accumulate(mask[::-1], axis=0)[::-1]
+    return region & before & after
+
+
+def test_a_convex_context_gives_a_dent_in_the_coarse_head_the_head_probability_it_sets() -> None:
+    """Voxels the hull adds get head probability 0.7 and the other classes keep their proportions (a symphysis
+    class stays a symphysis); voxels inside the head or outside the hull are untouched."""
+    from FetalHeadSegLib.inference.roi_cascade import CONVEX_CONTEXT_PROBABILITY, convex_head
+
+    head, bite = _bitten_ball((40, 40, 40), 12.0)
+    symphysis = np.zeros_like(head)
+    symphysis[2:5, 2:5, 2:5] = True
+    head_p = np.where(head, 0.9, np.where(bite, 0.2, 0.05))
+    symphysis_p = np.where(symphysis, 0.8, 0.2 * (1.0 - head_p))
+    probabilities = np.stack([1.0 - head_p - symphysis_p, symphysis_p, head_p])
+    completed = convex_head(probabilities, 2, (1.0, 1.0, 1.0), detach_fraction=None)
+    np.testing.assert_allclose(completed.sum(axis=0), 1.0, atol=1e-12)
+    inner_bite = _bridged(head, bite)
+    assert inner_bite.sum() > 200
+    np.testing.assert_allclose(completed[2][inner_bite], CONVEX_CONTEXT_PROBABILITY)
+    np.testing.assert_allclose(completed[1][inner_bite] / completed[0][inner_bite], 0.16 / 0.64)
+    from scipy import ndimage
+
+    changed = np.any(completed != probabilities, axis=0)
+    reach = ndimage.binary_dilation(head | bite)  # each voxel counts with its faces' centres: half a voxel out
+    assert not (changed & (head | symphysis)).any() and not (changed & ~reach).any()
+
+
+def test_a_limb_against_the_coarse_head_does_not_stretch_its_hull() -> None:
+    """A ball (radius 12 voxels) with a limb (a rod 3 voxels thick, 14 long) stuck to it: its hull alone would take
+    in the wedge between rod and ball; with the bundle's detach step the hull is the ball's, so nothing outside the
+    ball (and its half-voxel rim) becomes head, and the rod keeps level 1's probability."""
+    from scipy import ndimage
+
+    from FetalHeadSegLib.inference.roi_cascade import convex_head
+
+    grid = np.indices((48, 48, 48)).astype(np.float64) - 18.0
+    ball = (grid**2).sum(axis=0) <= 12.0**2
+    rod = (np.abs(grid[1] - 8.0) <= 1.5) & (np.abs(grid[2]) <= 1.5) & (grid[0] > 0.0) & (grid[0] < 26.0)
+    head = ball | rod
+    probabilities = np.stack([np.where(head, 0.1, 0.9), np.where(head, 0.9, 0.1)])
+    stretched = convex_head(probabilities, 1, (1.0, 1.0, 1.0), detach_fraction=None)
+    assert ((stretched[1] > 0.5) & ~head).sum() > 300
+    completed = convex_head(probabilities, 1, (1.0, 1.0, 1.0), detach_fraction=0.5)
+    assert not ((completed[1] > 0.5) & ~ndimage.binary_dilation(ball) & ~rod).any()
+    np.testing.assert_array_equal(completed[:, rod], probabilities[:, rod])
+
+
+@pytest.mark.parametrize("convex_context", [True, False])
+def test_the_finer_level_sees_the_coarse_heads_convex_hull_when_the_bundle_says_so(
+    tmp_path: Path, convex_context: bool
+) -> None:
+    """Level 1 (stubbed) finds a ball with a bite in its flank; level 2 (stubbed) returns the context it was given
+    as its head probability, so the result shows what level 2 saw: the bite at head probability 0.7 with
+    ``convex_context``, at level 1's 0.2 without (both resampled from level 1's grid to level 2's and back)."""
+    from types import SimpleNamespace
+
+    from FetalHeadSegLib.inference.roi_cascade import predict_roi_cascade
+
+    bundle = _roi_model(tmp_path, convex_context=convex_context).bundle
+    image = Image(np.zeros((64, 64, 64), np.float32), make_ijk_to_ras((1.0, 1.0, 1.0)))
+
+    def predict(level: int, inputs: np.ndarray, number: int, total: int) -> np.ndarray:
+        if level == 0:
+            head, bite = _bitten_ball(inputs.shape[1:], 10.0)
+            head_p = np.where(head, 0.95, np.where(bite, 0.2, 0.02))
+        else:
+            head_p = inputs[1]
+        return np.stack([1.0 - head_p, head_p]).astype(np.float32)
+
+    run = SimpleNamespace(segmenter=SimpleNamespace(bundle=bundle), predict=predict)
+    output = predict_roi_cascade(run, image, bundle, 8, tta=False)  # type: ignore[arg-type]
+    from scipy import ndimage
+
+    head, bite = _bitten_ball((64, 64, 64), 20.0)
+    core = ndimage.binary_erosion(_bridged(head, bite))  # away from the resampled edges
+    seen = float(np.median(output.class_probabilities[1][core]))
+    assert core.sum() > 200
+    assert (seen > 0.5) == convex_context  # head for level 2, or background as level 1 had it
+    assert seen == pytest.approx(0.7 if convex_context else 0.2, abs=0.05)  # two resamplings blur the edges
