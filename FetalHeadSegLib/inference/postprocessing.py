@@ -51,8 +51,8 @@ def fill_holes(mask: np.ndarray) -> np.ndarray:
 
 def convex_hull(mask: np.ndarray) -> np.ndarray:
     """The convex hull of a boolean (X, Y, Z) mask, in 3D for volumes, in the frame's plane for single-slice (X, Y, 1)
-    masks (scikit-image; each voxel counts with its faces' centres). A mask whose voxels span no volume (a plane,
-    a line) has no hull and is returned unchanged."""
+    masks (scikit-image; each voxel counts with its faces' centres). A flat mask (one plane of a volume, a line) is
+    its own hull; an empty one stays empty."""
     import warnings
 
     from skimage.morphology import convex_hull_image

@@ -104,8 +104,8 @@ def test_the_convex_hull_fills_a_dent_in_an_ellipsoid_and_adds_nothing_outside_i
     assert filled[25:35, 35:40, 0].all() and not filled[:, 43:, 0].any()
 
 
-def test_a_mask_without_a_hull_is_returned_unchanged() -> None:
-    """Voxels that span no volume (one plane of a 3D grid, a line) have no hull; an empty mask stays empty."""
+def test_a_flat_mask_is_its_own_hull() -> None:
+    """Voxels in one plane of a 3D grid hold no further voxel centre in their hull; an empty mask stays empty."""
     from FetalHeadSegLib.inference.postprocessing import convex_hull
 
     flat = np.zeros((20, 20, 20), dtype=bool)
