@@ -55,15 +55,22 @@ def convex_hull(mask: np.ndarray) -> np.ndarray:
     its own hull; an empty one stays empty."""
     import warnings
 
+    from scipy import ndimage
     from skimage.morphology import convex_hull_image
 
     if not mask.any():
         return mask.copy()
+    # scikit-image tests every voxel it is given against the hull: give it the mask's bounding box only, which holds
+    # every voxel centre of the hull (the outermost face centres lie half a voxel outside it)
+    box = ndimage.find_objects(mask.astype(np.uint8))[0]
+    part = mask[box]
     plane = mask.shape[2] == 1
     with warnings.catch_warnings():  # scikit-image warns and returns an empty image where Qhull finds no hull
         warnings.simplefilter("ignore", UserWarning)
-        hull = np.asarray(convex_hull_image(mask[:, :, 0] if plane else mask))
-    return mask | (hull[:, :, np.newaxis] if plane else hull)
+        hull = np.asarray(convex_hull_image(part[:, :, 0] if plane else part))
+    result = mask.copy()
+    result[box] |= hull[:, :, np.newaxis] if plane else hull
+    return result
 
 
 def clean_label_map(labels: np.ndarray, values: list[int], class_probabilities: np.ndarray | None = None) -> np.ndarray:

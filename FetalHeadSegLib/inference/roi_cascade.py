@@ -92,12 +92,8 @@ def convex_head(
         return probabilities
     completed = probabilities.copy()
     others = 1.0 - probabilities[head_class][added]
-    scale = (1.0 - CONVEX_CONTEXT_PROBABILITY) / np.maximum(others, 1e-12)
-    for index in range(len(probabilities)):
-        if index == head_class:
-            completed[index][added] = CONVEX_CONTEXT_PROBABILITY
-        else:
-            completed[index][added] = probabilities[index][added] * scale
+    completed[:, added] *= (1.0 - CONVEX_CONTEXT_PROBABILITY) / np.maximum(others, 1e-12)
+    completed[head_class][added] = CONVEX_CONTEXT_PROBABILITY
     return completed
 
 
