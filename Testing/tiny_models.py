@@ -8,6 +8,7 @@ import torch
 
 from FetalHeadSegLib.core.tasks import Task, task_spec
 from FetalHeadSegLib.inference.cascade import CascadeConfig
+from FetalHeadSegLib.inference.postprocessing import PostprocessingConfig
 from FetalHeadSegLib.inference.preprocessing import PreprocessingConfig
 from FetalHeadSegLib.models.bundle import ModelBundle, write_bundle
 from FetalHeadSegLib.models.network_config import NetworkConfig
@@ -36,6 +37,7 @@ def make_tiny_bundle(
     preprocessing: PreprocessingConfig | None = None,
     model_id: str = "tiny-test-model",
     cascade: CascadeConfig | None = None,
+    postprocessing: PostprocessingConfig | None = None,
 ) -> ModelBundle:
     """A bundle of ``levels`` tiny USegNets with random weights (a fixed seed)."""
     torch.manual_seed(seed)
@@ -54,6 +56,7 @@ def make_tiny_bundle(
         labels=list(spec.labels),
         tile_size=32,
         cascade=cascade or CascadeConfig(),
+        postprocessing=postprocessing or PostprocessingConfig(),
         model_card={"note": "random weights, for tests only"},
     )
     return write_bundle(folder, description, [build_network(config).state_dict() for config in configs])

@@ -30,7 +30,7 @@ from FetalHeadSegLib.core.errors import Cancelled, InputImageError
 from FetalHeadSegLib.core.image import Image
 from FetalHeadSegLib.core.tasks import task_spec
 from FetalHeadSegLib.inference.cascade import CascadeMode, forward_probabilities, run_cascade
-from FetalHeadSegLib.inference.postprocessing import clean_label_map, detach_attached_tissue
+from FetalHeadSegLib.inference.postprocessing import clean_label_map, decide_labels, detach_attached_tissue
 from FetalHeadSegLib.inference.preprocessing import Padding, cascade_size_multiple, check_image, prepare
 from FetalHeadSegLib.inference.roi_cascade import CascadeOutput, flip_disagreement, predict_roi_cascade
 from FetalHeadSegLib.inference.tiling import sliding_window
@@ -353,10 +353,11 @@ def _tta_flags(share: float) -> list[Flag]:
 def _label_map(
     bundle: ModelBundle, class_probabilities: np.ndarray, spacing_mm: tuple[float, float, float]
 ) -> np.ndarray:
-    """The label map of (K, X, Y, Z) probabilities: argmax, for each label the component holding the most of its
-    probability with its holes filled, then the model's own postprocessing (tissue stuck to the head cut away)."""
+    """The label map of (K, X, Y, Z) probabilities: each voxel's label (argmax, or the model's own head threshold),
+    for each label the component holding the most of its probability with its holes filled, then the model's own
+    postprocessing (tissue stuck to the head cut away)."""
     labels = clean_label_map(
-        np.argmax(class_probabilities, axis=0).astype(np.uint8),
+        decide_labels(class_probabilities, bundle.head_label, bundle.postprocessing.head_threshold),
         [label.value for label in bundle.labels],
         class_probabilities,
     )

@@ -1,6 +1,6 @@
 """Mask clean-up shared by segmentation and biometry: largest connected component (for a network's output, the one
-holding the most probability) and hole filling, and a model's own extra step (:class:`PostprocessingConfig`:
-tissue stuck to the head cut away)."""
+holding the most probability) and hole filling, and a model's own extra steps (:class:`PostprocessingConfig`: the
+head's decision threshold, tissue stuck to the head cut away)."""
 
 from __future__ import annotations
 
@@ -73,6 +73,21 @@ def convex_hull(mask: np.ndarray) -> np.ndarray:
     return result
 
 
+def decide_labels(class_probabilities: np.ndarray, head_class: int, head_threshold: float | None = None) -> np.ndarray:
+    """The label of every voxel of (K, X, Y, Z) probabilities, as uint8 (X, Y, Z).
+
+    Without ``head_threshold``: the most probable class. With it: ``head_class`` where its probability exceeds the
+    threshold, elsewhere the most probable of the other classes.
+    """
+    if head_threshold is None:
+        return np.argmax(class_probabilities, axis=0).astype(np.uint8)
+    others = class_probabilities.copy()
+    others[head_class] = -np.inf
+    labels = np.argmax(others, axis=0).astype(np.uint8)
+    labels[class_probabilities[head_class] > head_threshold] = head_class
+    return labels
+
+
 def clean_label_map(labels: np.ndarray, values: list[int], class_probabilities: np.ndarray | None = None) -> np.ndarray:
     """Each label reduced to its largest component with holes filled (later labels win where they overlap).
 
@@ -97,13 +112,21 @@ class PostprocessingConfig:
             network took for head): a morphological opening of the head with a ball whose radius is this fraction
             of the head's equivalent-sphere radius. A convex head whose smallest radius of curvature exceeds the
             ball passes unchanged; what hangs on it by a neck narrower than the ball falls off. None: off.
+        head_threshold: a voxel is head where the head's probability exceeds this; every other voxel takes the
+            most probable of the other classes (:func:`decide_labels`). Where the skull runs along the beam it gives
+            little echo, the head's probability falls off gradually there and its 0.5 level lies inside the true
+            border, while a bright skull makes the fall sharp and the level hardly matters: a threshold below 0.5
+            takes back what the faint stretches lose. None: the plain argmax of all classes.
     """
 
     detach_fraction: float | None = None
+    head_threshold: float | None = None
 
     def __post_init__(self) -> None:
         if self.detach_fraction is not None and not 0.0 < self.detach_fraction < 1.0:
             raise ValueError(f"detach_fraction must lie between 0 and 1, got {self.detach_fraction}")
+        if self.head_threshold is not None and not 0.0 < self.head_threshold < 1.0:
+            raise ValueError(f"head_threshold must lie between 0 and 1, got {self.head_threshold}")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -111,8 +134,11 @@ class PostprocessingConfig:
     @classmethod
     def from_dict(cls, data: dict[str, Any] | None) -> PostprocessingConfig:
         values = dict(data or {})
-        fraction = values.get("detach_fraction")
-        return cls(detach_fraction=None if fraction is None else float(fraction))
+        fraction, threshold = values.get("detach_fraction"), values.get("head_threshold")
+        return cls(
+            detach_fraction=None if fraction is None else float(fraction),
+            head_threshold=None if threshold is None else float(threshold),
+        )
 
 
 def detach_attached_tissue(

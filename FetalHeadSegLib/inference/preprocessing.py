@@ -119,15 +119,22 @@ def resample(image: Image, spacing_mm: tuple[float, float, float], linear: bool 
     return image_from_sitk(resampled)
 
 
-def resample_like(image: Image, reference: Image, linear: bool = True) -> Image:
-    """Resample ``image`` onto exactly the grid of ``reference`` (SimpleITK)."""
+def resample_like(image: Image, reference: Image, linear: bool = True, extrapolate: bool = False) -> Image:
+    """Resample ``image`` onto exactly the grid of ``reference`` (SimpleITK).
+
+    Points of ``reference`` outside ``image``'s extent get 0, or with ``extrapolate`` the value of the nearest voxel
+    (SimpleITK's nearest-neighbour extrapolator).
+    """
     import SimpleITK as sitk
 
     from FetalHeadSegLib.core.io import image_from_sitk, image_to_sitk
 
     source = image_to_sitk(image.with_array(image.array.astype(np.float32) if linear else image.array))
     interpolator = sitk.sitkLinear if linear else sitk.sitkNearestNeighbor
-    return image_from_sitk(sitk.Resample(source, image_to_sitk(reference), sitk.Transform(), interpolator, 0.0))
+    resampled = sitk.Resample(
+        source, image_to_sitk(reference), sitk.Transform(), interpolator, 0.0, source.GetPixelID(), extrapolate
+    )
+    return image_from_sitk(resampled)
 
 
 INTENSITY_LEVELS = 255
@@ -215,12 +222,16 @@ class Prepared:
 
     def restore(self, channels: np.ndarray) -> np.ndarray:
         """(C, X', Y', Z') arrays on the padded working grid -> (C, X, Y, Z) on the input grid (crop, then
-        linear resampling back when the working grid differs from the input's)."""
+        linear resampling back when the working grid differs from the input's).
+
+        The working grid covers the input's box to within its rounding: where the input's outermost voxels lie
+        beyond the working grid's, they take its nearest values rather than none (every class 0).
+        """
         cropped = self.padding.crop(channels)
         if self.working.shape == self.image.shape and np.allclose(self.working.ijk_to_ras, self.image.ijk_to_ras):
             return np.asarray(cropped, dtype=np.float32)
         return np.stack(
-            [resample_like(self.working.with_array(channel), self.image).array for channel in cropped]
+            [resample_like(self.working.with_array(channel), self.image, extrapolate=True).array for channel in cropped]
         ).astype(np.float32)
 
 

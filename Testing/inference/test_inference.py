@@ -12,6 +12,7 @@ from FetalHeadSegLib.core.errors import Cancelled, DeviceError, InputImageError
 from FetalHeadSegLib.core.image import Image, make_ijk_to_ras
 from FetalHeadSegLib.core.tasks import task_spec
 from FetalHeadSegLib.inference.engine import InferenceOptions, Segmenter, load_model
+from FetalHeadSegLib.inference.postprocessing import PostprocessingConfig, clean_label_map, decide_labels
 from FetalHeadSegLib.inference.preprocessing import PreprocessingConfig
 
 from shapes import circle, intrapartum_labels, make_ellipsoid, rotation_matrix
@@ -288,3 +289,19 @@ def test_training_validation_and_segment_give_identical_probabilities(tmp_path: 
     )
     result = model.segment(image, InferenceOptions(biometry=False))
     np.testing.assert_array_equal(result.probability.array, (1.0 - last[0]).astype(np.float32))
+
+
+def test_the_bundles_head_threshold_decides_the_head(tmp_path: Path) -> None:
+    """With ``postprocessing.head_threshold`` the head is where the head's probability exceeds it (then the clean-up
+    every model gets), recomputed here from the probability map the result carries; without it, the argmax."""
+    image = noisy_head()
+    labels = {}
+    for threshold in (None, 0.45):
+        bundle = make_tiny_bundle(tmp_path / str(threshold), postprocessing=PostprocessingConfig(None, threshold))
+        result = load_model(bundle, "cpu").segment(image, InferenceOptions(biometry=False))
+        head = result.probability.array.astype(np.float64)
+        probabilities = np.stack([1.0 - head, head])
+        expected = clean_label_map(decide_labels(probabilities, 1, threshold), [1], probabilities)
+        np.testing.assert_array_equal(result.labels.array, expected)
+        labels[threshold] = result.labels.array
+    assert (labels[0.45] == 1).sum() > (labels[None] == 1).sum()

@@ -8,6 +8,7 @@ import pytest
 from FetalHeadSegLib.inference.postprocessing import (
     PostprocessingConfig,
     clean_label_map,
+    decide_labels,
     detach_attached_tissue,
     keep_largest_component,
 )
@@ -59,10 +60,45 @@ def test_frames_are_opened_in_their_plane() -> None:
 
 
 def test_the_setting_is_checked_and_round_trips() -> None:
-    assert PostprocessingConfig.from_dict(None).detach_fraction is None
-    assert PostprocessingConfig.from_dict(PostprocessingConfig(0.5).to_dict()) == PostprocessingConfig(0.5)
-    with pytest.raises(ValueError, match="between 0 and 1"):
+    assert PostprocessingConfig.from_dict(None) == PostprocessingConfig(None, None)
+    for config in (PostprocessingConfig(0.5), PostprocessingConfig(0.5, 0.4), PostprocessingConfig(None, 0.3)):
+        assert PostprocessingConfig.from_dict(config.to_dict()) == config
+    with pytest.raises(ValueError, match="detach_fraction must lie between 0 and 1"):
         PostprocessingConfig(1.5)
+    with pytest.raises(ValueError, match="head_threshold must lie between 0 and 1"):
+        PostprocessingConfig(None, 1.0)
+
+
+def test_a_head_threshold_moves_a_faint_border_and_leaves_a_sharp_one() -> None:
+    """A disc of radius 30 px centred at x = 60.5 whose probability falls as a logistic of the distance from its
+    border, steeply on the left (width 0.2 px: a bright skull) and gently on the right (width 4 px: skull along the
+    beam). The 0.5 level is the border on both sides (x = 30.5 and 90.5); the 0.4 level lies 0.2 * logit(0.6) =
+    0.08 px further out on the left (x = 30.42: the same voxels) and 4 * logit(0.6) = 1.62 px on the right
+    (x = 92.12: two voxels more)."""
+    x, y = np.meshgrid(np.arange(120.0), np.arange(120.0), indexing="ij")
+    radius = np.hypot(x - 60.5, y - 60.0)
+    width = np.where(x < 60.5, 0.2, 4.0)
+    head = 1.0 / (1.0 + np.exp(-(30.0 - radius) / width))
+    probabilities = np.stack([1.0 - head, head])[..., np.newaxis]
+    plain = decide_labels(probabilities, 1)[:, 60, 0]
+    np.testing.assert_array_equal(plain, np.argmax(probabilities, axis=0)[:, 60, 0])
+    lowered = decide_labels(probabilities, 1, 0.4)[:, 60, 0]
+    left_plain, right_plain = np.flatnonzero(plain)[[0, -1]]
+    left_lowered, right_lowered = np.flatnonzero(lowered)[[0, -1]]
+    assert (left_plain, right_plain) == (31, 90)
+    assert (left_lowered, right_lowered) == (31, 92)
+    assert lowered.dtype == np.uint8
+
+
+def test_a_head_threshold_gives_the_voxels_it_does_not_take_to_the_likeliest_other_class() -> None:
+    """Three classes (background, symphysis, head = 2): a voxel whose head probability is below the threshold
+    goes to whichever of the other two is likelier, even where the head would win the plain argmax."""
+    probabilities = np.array(
+        [[0.30, 0.20, 0.50], [0.25, 0.35, 0.40], [0.10, 0.20, 0.70], [0.60, 0.05, 0.35]]
+    ).T.reshape(3, 4, 1, 1)
+    np.testing.assert_array_equal(decide_labels(probabilities, 2)[:, 0, 0], [2, 2, 2, 0])
+    np.testing.assert_array_equal(decide_labels(probabilities, 2, 0.45)[:, 0, 0], [2, 1, 2, 0])
+    np.testing.assert_array_equal(decide_labels(probabilities, 2, 0.3)[:, 0, 0], [2, 2, 2, 2])
 
 
 def test_the_component_kept_is_the_one_holding_the_most_probability() -> None:

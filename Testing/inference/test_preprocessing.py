@@ -12,6 +12,7 @@ from FetalHeadSegLib.inference.preprocessing import (
     check_image,
     normalise,
     pad_to_multiple,
+    prepare,
     resample,
     resample_like,
     working_spacing,
@@ -82,3 +83,20 @@ def test_normalise_clips_and_scales() -> None:
 def test_unsegmentable_images_are_refused(array: np.ndarray, spacing: tuple, words: str) -> None:
     with pytest.raises(InputImageError, match=words):
         check_image(Image(array, make_ijk_to_ras(spacing)), "scan.nii.gz")
+
+
+@pytest.mark.parametrize(
+    ("shape", "spacing_mm"),
+    [((58, 48, 33), (0.9, 1.1, 1.6)), ((61, 40, 1), (0.3, 0.3, 1.0))],  # 47.45 -> 47, 31.48 -> 31 voxels
+)
+def test_restore_covers_every_voxel_of_the_input(shape: tuple[int, int, int], spacing_mm: tuple) -> None:
+    """The working grid's size is rounded, so the input's outermost voxel centres can lie beyond its last one by
+    more than half a working voxel. A constant field on the working grid comes back constant on every input voxel
+    (before the fix, the outermost plane came back 0: every class's probability 0, the head's shown as 1)."""
+    image = Image(np.random.default_rng(3).random(shape).astype(np.float32), make_ijk_to_ras(spacing_mm))
+    prepared = prepare(image, PreprocessingConfig(max_size=48), 8)
+    assert prepared.working.shape != image.shape
+    channels = np.full((2, *prepared.values.shape), 0.25, dtype=np.float32)
+    restored = prepared.restore(channels)
+    assert restored.shape == (2, *shape)
+    np.testing.assert_allclose(restored, 0.25, atol=1e-6)
