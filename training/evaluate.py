@@ -217,6 +217,12 @@ def appearance_cycle(appearance: str) -> tuple[str, ...]:
     return kinds
 
 
+def head_cut_by_field_of_view(truth: dict[str, Any]) -> bool:
+    """Whether a phantom's head is cut: by its field of view (fan, cone, crop or the grid's border) where the phantom
+    records one, else by the grid's border."""
+    return bool(truth.get("head_cut_by_field_of_view", truth["head_touches_border"]))
+
+
 def evaluate_phantoms(
     segmenter: Segmenter,
     count: int,
@@ -259,7 +265,8 @@ def evaluate_phantoms(
                 appearance=kind,
             )
         case = generate_phantom(config, first_seed + index)
-        cut_by_field_of_view += bool(case.truth["head_touches_border"])
+        cut = head_cut_by_field_of_view(case.truth)
+        cut_by_field_of_view += cut
         start = time.perf_counter()
         result = segmenter.segment(case.image, options, source=f"phantom {first_seed + index}")
         results["seconds"].append(time.perf_counter() - start)
@@ -282,7 +289,7 @@ def evaluate_phantoms(
                     f"phantom {first_seed + index}",
                     result,
                     appearance=kind,
-                    head_cut_by_field_of_view=bool(truth["head_touches_border"]),
+                    head_cut_by_field_of_view=cut,
                     dice=metrics.dice,
                     hd95_mm=metrics.hd95_mm,
                     **errors,

@@ -79,12 +79,16 @@ def decide_labels(class_probabilities: np.ndarray, head_class: int, head_thresho
     Without ``head_threshold``: the most probable class. With it: ``head_class`` where its probability exceeds the
     threshold, elsewhere the most probable of the other classes.
     """
+    labels = np.argmax(class_probabilities, axis=0).astype(np.uint8)
     if head_threshold is None:
-        return np.argmax(class_probabilities, axis=0).astype(np.uint8)
-    others = class_probabilities.copy()
-    others[head_class] = -np.inf
-    labels = np.argmax(others, axis=0).astype(np.uint8)
-    labels[class_probabilities[head_class] > head_threshold] = head_class
+        return labels
+    head = class_probabilities[head_class] > head_threshold
+    demoted = (labels == head_class) & ~head  # the head won the argmax but not the threshold: the next class instead
+    if demoted.any():
+        runners_up = class_probabilities[:, demoted]  # (K, N) for those voxels only, not a copy of the whole map
+        runners_up[head_class] = -np.inf
+        labels[demoted] = np.argmax(runners_up, axis=0)
+    labels[head] = head_class
     return labels
 
 
