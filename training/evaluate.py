@@ -325,7 +325,8 @@ def write_rows(path: Path, rows: CaseRows) -> None:
 
 def _review_summary(args: argparse.Namespace, segmenter: Segmenter, cases: ReviewCases, command: str) -> dict[str, Any]:
     """The review flag's rates on these cases, by the bundle's thresholds for runs with or without --tta as
-    this one; with --calibrate-review, new thresholds for such runs written into the bundle."""
+    this one; with --calibrate-review, new thresholds for such runs written into the bundle, whose rates are then
+    the bundle's (``policy_in_bundle``; the former thresholds' under ``policy_before_calibration``)."""
     from FetalHeadSegLib.measure.review import calibrate, cross_validated_rates, review_rates
 
     bad = (
@@ -346,6 +347,8 @@ def _review_summary(args: argparse.Namespace, segmenter: Segmenter, cases: Revie
         policy.calibration["tta"] = args.tta
         policy.calibration["command"] = command
         write_review_policy(args.bundle, policy.to_dict(), tta=args.tta)
+        summary["policy_before_calibration"] = summary["policy_in_bundle"]
+        summary["policy_in_bundle"] = review_rates(policy, cases)
         summary["calibrated"] = policy.to_dict()
     return summary
 

@@ -539,6 +539,10 @@ def test_the_hc18_evaluation_writes_a_row_per_frame_against_the_expert_csv(hc18_
     verify_bundle(written)
     assert written.review.calibration is not None and written.review.calibration["cases"] == 2
     assert written.model_card["evaluation"]["cases"] == 2 and "Evaluation" in (bundle / "MODEL_CARD.md").read_text()
+    # the card scores the thresholds the bundle holds now (those of the calibration), the former ones apart
+    review = written.model_card["evaluation"]["review"]
+    rates = {key: written.review.calibration[key] for key in review["policy_before_calibration"]}
+    assert json.dumps(review["policy_in_bundle"], sort_keys=True) == json.dumps(rates, sort_keys=True)
     # with --tta the thresholds for TTA results are calibrated; the others stay
     code = main([str(bundle), "--hc18", str(hc18_dir), "--run", str(tmp_path / "run"), "--tta", "--calibrate-review"])
     assert code == 0
