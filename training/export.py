@@ -50,7 +50,7 @@ def export(
         "training_data": meta.get("training_data", f"{config.data.kind} data in {config.data.root}"),
         "license": meta.get("license", ""),
         "citation": meta.get("citation", ""),
-        **{key: meta[key] for key in ("retraining", "timing") if key in meta},
+        **{key: meta[key] for key in ("retraining", "timing", "history") if key in meta},
         "splits": {
             "train_cases": len(splits["train"]),
             "validation_cases": len(splits["validation"]),

@@ -84,6 +84,17 @@ def _review_section(data: dict[str, Any]) -> list[str]:
     return lines + [""]
 
 
+def _history_section(history: list[dict[str, str]]) -> list[str]:
+    """The releases before this one and the experiments measured against it, newest first: what each changed, what
+    it measured and the command that measured it. The card's paragraphs above describe the model as it is."""
+    if not history:
+        return []
+    lines = ["## Release history", ""]
+    for entry in history:
+        lines.append(f"- **{entry['version']}.** {entry['notes']}")
+    return lines + [""]
+
+
 def render_card(bundle_path: Path) -> None:
     """MODEL_CARD.md from bundle.json's model card."""
     data = _read_manifest(bundle_path)
@@ -127,6 +138,7 @@ def render_card(bundle_path: Path) -> None:
         "```",
         "",
     ]
+    lines += _history_section(card.get("history", []))
     from FetalHeadSegLib.core.atomic import write_text_atomic
 
     write_text_atomic(bundle_path / "MODEL_CARD.md", "\n".join(lines))

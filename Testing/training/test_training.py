@@ -160,13 +160,22 @@ def test_export_gives_a_bundle_the_engine_runs(tmp_path: Path, cache: Path) -> N
     from FetalHeadSegLib.models.card import write_card
 
     config = base_config(tmp_path / "run", cache, levels=2, iterations=4)
-    config["model"] = {"retraining": "fine-tune from it on real cases", "timing": "0.1 s per case"}
+    history = [
+        {"version": "1.2.2", "notes": "new review thresholds, same weights"},
+        {"version": "1.2.0", "notes": "first release"},
+    ]
+    config["model"] = {"retraining": "fine-tune from it on real cases", "timing": "0.1 s per case", "history": history}
     run(TrainConfig.from_dict(config))
     bundle = export(tmp_path / "run", tmp_path / "bundle", model_id="test-2d", version="1.2.3", half_precision=True)
     assert bundle.levels == 2 and bundle.model_card["splits"]["split"] == "by subject"
     write_card(bundle.path, {"cases": 1})
     card = (bundle.path / "MODEL_CARD.md").read_text()
     assert "**Retraining.** fine-tune from it on real cases" in card and "**Timing.** 0.1 s per case" in card
+    # the releases before this one close the card, newest first, after the model as it is
+    assert card.index("## Training") < card.index("## Release history")
+    assert card.endswith(
+        "## Release history\n\n- **1.2.2.** new review thresholds, same weights\n- **1.2.0.** first release\n"
+    )
     segmenter = load_model(tmp_path / "bundle", "cpu")
     frame = read_image(get_sample("phantom2d_s000001").image_path)
     result = segmenter.segment(frame)
