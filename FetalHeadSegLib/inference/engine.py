@@ -122,7 +122,8 @@ class Segmenter:
         pad_multiples = [bundle.preprocessing.pad_multiple] + [
             config.pad_multiple for config in bundle.cascade.level_preprocessing
         ]
-        self.size_multiple = cascade_size_multiple(math.lcm(*pad_multiples), [n.size_multiple for n in bundle.networks])
+        multiples = [n.size_multiple for level in range(bundle.levels) for n in bundle.level_networks(level)]
+        self.size_multiple = cascade_size_multiple(math.lcm(*pad_multiples), multiples)
 
     def segment(
         self,

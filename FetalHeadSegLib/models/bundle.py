@@ -6,8 +6,13 @@ Layout::
                                 model card, SHA-256 of every weight file
     <bundle>/weights/level0.pt  plain state_dict of cascade level 0 (torch.load with weights_only=True)
     <bundle>/weights/level1.pt  ...
+    <bundle>/weights/member1/level0.pt  an ensemble's second member (``members``), and so on
 
 Loading verifies every checksum first and refuses a mismatch. Nothing is downloaded.
+
+An ensemble is one bundle: ``networks`` are its first member's cascade levels and ``members`` the others', level for
+level; every level's probabilities are the members' average (:class:`~FetalHeadSegLib.models.networks.
+AveragedProbabilities`), so preprocessing, cascade, postprocessing, review and model card are the bundle's own.
 """
 
 from __future__ import annotations
@@ -59,6 +64,9 @@ class ModelBundle:
     postprocessing: PostprocessingConfig = field(default_factory=PostprocessingConfig)
     model_card: dict[str, Any] = field(default_factory=dict)
     sha256: dict[str, str] = field(default_factory=dict)
+    members: list[list[NetworkConfig]] = field(default_factory=list)
+    """An ensemble's further members, each its cascade levels as ``networks`` lists the first member's (empty: one
+    network per level)."""
 
     @property
     def head_label(self) -> int:
@@ -73,9 +81,19 @@ class ModelBundle:
         """The review thresholds calibrated for results made with (``tta``) or without flip TTA."""
         return self.review_tta if tta and self.review_tta is not None else self.review
 
+    def level_networks(self, level: int) -> list[NetworkConfig]:
+        """The networks whose probabilities are averaged at ``level``: the first member's, then the others'."""
+        return [self.networks[level], *(member[level] for member in self.members)]
+
     @property
     def weight_files(self) -> list[str]:
-        return [f"weights/level{level}.pt" for level in range(self.levels)]
+        """The weight files, first member's levels first, then each further member's (``load_networks`` order)."""
+        first = [f"weights/level{level}.pt" for level in range(self.levels)]
+        return first + [
+            f"weights/member{number}/level{level}.pt"
+            for number in range(1, len(self.members) + 1)
+            for level in range(self.levels)
+        ]
 
     @property
     def fingerprint(self) -> str:
@@ -102,6 +120,11 @@ class ModelBundle:
             "tile_size": self.tile_size,
             "model_card": self.model_card,
             "sha256": self.sha256,
+            **(
+                {"members": [[network.to_dict() for network in member] for member in self.members]}
+                if self.members
+                else {}
+            ),
         }
 
 
@@ -150,6 +173,7 @@ def read_bundle(path: str | os.PathLike[str]) -> ModelBundle:
             postprocessing=PostprocessingConfig.from_dict(data.get("postprocessing")),
             model_card=dict(data.get("model_card", {})),
             sha256={str(k): str(v) for k, v in data["sha256"].items()},
+            members=[[NetworkConfig.from_dict(network) for network in member] for member in data.get("members", [])],
         )
     except (KeyError, TypeError, ValueError) as err:
         raise BundleError(f"{manifest}: invalid model description ({err})") from err
@@ -157,6 +181,16 @@ def read_bundle(path: str | os.PathLike[str]) -> ModelBundle:
         raise BundleError(f"{manifest}: dimension must be 2 or 3, with at least one network")
     if bundle.cascade.mode is CascadeMode.ROI and len(bundle.cascade.level_preprocessing) != bundle.levels:
         raise BundleError(f"{manifest}: a roi cascade needs one preprocessing per level ({bundle.levels})")
+    for number, member in enumerate(bundle.members, start=1):
+        if len(member) != bundle.levels or any(
+            (config.spatial_dims, config.in_channels, config.out_channels)
+            != (first.spatial_dims, first.in_channels, first.out_channels)
+            for config, first in zip(member, bundle.networks, strict=False)
+        ):
+            raise BundleError(
+                f"{manifest}: ensemble member {number} does not match the first member level for level "
+                "(number of levels, dimension, input or output channels)"
+            )
     expected = task_spec(bundle.task).label_values
     if [label.value for label in bundle.labels] != expected:
         raise BundleError(f"{manifest}: task {bundle.task.value} has labels {expected}, the bundle lists others")
@@ -186,7 +220,8 @@ def verify_bundle(bundle: ModelBundle) -> None:
 
 def load_networks(bundle: ModelBundle, device: torch.device) -> list[nn.Module]:
     """Verify the checksums, then build each level's network, load its weights (``weights_only=True``) in
-    float32 and put it in eval mode on ``device``.
+    float32 and put it in eval mode on ``device``; an ensemble's level is its members' average
+    (:class:`~FetalHeadSegLib.models.networks.AveragedProbabilities`).
 
     Raises:
         ChecksumError: see :func:`verify_bundle`.
@@ -194,19 +229,21 @@ def load_networks(bundle: ModelBundle, device: torch.device) -> list[nn.Module]:
     """
     import torch
 
-    from FetalHeadSegLib.models.networks import build_network
+    from FetalHeadSegLib.models.networks import AveragedProbabilities, build_network
 
     verify_bundle(bundle)
-    networks = []
-    for config, name in zip(bundle.networks, bundle.weight_files, strict=True):
+    configs = [*bundle.networks, *(config for member in bundle.members for config in member)]
+    loaded = []
+    for config, name in zip(configs, bundle.weight_files, strict=True):
         network = build_network(config)
         state = torch.load(bundle.path / name, map_location="cpu", weights_only=True)
         try:
             network.load_state_dict({key: value.float() for key, value in state.items()})
         except RuntimeError as err:
             raise BundleError(f"{bundle.path / name}: weights do not match the network in bundle.json") from err
-        networks.append(network.to(device).eval())
-    return networks
+        loaded.append(network.to(device).eval())
+    per_level = [loaded[level :: bundle.levels] for level in range(bundle.levels)]
+    return [level[0] if len(level) == 1 else AveragedProbabilities(level).eval() for level in per_level]
 
 
 def write_bundle(
@@ -223,15 +260,15 @@ def write_bundle(
     import torch
 
     target = Path(destination)
-    if len(state_dicts) != description.levels:
-        raise ValueError(f"{description.levels} networks described but {len(state_dicts)} state_dicts given")
+    if len(state_dicts) != len(description.weight_files):
+        raise ValueError(f"{len(description.weight_files)} networks described but {len(state_dicts)} state_dicts given")
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
     staging.chmod(0o755)  # mkdtemp makes it private; a bundle must be readable by every user of an installation
     try:
-        (staging / "weights").mkdir()
         checksums = {}
         for name, state in zip(description.weight_files, state_dicts, strict=True):
+            (staging / name).parent.mkdir(parents=True, exist_ok=True)
             tensors = {
                 k: (v.half() if half_precision and v.is_floating_point() else v).detach().cpu().contiguous()
                 for k, v in state.items()

@@ -1,4 +1,5 @@
-"""The segmentation networks in PyTorch: USegNet (seed, 2D/3D), its cascade, and a MobileNetV2-style 2D U-Net.
+"""The segmentation networks in PyTorch: USegNet (seed, 2D/3D), its cascade, a MobileNetV2-style 2D U-Net, and
+the average of several networks' probabilities (an ensemble's cascade level).
 
 Tensors are (N, C, X, Y[, Z]). Every network returns 2-class (or C-class) logits; ``forward()`` gives the main
 output only, ``forward_with_aux()`` the deep-supervision outputs coarse to fine, the main output last.
@@ -237,6 +238,24 @@ def build_network(config: NetworkConfig) -> nn.Module:
         Architecture.MOBILENETV2_UNET: MobileNetV2UNet,
     }
     return builders[config.architecture](config)
+
+
+class AveragedProbabilities(nn.Module):
+    """Several networks of one cascade level as one: ``forward`` returns the log of the mean of their softmax
+    probabilities, so the softmax that every caller applies to a network's output gives that mean exactly.
+
+    The members take the same input and give the same classes; their architectures may differ.
+    """
+
+    def __init__(self, members: list[nn.Module]) -> None:
+        super().__init__()
+        if len(members) < 2:
+            raise ValueError(f"an average needs at least two networks, got {len(members)}")
+        self.members = nn.ModuleList(members)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        mean = torch.stack([torch.softmax(member(x).float(), dim=1) for member in self.members]).mean(dim=0)
+        return torch.log(mean.clamp_min(torch.finfo(mean.dtype).tiny))
 
 
 def count_parameters(module: nn.Module) -> int:
