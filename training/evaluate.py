@@ -346,7 +346,7 @@ def _review_summary(args: argparse.Namespace, segmenter: Segmenter, cases: Revie
         policy.calibration["cross_validated"] = cross_validated_rates(cases, args.calibrate_review, args.review_budget)
         policy.calibration["tta"] = args.tta
         policy.calibration["command"] = command
-        write_review_policy(args.bundle, policy.to_dict(), tta=args.tta)
+        write_review_policy(segmenter.bundle.path, policy.to_dict(), tta=args.tta)
         summary["policy_before_calibration"] = summary["policy_in_bundle"]
         summary["policy_in_bundle"] = review_rates(policy, cases)
         summary["calibrated"] = policy.to_dict()
@@ -451,7 +451,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     evaluation["command"] = command
     print(json.dumps(evaluation, indent=2))
     if args.update_card:
-        write_card(args.bundle, evaluation)
+        write_card(segmenter.bundle.path, evaluation)
     return 0
 
 

@@ -525,19 +525,23 @@ def test_a_widened_level_computes_what_its_one_channel_source_did() -> None:
         widen_inputs({"w": torch.zeros(3, 1, 3, 3)}, {"w": torch.zeros(4, 2, 3, 3)})
 
 
-def test_the_hc18_evaluation_writes_a_row_per_frame_against_the_expert_csv(hc18_dir: Path, tmp_path: Path) -> None:
+def test_the_hc18_evaluation_writes_a_row_per_frame_against_the_expert_csv(
+    hc18_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Per-case rows carry the CSV's reference HC and DF = measured - reference; the bundled model is close."""
     import csv
 
     from FetalHeadSegLib.measure.hc18 import read_pixel_size_csv
     from FetalHeadSegLib.models.bundle import read_bundle, verify_bundle
-    from FetalHeadSegLib.models.catalog import find_model
+    from FetalHeadSegLib.models.catalog import find_model, import_model
     from training.evaluate import main
 
     (tmp_path / "run").mkdir()
     (tmp_path / "run" / "splits.json").write_text(json.dumps({"training": [], "validation": ["019_HC", "026_2HC"]}))
     rows_csv = tmp_path / "cases.csv"
     bundle = shutil.copytree(find_model("hc18-plane-2d").path, tmp_path / "bundle")
+    manifest = json.loads((bundle / "bundle.json").read_text())
+    (bundle / "bundle.json").write_text(json.dumps({**manifest, "id": "hc18-test-copy"}))  # never the shipped one
     code = main(
         [str(bundle), "--hc18", str(hc18_dir), "--run", str(tmp_path / "run"), "--cases-csv", str(rows_csv)]
         + ["--calibrate-review", "0.5", "--update-card"]
@@ -560,6 +564,14 @@ def test_the_hc18_evaluation_writes_a_row_per_frame_against_the_expert_csv(hc18_
     assert with_tta.review_tta.calibration is not None and with_tta.review_tta.calibration["tta"] is True
     assert "--tta --calibrate-review" in with_tta.review_tta.calibration["command"]
     assert with_tta.review_tta.calibration["cross_validated"]["cases"] == 2
+    # a model named by its id (here one imported into a user's model folder) is written where it is installed
+    home = tmp_path / "home"
+    monkeypatch.setenv("FETALHEADSEG_HOME", str(home))
+    installed = import_model(bundle, home)
+    named = f"{written.id}@{written.version}"
+    code = main([named, "--hc18", str(hc18_dir), "--run", str(tmp_path / "run"), "--calibrate-review", "--update-card"])
+    assert code == 0
+    assert "--calibrate-review --update-card" in read_bundle(installed).model_card["evaluation"]["command"]
     rows = list(csv.DictReader(rows_csv.open()))
     table = read_pixel_size_csv(hc18_dir / "subset_pixel_size_and_HC.csv")
     assert [row["case"] for row in rows] == ["019_HC", "026_2HC"]
