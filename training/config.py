@@ -122,6 +122,9 @@ class TrainConfig:
     device: str = "auto"
     finetune_from: str | None = None
     finetune_strategy: str = "all"
+    finetune_member: int = 0
+    """Which network of an ensemble ``finetune_from`` starts from (0: its first member; ``network`` must describe
+    that member's architecture). A single model has member 0 only."""
     reuse_levels: int | tuple[int, ...] = 0
     """Levels taken from ``finetune_from`` as they are: a count (the first N) or level numbers (1-based; a roi
     cascade's finer levels do not depend on the coarser ones, so ``[2]`` retrains level 1 and keeps level 2)."""
@@ -141,6 +144,7 @@ class TrainConfig:
         checks = [
             (self.task in {t.value for t in Task}, f"task must be one of {[t.value for t in Task]}, got {self.task!r}"),
             (self.levels >= 1, "levels must be at least 1"),
+            (self.finetune_member >= 0, f"finetune_member must be 0 or more, got {self.finetune_member}"),
             (
                 not any(self.reused(level) for level in range(self.levels))
                 or (self.finetune_from is not None and not all(self.reused(level) for level in range(self.levels))),

@@ -15,6 +15,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from FetalHeadSegLib.core.errors import ConfigError
 from FetalHeadSegLib.models.network_config import NetworkConfig
 from FetalHeadSegLib.models.networks import build_network
 from training.config import TrainConfig
@@ -70,10 +71,21 @@ def build_level(config: TrainConfig, level: int) -> nn.Module:
 
         bundle = find_model(config.finetune_from)
         verify_bundle(bundle)
-        state = torch.load(
-            bundle.path / bundle.weight_files[min(level, bundle.levels - 1)], map_location="cpu", weights_only=True
-        )
-        network.load_state_dict(widen_inputs({k: v.float() for k, v in state.items()}, network.state_dict()))
+        members = 1 + len(bundle.members)
+        if config.finetune_member >= members:
+            raise ConfigError(
+                f"finetune_member {config.finetune_member}: {config.finetune_from} has {members} member(s), "
+                f"numbered from 0"
+            )
+        name = bundle.weight_files[config.finetune_member * bundle.levels + min(level, bundle.levels - 1)]
+        state = torch.load(bundle.path / name, map_location="cpu", weights_only=True)
+        try:
+            network.load_state_dict(widen_inputs({k: v.float() for k, v in state.items()}, network.state_dict()))
+        except RuntimeError as err:
+            raise ConfigError(
+                f"finetune_from: {bundle.path / name} does not fit the network of level {level + 1} in this config "
+                "(an ensemble's members may differ: see finetune_member)"
+            ) from err
         freeze_for_finetuning(network, config.finetune_strategy)
     return network
 

@@ -91,3 +91,27 @@ def test_a_member_that_does_not_match_the_first_is_named(tmp_path: Path) -> None
     manifest.write_text(json.dumps(data))
     with pytest.raises(BundleError, match="ensemble member 1 does not match the first member"):
         read_bundle(written.path)
+
+
+def test_fine_tuning_starts_from_the_chosen_member(tmp_path: Path) -> None:
+    from FetalHeadSegLib.core.errors import ConfigError
+    from training.config import TrainConfig
+    from training.engine import build_level
+
+    members = [make_tiny_bundle(tmp_path / f"m{seed}", dimension=2, levels=1, seed=seed) for seed in (1, 2)]
+    written = ensemble([m.path for m in members], tmp_path / "ens", "tiny-ensemble", "1.0.0")
+    network = {key: value for key, value in members[0].networks[0].to_dict().items() if value is not None}
+    config = {
+        "run_dir": str(tmp_path / "run"),
+        "data": {"kind": "phantom"},
+        "network": network,
+        "loss": {"aux_weights": [1.0, 1.0]},
+    }
+    config |= {"finetune_from": str(written.path), "finetune_member": 1}
+    tuned = build_level(TrainConfig.from_dict(config), 0).state_dict()
+    second = torch.load(members[1].path / "weights" / "level0.pt", weights_only=True)
+    assert tuned.keys() == second.keys()
+    for key, value in second.items():
+        torch.testing.assert_close(tuned[key], value.float())
+    with pytest.raises(ConfigError, match="finetune_member 2: .* has 2 member"):
+        build_level(TrainConfig.from_dict({**config, "finetune_member": 2}), 0)
