@@ -26,7 +26,7 @@ SHARED = ("dimension", "task", "labels", "preprocessing", "cascade", "postproces
 """What the members of an ensemble must have in common: everything that is not a network."""
 
 
-def _member_card(bundles: list[ModelBundle]) -> dict[str, Any]:
+def _member_card(bundles: list[ModelBundle], networks: int) -> dict[str, Any]:
     first = bundles[0].model_card
     described = "; ".join(
         f"({number}) {bundle.id} {bundle.version}: {bundle.model_card.get('training_data', 'not described')}"
@@ -35,7 +35,7 @@ def _member_card(bundles: list[ModelBundle]) -> dict[str, Any]:
     keep = ("intended_use", "limitations", "license", "citation", "retraining", "timing", "splits", "history")
     return {
         **{key: first[key] for key in keep if key in first},
-        "training_data": f"An ensemble of {len(bundles)} networks whose probabilities are averaged: {described}",
+        "training_data": f"An ensemble of {networks} networks whose probabilities are averaged: {described}",
         "training": {"members": [bundle.model_card.get("training") for bundle in bundles]},
         "validation_metrics_working_grid": {
             "members": [bundle.model_card.get("validation_metrics_working_grid") for bundle in bundles]
@@ -81,7 +81,7 @@ def ensemble(
             "name": name or f"{first.name}, ensemble of {len(cascades)}",
             "networks": cascades[0],
             "members": cascades[1:],
-            "model_card": _member_card(bundles),
+            "model_card": _member_card(bundles, len(cascades)),
             "sha256": {},
         }
     )

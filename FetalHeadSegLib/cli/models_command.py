@@ -49,6 +49,7 @@ def run(args: argparse.Namespace) -> int:
             bundle = read_bundle(entry.path)
             row["labels"] = [label.name for label in bundle.labels]
             row["levels"] = bundle.levels
+            row["networks_per_level"] = 1 + len(bundle.members)
             row["size_mb"] = round(sum((entry.path / f).stat().st_size for f in bundle.weight_files) / 1e6, 2)
             row["sha256"] = bundle.fingerprint
             verify_bundle(bundle)
@@ -64,9 +65,11 @@ def run(args: argparse.Namespace) -> int:
         return 0
     for row in rows:
         labels = ", ".join(row.get("labels", []))
+        members = row.get("networks_per_level", 1)
+        ensemble = f" (ensemble of {members})" if members > 1 else ""
         print(
-            f"{row['id']}@{row['version']}  {row['dimension']}D {row['task']}  levels {row.get('levels', '?')}  "
-            f"labels [{labels}]  {row.get('size_mb', '?')} MB  {row['source']}{'  default' if row['default'] else ''}"
-            f"  checksum {row['status']}"
+            f"{row['id']}@{row['version']}  {row['dimension']}D {row['task']}  "
+            f"levels {row.get('levels', '?')}{ensemble}  labels [{labels}]  {row.get('size_mb', '?')} MB  "
+            f"{row['source']}{'  default' if row['default'] else ''}  checksum {row['status']}"
         )
     return 0 if all(row["status"] == "ok" for row in rows) else 2
