@@ -71,13 +71,13 @@ def build_level(config: TrainConfig, level: int) -> nn.Module:
 
         bundle = find_model(config.finetune_from)
         verify_bundle(bundle)
-        members = 1 + len(bundle.members)
+        members = len(bundle.cascades)
         if config.finetune_member >= members:
             raise ConfigError(
                 f"finetune_member {config.finetune_member}: {config.finetune_from} has {members} member(s), "
                 f"numbered from 0"
             )
-        name = bundle.weight_files[config.finetune_member * bundle.levels + min(level, bundle.levels - 1)]
+        name = bundle.member_weight_files(config.finetune_member)[min(level, bundle.levels - 1)]
         state = torch.load(bundle.path / name, map_location="cpu", weights_only=True)
         try:
             network.load_state_dict(widen_inputs({k: v.float() for k, v in state.items()}, network.state_dict()))

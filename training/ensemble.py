@@ -67,11 +67,10 @@ def ensemble(
     cascades, states = [], []
     for bundle in bundles:
         verify_bundle(bundle)
-        own = [bundle.networks, *bundle.members]
-        files = [bundle.weight_files[i : i + bundle.levels] for i in range(0, len(bundle.weight_files), bundle.levels)]
-        for networks, names in zip(own, files, strict=True):
-            cascades.append(networks)
-            states += [torch.load(bundle.path / file, map_location="cpu", weights_only=True) for file in names]
+        cascades += bundle.cascades
+        states += [
+            torch.load(bundle.path / file, map_location="cpu", weights_only=True) for file in bundle.weight_files
+        ]
     description = ModelBundle(
         **{
             **first.__dict__,
@@ -103,7 +102,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except FetalHeadSegError as err:
         print(f"ensemble: error: {err}", file=sys.stderr)
         return 2
-    print(f"wrote {bundle.path} ({bundle.id}@{bundle.version}, {1 + len(bundle.members)} members)")
+    print(f"wrote {bundle.path} ({bundle.id}@{bundle.version}, {len(bundle.cascades)} members)")
     return 0
 
 

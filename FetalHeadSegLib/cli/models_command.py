@@ -49,7 +49,7 @@ def run(args: argparse.Namespace) -> int:
             bundle = read_bundle(entry.path)
             row["labels"] = [label.name for label in bundle.labels]
             row["levels"] = bundle.levels
-            row["networks_per_level"] = 1 + len(bundle.members)
+            row["networks_per_level"] = len(bundle.cascades)
             row["size_mb"] = round(sum((entry.path / f).stat().st_size for f in bundle.weight_files) / 1e6, 2)
             row["sha256"] = bundle.fingerprint
             verify_bundle(bundle)

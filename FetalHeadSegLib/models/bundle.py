@@ -81,19 +81,24 @@ class ModelBundle:
         """The review thresholds calibrated for results made with (``tta``) or without flip TTA."""
         return self.review_tta if tta and self.review_tta is not None else self.review
 
+    @property
+    def cascades(self) -> list[list[NetworkConfig]]:
+        """Every member's cascade levels, the first member's (``networks``) first; a single model has one."""
+        return [self.networks, *self.members]
+
     def level_networks(self, level: int) -> list[NetworkConfig]:
-        """The networks whose probabilities are averaged at ``level``: the first member's, then the others'."""
-        return [self.networks[level], *(member[level] for member in self.members)]
+        """The networks whose probabilities are averaged at ``level``, one per member."""
+        return [cascade[level] for cascade in self.cascades]
+
+    def member_weight_files(self, member: int) -> list[str]:
+        """The weight files of one member's levels (member 0: ``weights/level<n>.pt``)."""
+        folder = "weights" if member == 0 else f"weights/member{member}"
+        return [f"{folder}/level{level}.pt" for level in range(self.levels)]
 
     @property
     def weight_files(self) -> list[str]:
-        """The weight files, first member's levels first, then each further member's (``load_networks`` order)."""
-        first = [f"weights/level{level}.pt" for level in range(self.levels)]
-        return first + [
-            f"weights/member{number}/level{level}.pt"
-            for number in range(1, len(self.members) + 1)
-            for level in range(self.levels)
-        ]
+        """Every weight file, member by member."""
+        return [name for member in range(len(self.cascades)) for name in self.member_weight_files(member)]
 
     @property
     def fingerprint(self) -> str:
@@ -232,18 +237,21 @@ def load_networks(bundle: ModelBundle, device: torch.device) -> list[nn.Module]:
     from FetalHeadSegLib.models.networks import AveragedProbabilities, build_network
 
     verify_bundle(bundle)
-    configs = [*bundle.networks, *(config for member in bundle.members for config in member)]
-    loaded = []
-    for config, name in zip(configs, bundle.weight_files, strict=True):
+
+    def load(config: NetworkConfig, name: str) -> nn.Module:
         network = build_network(config)
         state = torch.load(bundle.path / name, map_location="cpu", weights_only=True)
         try:
             network.load_state_dict({key: value.float() for key, value in state.items()})
         except RuntimeError as err:
             raise BundleError(f"{bundle.path / name}: weights do not match the network in bundle.json") from err
-        loaded.append(network.to(device).eval())
-    per_level = [loaded[level :: bundle.levels] for level in range(bundle.levels)]
-    return [level[0] if len(level) == 1 else AveragedProbabilities(level).eval() for level in per_level]
+        return network.to(device).eval()
+
+    members = [
+        [load(config, name) for config, name in zip(cascade, bundle.member_weight_files(number), strict=True)]
+        for number, cascade in enumerate(bundle.cascades)
+    ]
+    return [level[0] if len(level) == 1 else AveragedProbabilities(list(level)) for level in zip(*members, strict=True)]
 
 
 def write_bundle(
