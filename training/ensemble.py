@@ -44,9 +44,15 @@ def _member_card(bundles: list[ModelBundle], networks: int) -> dict[str, Any]:
 
 
 def ensemble(
-    members: Sequence[str | Path], destination: Path, model_id: str, version: str, name: str | None = None
+    members: Sequence[str | Path],
+    destination: Path,
+    model_id: str,
+    version: str,
+    name: str | None = None,
+    half_precision: bool = False,
 ) -> ModelBundle:
-    """Write the bundle averaging ``members`` (bundle folders or installed ids, ``id@version`` allowed).
+    """Write the bundle averaging ``members`` (bundle folders or installed ids, ``id@version`` allowed); with
+    ``half_precision`` every member's weights are stored in float16, as ``training.export --half`` stores them.
 
     Raises:
         BundleError: fewer than two members, or members that differ in more than their networks or in their split.
@@ -84,7 +90,7 @@ def ensemble(
             "sha256": {},
         }
     )
-    written = write_bundle(destination, description, states)
+    written = write_bundle(destination, description, states, half_precision=half_precision)
     render_card(destination)
     return written
 
@@ -96,9 +102,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--id", required=True, help="the ensemble's model id")
     parser.add_argument("--version", required=True, help="the ensemble's model version")
     parser.add_argument("--name", help="the ensemble's name (default: the first member's, with the member count)")
+    parser.add_argument("--half", action="store_true", help="store every member's weights in float16")
     args = parser.parse_args(argv)
     try:
-        bundle = ensemble(args.members, args.output, args.id, args.version, args.name)
+        bundle = ensemble(args.members, args.output, args.id, args.version, args.name, args.half)
     except FetalHeadSegError as err:
         print(f"ensemble: error: {err}", file=sys.stderr)
         return 2

@@ -55,6 +55,15 @@ def test_each_level_of_a_3d_cascade_averages_its_members(tmp_path: Path) -> None
     assert load_model(written.path, "cpu").segment(phantom).labels.shape == phantom.shape
 
 
+def test_members_stored_in_half_precision_on_request(tmp_path: Path) -> None:
+    members = [make_tiny_bundle(tmp_path / f"m{seed}", dimension=2, levels=1, seed=seed) for seed in (1, 2)]
+    assert main([str(tmp_path / "ens"), *(str(m.path) for m in members), "--id", "x", "--version", "1", "--half"]) == 0
+    written = read_bundle(tmp_path / "ens")
+    for name in written.weight_files:
+        state = torch.load(written.path / name, weights_only=True)
+        assert {value.dtype for value in state.values() if value.is_floating_point()} == {torch.float16}
+
+
 def test_a_changed_member_is_refused_by_its_checksum(tmp_path: Path) -> None:
     members = [make_tiny_bundle(tmp_path / f"m{seed}", dimension=2, levels=1, seed=seed) for seed in (1, 2)]
     written = ensemble([m.path for m in members], tmp_path / "ens", "tiny-ensemble", "1.0.0")
