@@ -96,7 +96,7 @@ class FetalHeadSegParameterNode:
     createMarkups: bool = True
     gestationalAgeWeeks: Annotated[float, WithinRange(0.0, 45.0)] = 0.0
     pixelSizeMm: Annotated[float, WithinRange(0.0, 5.0)] = 0.0
-    testTimeAugmentation: bool = False
+    testTimeFlips: Annotated[str, Choice(["auto", "on", "off"])] = "auto"
 
 
 class FetalHeadSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):

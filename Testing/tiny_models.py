@@ -38,6 +38,7 @@ def make_tiny_bundle(
     model_id: str = "tiny-test-model",
     cascade: CascadeConfig | None = None,
     postprocessing: PostprocessingConfig | None = None,
+    tta_by_default: bool = False,
 ) -> ModelBundle:
     """A bundle of ``levels`` tiny USegNets with random weights (a fixed seed)."""
     torch.manual_seed(seed)
@@ -58,5 +59,6 @@ def make_tiny_bundle(
         cascade=cascade or CascadeConfig(),
         postprocessing=postprocessing or PostprocessingConfig(),
         model_card={"note": "random weights, for tests only"},
+        tta_by_default=tta_by_default,
     )
     return write_bundle(folder, description, [build_network(config).state_dict() for config in configs])

@@ -50,9 +50,11 @@ def ensemble(
     version: str,
     name: str | None = None,
     half_precision: bool = False,
+    tta_by_default: bool | None = None,
 ) -> ModelBundle:
     """Write the bundle averaging ``members`` (bundle folders or installed ids, ``id@version`` allowed); with
-    ``half_precision`` every member's weights are stored in float16, as ``training.export --half`` stores them.
+    ``half_precision`` every member's weights are stored in float16, as ``training.export --half`` stores them;
+    ``tta_by_default``: whether runs use flip TTA unless told otherwise (None: as the first member).
 
     Raises:
         BundleError: fewer than two members, or members that differ in more than their networks or in their split.
@@ -88,6 +90,7 @@ def ensemble(
             "members": cascades[1:],
             "model_card": _member_card(bundles, len(cascades)),
             "sha256": {},
+            "tta_by_default": first.tta_by_default if tta_by_default is None else tta_by_default,
         }
     )
     written = write_bundle(destination, description, states, half_precision=half_precision)
@@ -103,9 +106,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--version", required=True, help="the ensemble's model version")
     parser.add_argument("--name", help="the ensemble's name (default: the first member's, with the member count)")
     parser.add_argument("--half", action="store_true", help="store every member's weights in float16")
+    parser.add_argument(
+        "--tta-by-default",
+        action=argparse.BooleanOptionalAction,
+        help="runs use flip test-time augmentation unless told otherwise (default: as the first member)",
+    )
     args = parser.parse_args(argv)
     try:
-        bundle = ensemble(args.members, args.output, args.id, args.version, args.name, args.half)
+        bundle = ensemble(args.members, args.output, args.id, args.version, args.name, args.half, args.tta_by_default)
     except FetalHeadSegError as err:
         print(f"ensemble: error: {err}", file=sys.stderr)
         return 2

@@ -336,7 +336,8 @@ def _review_summary(args: argparse.Namespace, segmenter: Segmenter, cases: Revie
         if args.psfhs
         else f"Dice < {DICE_BAD_3D}"
     )
-    in_bundle = segmenter.bundle.review_policy(args.tta)
+    tta = segmenter.bundle.tta_by_default if args.tta is None else args.tta
+    in_bundle = segmenter.bundle.review_policy(tta)
     summary: dict[str, Any] = {"bad_means": bad, "policy_in_bundle": review_rates(in_bundle, cases)}
     if args.calibrate_review is not None:
         policy = calibrate(cases, args.calibrate_review, args.review_budget)
@@ -344,9 +345,9 @@ def _review_summary(args: argparse.Namespace, segmenter: Segmenter, cases: Revie
         policy.calibration["data"] = "the cases of this evaluation (numbers on the same cases are optimistic)"
         policy.calibration["bad_means"] = bad
         policy.calibration["cross_validated"] = cross_validated_rates(cases, args.calibrate_review, args.review_budget)
-        policy.calibration["tta"] = args.tta
+        policy.calibration["tta"] = tta
         policy.calibration["command"] = command
-        write_review_policy(segmenter.bundle.path, policy.to_dict(), tta=args.tta)
+        write_review_policy(segmenter.bundle.path, policy.to_dict(), tta=tta)
         summary["policy_before_calibration"] = summary["policy_in_bundle"]
         summary["policy_in_bundle"] = review_rates(policy, cases)
         summary["calibrated"] = policy.to_dict()
@@ -400,7 +401,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--update-card", action="store_true", help="write the results into the bundle's card")
-    parser.add_argument("--tta", action="store_true", help="run with flip test-time augmentation (segment --tta)")
+    parser.add_argument(
+        "--tta",
+        action=argparse.BooleanOptionalAction,
+        help="run with (--tta) or without (--no-tta) flip test-time augmentation; default: as the model recommends",
+    )
     parser.add_argument("--cases-csv", type=Path, metavar="CSV", help="also write one row per case")
     parser.add_argument(
         "--calibrate-review",
@@ -447,6 +452,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"evaluate: error: {err}", file=sys.stderr)
         return 2
     command = "python -m training.evaluate " + " ".join(sys.argv[1:] if argv is None else argv)
+    evaluation["tta"] = segmenter.bundle.tta_by_default if args.tta is None else args.tta
     evaluation["review"] = _review_summary(args, segmenter, review_cases, command)
     evaluation["command"] = command
     print(json.dumps(evaluation, indent=2))

@@ -44,6 +44,9 @@ def export(
             raise BundleError(f"{weights}: missing; did training finish?")
         states.append(torch.load(weights, map_location="cpu", weights_only=True))
     meta = config.model
+    tta_by_default = meta.get("tta_by_default", False)
+    if not isinstance(tta_by_default, bool):
+        raise BundleError(f"{run_dir}: model.tta_by_default must be true or false, got {tta_by_default!r}")
     card: dict[str, Any] = {
         "intended_use": meta.get("intended_use", "Research use only; not a medical device."),
         "limitations": meta.get("limitations", ""),
@@ -85,6 +88,7 @@ def export(
         postprocessing=config.postprocessing,
         labels=labels,
         model_card=card,
+        tta_by_default=tta_by_default,
     )
     return write_bundle(destination, description, states, half_precision=half_precision)
 

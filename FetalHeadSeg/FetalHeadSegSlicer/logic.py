@@ -50,6 +50,10 @@ class TaskState(StrEnum):
     CANCELLED = "cancelled"
 
 
+TEST_TIME_FLIPS = {"auto": None, "on": True, "off": False}
+"""The panel's test-time flips choice (``FetalHeadSegParameterNode.testTimeFlips``) as ``RunOptions.tta``."""
+
+
 @dataclass(frozen=True)
 class RunOptions:
     """What the panel asks for.
@@ -61,7 +65,7 @@ class RunOptions:
         create_markups: load the BPD/OFD/HC (and plane, AoP) markups.
         ga_weeks: known gestational age in weeks.
         pixel_size_mm: the pixel size to give the volume (and every frame) before the run; None keeps its own.
-        tta: test-time flips.
+        tta: test-time flips; None: as the model recommends.
     """
 
     model: str = ""
@@ -70,7 +74,7 @@ class RunOptions:
     create_markups: bool = True
     ga_weeks: float | None = None
     pixel_size_mm: float | None = None
-    tta: bool = False
+    tta: bool | None = None
 
     @classmethod
     def from_parameters(cls, parameters: Any) -> RunOptions:
@@ -82,7 +86,7 @@ class RunOptions:
             create_markups=parameters.createMarkups,
             ga_weeks=parameters.gestationalAgeWeeks or None,
             pixel_size_mm=parameters.pixelSizeMm or None,
-            tta=parameters.testTimeAugmentation,
+            tta=TEST_TIME_FLIPS[parameters.testTimeFlips],
         )
 
     def worker_device(self) -> str:

@@ -50,6 +50,7 @@ def run(args: argparse.Namespace) -> int:
             row["labels"] = [label.name for label in bundle.labels]
             row["levels"] = bundle.levels
             row["networks_per_level"] = len(bundle.cascades)
+            row["tta_by_default"] = bundle.tta_by_default
             row["size_mb"] = round(sum((entry.path / f).stat().st_size for f in bundle.weight_files) / 1e6, 2)
             row["sha256"] = bundle.fingerprint
             verify_bundle(bundle)
@@ -67,9 +68,10 @@ def run(args: argparse.Namespace) -> int:
         labels = ", ".join(row.get("labels", []))
         members = row.get("networks_per_level", 1)
         ensemble = f" (ensemble of {members})" if members > 1 else ""
+        flips = "  flips by default" if row.get("tta_by_default") else ""
         print(
             f"{row['id']}@{row['version']}  {row['dimension']}D {row['task']}  "
-            f"levels {row.get('levels', '?')}{ensemble}  labels [{labels}]  {row.get('size_mb', '?')} MB  "
+            f"levels {row.get('levels', '?')}{ensemble}{flips}  labels [{labels}]  {row.get('size_mb', '?')} MB  "
             f"{row['source']}{'  default' if row['default'] else ''}  checksum {row['status']}"
         )
     return 0 if all(row["status"] == "ok" for row in rows) else 2

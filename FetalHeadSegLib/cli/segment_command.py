@@ -77,7 +77,10 @@ def add_parser(subcommands: Any) -> None:
     parser.add_argument("--ga-weeks", type=float, metavar="W", help="known gestational age (z-scores, centiles)")
     parser.add_argument("--no-biometry", action="store_true", help="segment only")
     parser.add_argument(
-        "--tta", action="store_true", help="test-time flips: writes <name>_uncertainty.nii.gz and a quality flag"
+        "--tta",
+        action=argparse.BooleanOptionalAction,
+        help="test-time flips, averaged into the result: writes <name>_uncertainty.nii.gz and a quality flag "
+        "(default: as the model recommends; fetalheadseg models lists which do)",
     )
     parser.add_argument("--tile-size", type=int, metavar="N", help="always predict in tiles of N voxels")
     parser.add_argument("--no-qc", action="store_true", help="do not write the QC picture")

@@ -58,7 +58,8 @@ class InferenceOptions:
     """How to run a model.
 
     Attributes:
-        tta: also predict the axis-flipped image(s) and average; adds an uncertainty map and a flag.
+        tta: also predict the axis-flipped image(s) and average; adds an uncertainty map and a flag. None: as the
+            model recommends (``ModelBundle.tta_by_default``).
         mirror_check: without ``tta``, still predict a 2D frame's left-right mirror, never averaged into the result:
             how far its HC and angle of progression move from the frame's own is a review signal (the best found
             for HC18); costs one more network pass per frame. 3D volumes never take it.
@@ -69,7 +70,7 @@ class InferenceOptions:
         ga_weeks: known gestational age for z-scores and centiles.
     """
 
-    tta: bool = False
+    tta: bool | None = None
     mirror_check: bool = True
     tile_size: int | None = None
     overlap: float = 0.5
@@ -91,6 +92,8 @@ class Segmentation:
     model: ModelBundle
     timings: dict[str, float] = field(default_factory=dict)
     review: Review | None = None
+    tta: bool = False
+    """Whether flipped predictions were averaged into the result (asked for, or the model's default)."""
 
     def provenance(self) -> dict[str, Any]:
         from FetalHeadSegLib._version import __version__
@@ -101,6 +104,7 @@ class Segmentation:
             "model_version": self.model.version,
             "model_sha256": self.model.fingerprint,
             "device": self.device,
+            "tta": self.tta,
             "seconds": round(self.seconds, 3),
             "timings_s": {key: round(value, 3) for key, value in self.timings.items()},
         }
@@ -151,6 +155,7 @@ class Segmenter:
             Cancelled: ``cancel()`` returned True between two steps.
         """
         options = options or InferenceOptions()
+        tta = self.bundle.tta_by_default if options.tta is None else options.tta
         run = InferenceRun(self, options, progress, cancel)
         start = time.perf_counter()
         check_image(image, source)
@@ -159,10 +164,10 @@ class Segmenter:
             raise InputImageError(f"{source}: is {kind}, but model {self.bundle.id} is {self.bundle.dimension}D")
         run.report("load", 0.0, "preparing the image")
         if self.bundle.cascade.mode is CascadeMode.ROI:
-            output = predict_roi_cascade(run, image, self.bundle, self.size_multiple, options.tta)
+            output = predict_roi_cascade(run, image, self.bundle, self.size_multiple, tta)
         else:
             output = predict_same_grid(
-                run, image, self.bundle, self.size_multiple, options.tta, options.mirror_check and image.is_2d
+                run, image, self.bundle, self.size_multiple, tta, options.mirror_check and image.is_2d
             )
         run.lap("networks")
         run.report("postprocess", 0.0, "building the label map")
@@ -182,7 +187,7 @@ class Segmenter:
             biometry = _measure(self.bundle, image.with_array(labels), options.ga_weeks, run.flags)
             run.lap("biometry")
         head_label = self.bundle.head_label
-        first_pass = None if options.tta else biometry  # without TTA the result is the unflipped pass
+        first_pass = None if tta else biometry  # without TTA the result is the unflipped pass
         spreads = _flip_spreads(self.bundle, image, output, first_pass) if biometry is not None else FlipSpreads()
         review = _review(
             self.bundle,
@@ -193,7 +198,7 @@ class Segmenter:
             output,
             tta_share,
             spreads,
-            options.tta,
+            tta,
         )
         return Segmentation(
             labels=image.with_array(labels),
@@ -206,6 +211,7 @@ class Segmenter:
             model=self.bundle,
             timings=run.timings,
             review=review,
+            tta=tta,
         )
 
 

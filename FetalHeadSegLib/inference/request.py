@@ -52,7 +52,7 @@ class SegmentRequest:
         pixel_units: measure files that carry no pixel size in pixels instead of refusing them.
         existing: what to do with outputs that exist already (refuse, overwrite, or keep complete cases).
         label_format: a key of ``LABEL_SUFFIXES``: ``seg.nrrd`` or ``nii.gz``.
-        tta: test-time flips (adds an uncertainty map and a quality flag).
+        tta: test-time flips (adds an uncertainty map and a quality flag); None: as the model recommends.
         tile_size: always predict in tiles of this many voxels (a positive multiple of 8); None: whole volumes.
         biometry: measure the head, not only segment it.
         ga_weeks: known gestational age in weeks (z-scores, centiles).
@@ -74,7 +74,7 @@ class SegmentRequest:
     pixel_units: bool = False
     existing: ExistingOutputs = ExistingOutputs.REFUSE
     label_format: str = "seg.nrrd"
-    tta: bool = False
+    tta: bool | None = None
     tile_size: int | None = None
     biometry: bool = True
     ga_weeks: float | None = None
@@ -167,8 +167,8 @@ class SegmentRequest:
             argv += ["--ga-weeks", repr(float(self.ga_weeks))]
         if not self.biometry:
             argv.append("--no-biometry")
-        if self.tta:
-            argv.append("--tta")
+        if self.tta is not None:
+            argv.append("--tta" if self.tta else "--no-tta")
         if self.tile_size is not None:
             argv += ["--tile-size", str(self.tile_size)]
         if not self.qc:

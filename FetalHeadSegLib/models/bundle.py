@@ -67,6 +67,10 @@ class ModelBundle:
     members: list[list[NetworkConfig]] = field(default_factory=list)
     """An ensemble's further members, each its cascade levels as ``networks`` lists the first member's (empty: one
     network per level)."""
+    tta_by_default: bool = False
+    """Whether a run that does not say otherwise uses flip test-time augmentation (``InferenceOptions.tta`` None):
+    set for a model whose validation measured better with it at a cost its users accept (a 2D frame's flip costs
+    what the mirror check costs already)."""
 
     @property
     def head_label(self) -> int:
@@ -123,6 +127,7 @@ class ModelBundle:
             "postprocessing": self.postprocessing.to_dict(),
             "labels": [label.to_dict() for label in self.labels],
             "tile_size": self.tile_size,
+            "tta_by_default": self.tta_by_default,
             "model_card": self.model_card,
             "sha256": self.sha256,
             **(
@@ -179,6 +184,7 @@ def read_bundle(path: str | os.PathLike[str]) -> ModelBundle:
             model_card=dict(data.get("model_card", {})),
             sha256={str(k): str(v) for k, v in data["sha256"].items()},
             members=[[NetworkConfig.from_dict(network) for network in member] for member in data.get("members", [])],
+            tta_by_default=_boolean(data.get("tta_by_default", False), "tta_by_default"),
         )
     except (KeyError, TypeError, ValueError) as err:
         raise BundleError(f"{manifest}: invalid model description ({err})") from err
@@ -203,6 +209,13 @@ def read_bundle(path: str | os.PathLike[str]) -> ModelBundle:
     if missing:
         raise BundleError(f"{manifest}: no SHA-256 recorded for {', '.join(missing)}")
     return bundle
+
+
+def _boolean(value: Any, key: str) -> bool:
+    """A JSON true or false (``bool("false")`` would be True)."""
+    if not isinstance(value, bool):
+        raise ValueError(f"{key} must be true or false, got {value!r}")
+    return value
 
 
 def verify_bundle(bundle: ModelBundle) -> None:

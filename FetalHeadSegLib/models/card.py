@@ -106,6 +106,8 @@ def render_card(bundle_path: Path) -> None:
         f"{data['dimension']}D {data['task']} model, {len(data['networks'])} cascade level(s).",
         "",
     ]
+    if data.get("tta_by_default"):
+        lines += ["Runs with flip test-time augmentation unless told otherwise (`--no-tta`).", ""]
     for key in ("intended_use", "training_data", "limitations", "retraining", "timing", "license", "citation"):
         if card.get(key):
             lines += [f"**{key.replace('_', ' ').capitalize()}.** {card[key]}", ""]

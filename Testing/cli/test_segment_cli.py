@@ -166,11 +166,15 @@ def test_bad_inputs_exit_2_with_one_line(
 def test_models_lists_and_verifies(tmp_path: Path, capsys, monkeypatch: pytest.MonkeyPatch) -> None:
     home = tmp_path / "home"
     monkeypatch.setenv("FETALHEADSEG_HOME", str(home))
-    make_tiny_bundle(tmp_path / "tiny", model_id="tiny-user-model")
+    make_tiny_bundle(tmp_path / "tiny", model_id="tiny-user-model", tta_by_default=True)
     assert main(["models", "--json", "--import", str(tmp_path / "tiny")]) == 0
     rows = {row["id"]: row for row in json.loads(capsys.readouterr().out)}
     assert rows["tiny-user-model"]["status"] == "ok" and rows["tiny-user-model"]["labels"] == ["Head"]
     assert rows["tiny-user-model"]["networks_per_level"] == 1 and rows["hc18-plane-2d"]["networks_per_level"] == 3
+    assert rows["tiny-user-model"]["tta_by_default"] and not rows["psfhs-intrapartum-2d"]["tta_by_default"]
+    assert main(["models"]) == 0
+    listed = {line.split("@")[0]: line for line in capsys.readouterr().out.splitlines()}
+    assert "flips by default" in listed["tiny-user-model"] and "flips" not in listed["psfhs-intrapartum-2d"]
     weights = Path(rows["tiny-user-model"]["path"]) / "weights" / "level1.pt"
     weights.write_bytes(b"tampered")
     assert main(["models"]) == 2

@@ -162,6 +162,23 @@ def test_a_frame_without_tta_is_its_own_result_and_its_mirror_is_only_measured(t
     assert checked.uncertainty is None and not any(flag.code == "tta_disagreement_high" for flag in checked.flags)
 
 
+@pytest.mark.parametrize("by_default", [False, True])
+def test_a_run_that_does_not_choose_flips_as_its_model_recommends(tmp_path: Path, by_default: bool) -> None:
+    """``InferenceOptions.tta`` None follows the bundle's ``tta_by_default``: the result is then exactly the one asked
+    for explicitly (the same probabilities, an uncertainty map only with flips), and says which it is; an explicit
+    choice overrides the model's."""
+    model = load_model(make_tiny_bundle(tmp_path / "hc", dimension=2, tta_by_default=by_default), "cpu")
+    frame = Image(np.random.default_rng(6).random((48, 40, 1)).astype(np.float32), make_ijk_to_ras((0.3, 0.3, 1)))
+    chosen = model.segment(frame)
+    explicit = {tta: model.segment(frame, InferenceOptions(tta=tta)) for tta in (False, True)}
+    assert explicit[True].uncertainty is not None and explicit[False].uncertainty is None
+    assert not np.array_equal(explicit[True].probability.array, explicit[False].probability.array)
+    np.testing.assert_array_equal(chosen.probability.array, explicit[by_default].probability.array)
+    assert (chosen.uncertainty is not None) is by_default
+    assert chosen.tta is by_default and chosen.provenance()["tta"] is by_default
+    assert explicit[not by_default].provenance()["tta"] is (not by_default)
+
+
 def test_each_flipped_pass_is_measured_alone_for_the_aop_spread(tmp_path: Path) -> None:
     """Two passes with the head in two places spread by the difference of their analytic angles (the tangent from
     the apex to a circle) and of their circumferences; one pass alone, or no TTA, gives no spread."""

@@ -66,7 +66,17 @@ def test_the_parsed_request_has_the_commands_defaults_and_meanings() -> None:
     )
     assert parsed.device == "auto" and parsed.label_format == "seg.nrrd" and parsed.progress is ProgressMode.TEXT
     assert parsed.model is None and parsed.threads is None and parsed.qc
-    assert parsed.inference_options() == InferenceOptions(tta=False, tile_size=None, biometry=False, ga_weeks=None)
+    assert parsed.inference_options() == InferenceOptions(tta=None, tile_size=None, biometry=False, ga_weeks=None)
+
+
+@pytest.mark.parametrize(("tta", "flag"), [(None, None), (True, "--tta"), (False, "--no-tta")])
+def test_flips_asked_for_refused_or_left_to_the_model_reach_the_command_line(
+    tta: bool | None, flag: str | None
+) -> None:
+    request = SegmentRequest(("a.png",), Path("out"), tta=tta)
+    argv = request.to_argv()
+    assert [arg for arg in argv if arg.endswith("tta")] == ([flag] if flag else [])
+    assert _parse(argv).tta is tta and _parse(argv).inference_options().tta is tta
 
 
 def test_the_slicer_worker_command_parses_with_the_clis_own_parser(tmp_path: Path) -> None:

@@ -53,6 +53,26 @@ def test_invalid_bundles_are_named(tmp_path: Path) -> None:
     manifest.write_text(json.dumps({**data, "networks": [{"channels": "wide"}]}))
     with pytest.raises(BundleError, match="invalid model description"):
         read_bundle(tmp_path / "model")
+    manifest.write_text(json.dumps({**data, "tta_by_default": "false"}))  # bool("false") would be True
+    with pytest.raises(BundleError, match="tta_by_default must be true or false, got 'false'"):
+        read_bundle(tmp_path / "model")
+
+
+def test_a_model_that_recommends_flips_says_so_in_its_manifest_and_card(tmp_path: Path) -> None:
+    from FetalHeadSegLib.models.card import render_card
+
+    make_tiny_bundle(tmp_path / "plain")
+    data = json.loads((tmp_path / "plain" / "bundle.json").read_text())
+    assert data["tta_by_default"] is False and not read_bundle(tmp_path / "plain").tta_by_default
+    del data["tta_by_default"]  # a bundle written before the key existed
+    (tmp_path / "plain" / "bundle.json").write_text(json.dumps(data))
+    assert not read_bundle(tmp_path / "plain").tta_by_default
+    make_tiny_bundle(tmp_path / "flips", tta_by_default=True)
+    assert read_bundle(tmp_path / "flips").tta_by_default
+    render_card(tmp_path / "flips")
+    render_card(tmp_path / "plain")
+    assert "unless told otherwise (`--no-tta`)" in (tmp_path / "flips" / "MODEL_CARD.md").read_text()
+    assert "--no-tta" not in (tmp_path / "plain" / "MODEL_CARD.md").read_text()
 
 
 def test_weights_that_do_not_fit_the_network_are_refused(tmp_path: Path) -> None:

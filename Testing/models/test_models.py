@@ -108,6 +108,6 @@ def test_a_tta_result_is_judged_by_the_thresholds_calibrated_for_tta(tmp_path: P
     model = load_model(bundle)
     sample = get_sample("hc18_207_HC")
     frame = read_image(sample.image_path, spacing_mm=sample.info["pixel_size_mm"])
-    assert not model.segment(frame, InferenceOptions()).review.recommended
+    assert not model.segment(frame, InferenceOptions(tta=False)).review.recommended
     tta = model.segment(frame, InferenceOptions(tta=True)).review
     assert tta.recommended and tta.reasons == ["flipped_predictions_disagree"]

@@ -256,6 +256,7 @@ def test_cancel_stops_the_worker_and_imports_nothing(application: Application, m
     options = RunOptions(tta=True)
     task = logic.process(volume, options=options, waitForCompletion=False, eventCallback=events.append)
     assert task.state == "running" and "--tta" in worker.command
+    assert "--no-tta" not in worker.command
     exported = task.temporary / "input.nrrd"
     assert read_image(exported).shape == (112, 112, 112)  # the volume as the worker reads it
     timer = application.timers[-1]
@@ -589,6 +590,15 @@ def test_the_panel_binds_its_widgets_and_enables_apply(application: Application,
     assert ui.modelIdComboBox.currentText == parameters.modelId == "psfhs-intrapartum-2d"
     ui.pixelSizeSpinBox.value = 0.1
     assert parameters.pixelSizeMm == pytest.approx(0.1)
+    flips = ui.testTimeFlipsComboBox
+    assert [flips.itemText(i) for i in range(flips.count)] == ["auto", "on", "off"]
+    assert (
+        flips.currentText == parameters.testTimeFlips == "auto" and RunOptions.from_parameters(parameters).tta is None
+    )
+    flips.currentIndex = 2
+    assert parameters.testTimeFlips == "off" and RunOptions.from_parameters(parameters).tta is False
+    parameters.testTimeFlips = "on"
+    assert flips.currentText == "on" and RunOptions.from_parameters(parameters).tta is True
     widget.exit()
     widget.enter()  # bound again on every visit of the module
     assert ui.modelIdComboBox.currentText == "psfhs-intrapartum-2d" and ui.applyButton.enabled

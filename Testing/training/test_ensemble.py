@@ -64,6 +64,25 @@ def test_members_stored_in_half_precision_on_request(tmp_path: Path) -> None:
         assert {value.dtype for value in state.values() if value.is_floating_point()} == {torch.float16}
 
 
+@pytest.mark.parametrize(("flag", "expected"), [([], True), (["--no-tta-by-default"], False)])
+def test_an_ensemble_runs_with_flips_by_default_as_its_first_member_unless_told(
+    tmp_path: Path, flag: list[str], expected: bool
+) -> None:
+    first = make_tiny_bundle(tmp_path / "m1", dimension=2, levels=1, seed=1, tta_by_default=True)
+    second = make_tiny_bundle(tmp_path / "m2", dimension=2, levels=1, seed=2)
+    assert main([str(tmp_path / "ens"), str(first.path), str(second.path), "--id", "x", "--version", "1", *flag]) == 0
+    assert read_bundle(tmp_path / "ens").tta_by_default is expected
+    assert main([str(tmp_path / "on"), str(second.path), str(first.path), "--id", "x", "--version", "1"]) == 0
+    assert not read_bundle(tmp_path / "on").tta_by_default
+    assert (
+        main(
+            [str(tmp_path / "on"), str(second.path), str(first.path), "--id", "x", "--version", "1", "--tta-by-default"]
+        )
+        == 0
+    )
+    assert read_bundle(tmp_path / "on").tta_by_default
+
+
 def test_a_changed_member_is_refused_by_its_checksum(tmp_path: Path) -> None:
     members = [make_tiny_bundle(tmp_path / f"m{seed}", dimension=2, levels=1, seed=seed) for seed in (1, 2)]
     written = ensemble([m.path for m in members], tmp_path / "ens", "tiny-ensemble", "1.0.0")

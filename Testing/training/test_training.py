@@ -14,10 +14,11 @@ import numpy as np
 import pytest
 import torch
 
-from FetalHeadSegLib.core.errors import ConfigError
+from FetalHeadSegLib.core.errors import BundleError, ConfigError
 from FetalHeadSegLib.core.io import read_image
 from FetalHeadSegLib.core.samples import get_sample
 from FetalHeadSegLib.inference.engine import load_model
+from FetalHeadSegLib.models.bundle import read_bundle
 from training.config import TrainConfig, read_config
 from training.data import DataConfig, build_arrays, phantom_config, split_by_subject, split_case_ids
 from training.engine import frozen_modules
@@ -164,10 +165,16 @@ def test_export_gives_a_bundle_the_engine_runs(tmp_path: Path, cache: Path) -> N
         {"version": "1.2.2", "notes": "new review thresholds, same weights"},
         {"version": "1.2.0", "notes": "first release"},
     ]
-    config["model"] = {"retraining": "fine-tune from it on real cases", "timing": "0.1 s per case", "history": history}
+    config["model"] = {
+        "retraining": "fine-tune from it on real cases",
+        "timing": "0.1 s per case",
+        "history": history,
+        "tta_by_default": True,
+    }
     run(TrainConfig.from_dict(config))
     bundle = export(tmp_path / "run", tmp_path / "bundle", model_id="test-2d", version="1.2.3", half_precision=True)
     assert bundle.levels == 2 and bundle.model_card["splits"]["split"] == "by subject"
+    assert read_bundle(bundle.path).tta_by_default
     write_card(bundle.path, {"cases": 1})
     card = (bundle.path / "MODEL_CARD.md").read_text()
     assert "**Retraining.** fine-tune from it on real cases" in card and "**Timing.** 0.1 s per case" in card
@@ -179,7 +186,12 @@ def test_export_gives_a_bundle_the_engine_runs(tmp_path: Path, cache: Path) -> N
     segmenter = load_model(tmp_path / "bundle", "cpu")
     frame = read_image(get_sample("phantom2d_s000001").image_path)
     result = segmenter.segment(frame)
-    assert result.labels.shape == frame.shape and result.model.id == "test-2d"
+    assert result.labels.shape == frame.shape and result.model.id == "test-2d" and result.tta
+    (tmp_path / "run" / "config.json").write_text(
+        json.dumps({**config, "model": {**config["model"], "tta_by_default": "yes"}})
+    )
+    with pytest.raises(BundleError, match="model.tta_by_default must be true or false, got 'yes'"):
+        export(tmp_path / "run", tmp_path / "other")
 
 
 def test_decoder_finetuning_keeps_the_encoder(tmp_path: Path, cache: Path) -> None:
@@ -541,7 +553,8 @@ def test_the_hc18_evaluation_writes_a_row_per_frame_against_the_expert_csv(
     rows_csv = tmp_path / "cases.csv"
     bundle = shutil.copytree(find_model("hc18-plane-2d").path, tmp_path / "bundle")
     manifest = json.loads((bundle / "bundle.json").read_text())
-    (bundle / "bundle.json").write_text(json.dumps({**manifest, "id": "hc18-test-copy"}))  # never the shipped one
+    copy = {**manifest, "id": "hc18-test-copy", "tta_by_default": False}  # never the shipped one
+    (bundle / "bundle.json").write_text(json.dumps(copy))
     code = main(
         [str(bundle), "--hc18", str(hc18_dir), "--run", str(tmp_path / "run"), "--cases-csv", str(rows_csv)]
         + ["--calibrate-review", "0.5", "--update-card"]
@@ -564,6 +577,16 @@ def test_the_hc18_evaluation_writes_a_row_per_frame_against_the_expert_csv(
     assert with_tta.review_tta.calibration is not None and with_tta.review_tta.calibration["tta"] is True
     assert "--tta --calibrate-review" in with_tta.review_tta.calibration["command"]
     assert with_tta.review_tta.calibration["cross_validated"]["cases"] == 2
+    # a model that runs with flips by default is evaluated and calibrated as its users run it
+    manifest_file = bundle / "bundle.json"
+    manifest_file.write_text(json.dumps({**json.loads(manifest_file.read_text()), "tta_by_default": True}))
+    code = main([str(bundle), "--hc18", str(hc18_dir), "--run", str(tmp_path / "run"), "--calibrate-review"])
+    assert code == 0
+    by_default = read_bundle(bundle)
+    assert by_default.review == written.review and by_default.review_tta is not None
+    assert by_default.review_tta.calibration is not None and by_default.review_tta.calibration["tta"] is True
+    assert "--tta" not in by_default.review_tta.calibration["command"]
+    manifest_file.write_text(json.dumps({**json.loads(manifest_file.read_text()), "tta_by_default": False}))
     # a model named by its id (here one imported into a user's model folder) is written where it is installed
     home = tmp_path / "home"
     monkeypatch.setenv("FETALHEADSEG_HOME", str(home))
@@ -571,7 +594,8 @@ def test_the_hc18_evaluation_writes_a_row_per_frame_against_the_expert_csv(
     named = f"{written.id}@{written.version}"
     code = main([named, "--hc18", str(hc18_dir), "--run", str(tmp_path / "run"), "--calibrate-review", "--update-card"])
     assert code == 0
-    assert "--calibrate-review --update-card" in read_bundle(installed).model_card["evaluation"]["command"]
+    evaluation = read_bundle(installed).model_card["evaluation"]
+    assert "--calibrate-review --update-card" in evaluation["command"] and evaluation["tta"] is False
     rows = list(csv.DictReader(rows_csv.open()))
     table = read_pixel_size_csv(hc18_dir / "subset_pixel_size_and_HC.csv")
     assert [row["case"] for row in rows] == ["019_HC", "026_2HC"]
