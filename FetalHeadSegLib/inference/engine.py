@@ -448,6 +448,9 @@ def _review(
         tta_disagreement=tta_share,
         hc_flip_spread_mm=spreads.hc_mm,
         aop_flip_spread_deg=spreads.aop_deg,
+        aop_border_sensitivity_deg=None
+        if biometry is None or biometry.aop is None
+        else biometry.aop.border_sensitivity_deg,
     )
     return decide(signals, bundle.review_policy(tta))
 

@@ -14,7 +14,7 @@ was mean 9.4 deg, median 4.9 (right end: 6.5 / 4.8; with the head's ellipse: 5.7
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import StrEnum
 from typing import Any
 
@@ -24,7 +24,7 @@ import numpy.typing as npt
 from FetalHeadSegLib.core.errors import InputImageError
 from FetalHeadSegLib.core.image import Image
 from FetalHeadSegLib.core.labels import FETAL_HEAD, PUBIC_SYMPHYSIS
-from FetalHeadSegLib.measure.ellipse import fit_ellipse, mask_edge_points
+from FetalHeadSegLib.measure.ellipse import Ellipse, fit_ellipse, mask_edge_points
 
 PSFHS_SYMPHYSIS_LABEL = PUBIC_SYMPHYSIS.value
 PSFHS_HEAD_LABEL = FETAL_HEAD.value
@@ -46,13 +46,18 @@ class ApexSide(StrEnum):
 
 @dataclass(frozen=True)
 class AngleOfProgression:
-    """AoP in degrees with its three points (superior end S, apex V, tangent point T) in RAS mm."""
+    """AoP in degrees with its three points (superior end S, apex V, tangent point T) in RAS mm.
+
+    ``border_sensitivity_deg``: how far the angle moves when the head's border moves by one pixel of the label map
+    (see :func:`border_sensitivity_deg`); None where not measured.
+    """
 
     aop_deg: float
     s_ras: np.ndarray
     v_ras: np.ndarray
     t_ras: np.ndarray
     apex_side: str
+    border_sensitivity_deg: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -96,6 +101,29 @@ def aop_from_points(
     return float(np.degrees(np.arccos(cosines[best]))), points[best]
 
 
+def border_sensitivity_deg(
+    superior: npt.ArrayLike, apex: npt.ArrayLike, head: Ellipse, step: float, points: int = HEAD_ELLIPSE_POINTS
+) -> float:
+    """The largest change of the AoP when the head's ellipse grows or shrinks by ``step`` (both semi-axes, the
+    frame's units): a border error of a pixel or two turns the tangent from the apex by much more when the head lies
+    close to the apex than when it lies far from it, so the same segmentation error makes a larger AoP error.
+
+    Example (a circle of radius 25 seen from the apex at distance D: the tangent's half-angle is asin(25 / D), so
+    growing it by 1 turns the tangent by asin(26 / D) - asin(25 / D), 2.34 deg at D = 35.4 and 0.76 at D = 80.2):
+        >>> near, far = Ellipse((35.0, 5.0), 25.0, 25.0, 0.0), Ellipse((80.0, 5.0), 25.0, 25.0, 0.0)
+        >>> [round(border_sensitivity_deg((0, 30), (0, 0), head, 1.0), 1) for head in (near, far)]
+        [2.3, 0.8]
+    """
+    angle = aop_from_points(superior, apex, head.points(points))[0]
+    changed = [
+        aop_from_points(
+            superior, apex, replace(head, semi_major=head.semi_major + d, semi_minor=head.semi_minor + d).points(points)
+        )[0]
+        for d in ((-step, step) if head.semi_minor > step else (step,))
+    ]
+    return float(max(abs(value - angle) for value in changed))
+
+
 def angle_of_progression(
     labels: Image,
     symphysis_label: int = PSFHS_SYMPHYSIS_LABEL,
@@ -134,14 +162,16 @@ def angle_of_progression(
     apex_index = int(np.argmax(sign * ends[:, coordinate]))
     apex, superior = ends[apex_index], ends[1 - apex_index]
     border = mask_edge_points(ndimage.binary_fill_holes(head), (float(spacing[0]), float(spacing[1])))
-    angle, tangent = aop_from_points(superior, apex, fit_ellipse(border).points(HEAD_ELLIPSE_POINTS))
+    ellipse = fit_ellipse(border)
+    angle, tangent = aop_from_points(superior, apex, ellipse.points(HEAD_ELLIPSE_POINTS))
+    sensitivity = border_sensitivity_deg(superior, apex, ellipse, float(spacing.min()))
     to_ras = labels.ijk_to_ras
 
     def ras(point_mm: np.ndarray) -> np.ndarray:
         ijk = np.array([point_mm[0] / spacing[0], point_mm[1] / spacing[1], 0.0, 1.0])
         return np.asarray((to_ras @ ijk)[:3])
 
-    return AngleOfProgression(angle, ras(superior), ras(apex), ras(tangent), side.value)
+    return AngleOfProgression(angle, ras(superior), ras(apex), ras(tangent), side.value, sensitivity)
 
 
 def _largest(region: np.ndarray) -> np.ndarray | None:

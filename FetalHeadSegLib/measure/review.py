@@ -5,7 +5,8 @@ probability is compared with the head (a blurred or split border), how far the b
 how much of the head lies on the image border (cut off), how much of the field of view the head fills, whether
 the cascade's coarse and fine levels agree, whether flipped predictions agree (test-time augmentation), whether
 the HC and the angle of progression stay the same when measured on each flipped prediction alone (2D frames: TTA
-or the mirror check), whether the size is one a fetus can have. A :class:`ReviewPolicy` turns them into
+or the mirror check), how far the angle of progression turns when the head's border moves by a pixel (a head close
+to the symphysis' apex turns it most), whether the size is one a fetus can have. A :class:`ReviewPolicy` turns them into
 ``review_recommended`` and the reasons.
 
 The thresholds belong to a model: ``training.evaluate --calibrate-review`` chooses them on the model's
@@ -47,6 +48,10 @@ class ReviewSignals:
         aop_flip_spread_deg: largest difference between the angles of progression measured on each flipped
             prediction alone (intrapartum frames, TTA or the mirror check): the symphysis' axis or the head's border
             near the tangent moves when the frame is mirrored.
+        aop_border_sensitivity_deg: how far the angle of progression moves when the head's fitted border grows or
+            shrinks by one pixel (intrapartum frames, :func:`~FetalHeadSegLib.measure.aop.border_sensitivity_deg`):
+            the same one- or two-pixel segmentation error turns the tangent from the apex most when the head lies
+            close to the apex.
         hc_mm: the measured HC (plausibility).
     """
 
@@ -58,6 +63,7 @@ class ReviewSignals:
     tta_disagreement: float | None = None
     hc_flip_spread_mm: float | None = None
     aop_flip_spread_deg: float | None = None
+    aop_border_sensitivity_deg: float | None = None
     hc_mm: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
@@ -93,6 +99,7 @@ CHECKS = (
     Check("tta_disagreement", "max_tta_disagreement", ">", "flipped_predictions_disagree"),
     Check("hc_flip_spread_mm", "max_hc_flip_spread_mm", ">", "flipped_sizes_disagree"),
     Check("aop_flip_spread_deg", "max_aop_flip_spread_deg", ">", "flipped_angles_disagree"),
+    Check("aop_border_sensitivity_deg", "max_aop_border_sensitivity_deg", ">", "angle_sensitive_to_head_border"),
 )
 """Every threshold rule of a :class:`ReviewPolicy` (the HC plausibility range is checked apart)."""
 
@@ -112,6 +119,8 @@ class ReviewPolicy:
     """Uncalibrated: flipped predictions whose HCs lie further apart than an HC error that makes a measurement bad
     (5 mm, the HC18 criterion)."""
     max_aop_flip_spread_deg: float | None = 15.0
+    max_aop_border_sensitivity_deg: float | None = None
+    """Off until calibrated: degrees per pixel depend on the frames' resolution."""
     plausible_hc_mm: tuple[float, float] | None = PLAUSIBLE_HC_MM
     """HC range a fetus can have; None turns the rule off (a data set whose pixel size is not physical)."""
     calibration: dict[str, Any] | None = None
@@ -176,6 +185,7 @@ def review_signals(
     tta_disagreement: float | None = None,
     hc_flip_spread_mm: float | None = None,
     aop_flip_spread_deg: float | None = None,
+    aop_border_sensitivity_deg: float | None = None,
 ) -> ReviewSignals:
     """The signals of one result: ``head_probability`` and the boolean ``head`` on the input's (X, Y, Z) grid."""
     from scipy import ndimage
@@ -192,6 +202,7 @@ def review_signals(
             tta_disagreement=tta_disagreement,
             hc_flip_spread_mm=hc_flip_spread_mm,
             aop_flip_spread_deg=aop_flip_spread_deg,
+            aop_border_sensitivity_deg=aop_border_sensitivity_deg,
         )
     low, high = UNCERTAIN_PROBABILITY
     uncertain = int(((probability > low) & (probability < high)).sum())
@@ -218,6 +229,7 @@ def review_signals(
         tta_disagreement=tta_disagreement,
         hc_flip_spread_mm=hc_flip_spread_mm,
         aop_flip_spread_deg=aop_flip_spread_deg,
+        aop_border_sensitivity_deg=aop_border_sensitivity_deg,
         hc_mm=hc_mm,
     )
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 
@@ -39,6 +41,17 @@ def test_mask_geometry_with_a_known_angle() -> None:
     assert result.v_ras[:2] == pytest.approx((0.0, 0.0), abs=0.3)
     assert result.s_ras[:2] == pytest.approx((-30.0, 0.0), abs=0.3)
     assert result.t_ras[:2] == pytest.approx((15.0, 20.0), abs=0.5)
+
+
+@pytest.mark.parametrize("head_center", [(-5.0, 35.0), (-5.0, 60.0)])
+def test_the_angles_sensitivity_to_the_head_border_follows_the_tangent_geometry(head_center: tuple) -> None:
+    """Seen from the apex at distance D, the tangent to a circle of radius r lies asin(r / D) off the line to its
+    centre, so a border grown by one pixel (0.25 mm) turns the angle by asin((r + 0.25) / D) - asin(r / D): about
+    0.58 deg for the head 35 mm from the apex and 0.27 for the one 60 mm away."""
+    result = angle_of_progression(intrapartum_labels(head_center=head_center))
+    distance = math.hypot(*head_center)
+    expected = math.degrees(math.asin(25.25 / distance) - math.asin(25.0 / distance))
+    assert result.border_sensitivity_deg == pytest.approx(expected, abs=0.05)
 
 
 def test_apex_side_chooses_the_apex() -> None:

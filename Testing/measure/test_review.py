@@ -54,6 +54,7 @@ def test_a_clean_head_in_the_middle_needs_no_review() -> None:
         ("flips", "flipped_predictions_disagree"),
         ("angles", "flipped_angles_disagree"),
         ("sizes", "flipped_sizes_disagree"),
+        ("sensitive", "angle_sensitive_to_head_border"),
     ],
 )
 def test_each_defect_recommends_review_for_its_reason(defect: str, reason: str) -> None:
@@ -76,9 +77,13 @@ def test_each_defect_recommends_review_for_its_reason(defect: str, reason: str) 
         extra["aop_flip_spread_deg"] = 30.0
     elif defect == "sizes":  # the HCs measured on each flipped pass alone lie 8 mm apart
         extra["hc_flip_spread_mm"] = 8.0
+    elif defect == "sensitive":  # a one-pixel border error turns the angle by 3 deg (a calibrated limit of 1.5)
+        extra["aop_border_sensitivity_deg"] = 3.0
     else:
         extra["tta_disagreement"] = 0.3
-    review = decide(signals_of(head, probability, **extra), ReviewPolicy())
+    policy = ReviewPolicy(max_aop_border_sensitivity_deg=1.5)  # off by default: it needs a calibration
+    assert not ReviewPolicy().reasons(ReviewSignals(aop_border_sensitivity_deg=3.0))
+    review = decide(signals_of(head, probability, **extra), policy)
     assert review.recommended and reason in review.reasons, review.reasons
 
 

@@ -91,6 +91,10 @@ def test_psfhs_model_finds_both_structures_and_the_angle() -> None:
     assert result.biometry is not None and result.biometry.aop is not None
     assert result.biometry.aop.aop_deg == pytest.approx(angle_of_progression(truth).aop_deg, abs=10.0)
     assert np.isin(np.unique(predicted), [0, 1, 2]).all()
+    # the review reads the angle's sensitivity to the head's border from the measurement itself
+    assert result.review is not None and result.biometry.aop.border_sensitivity_deg is not None
+    sensitivity = result.review.signals.aop_border_sensitivity_deg
+    assert sensitivity == pytest.approx(result.biometry.aop.border_sensitivity_deg, abs=1e-4) and sensitivity > 0
 
 
 def test_a_tta_result_is_judged_by_the_thresholds_calibrated_for_tta(tmp_path: Path) -> None:
