@@ -170,7 +170,7 @@ def test_models_lists_and_verifies(tmp_path: Path, capsys, monkeypatch: pytest.M
     assert main(["models", "--json", "--import", str(tmp_path / "tiny")]) == 0
     rows = {row["id"]: row for row in json.loads(capsys.readouterr().out)}
     assert rows["tiny-user-model"]["status"] == "ok" and rows["tiny-user-model"]["labels"] == ["Head"]
-    assert rows["tiny-user-model"]["networks_per_level"] == 1 and rows["hc18-plane-2d"]["networks_per_level"] == 3
+    assert rows["tiny-user-model"]["networks_per_level"] == 1 and rows["hc18-plane-2d"]["networks_per_level"] == 2
     assert rows["tiny-user-model"]["tta_by_default"] and not rows["psfhs-intrapartum-2d"]["tta_by_default"]
     assert main(["models"]) == 0
     listed = {line.split("@")[0]: line for line in capsys.readouterr().out.splitlines()}
