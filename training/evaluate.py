@@ -323,8 +323,10 @@ def write_rows(path: Path, rows: CaseRows) -> None:
     write_text_atomic(path, buffer.getvalue())
 
 
-def _review_summary(args: argparse.Namespace, segmenter: Segmenter, cases: ReviewCases, command: str) -> dict[str, Any]:
-    """The review flag's rates on these cases, by the bundle's thresholds for runs with or without --tta as
+def _review_summary(
+    args: argparse.Namespace, segmenter: Segmenter, cases: ReviewCases, command: str, tta: bool
+) -> dict[str, Any]:
+    """The review flag's rates on these cases, by the bundle's thresholds for runs with or without flips (``tta``) as
     this one; with --calibrate-review, new thresholds for such runs written into the bundle, whose rates are then
     the bundle's (``policy_in_bundle``; the former thresholds' under ``policy_before_calibration``)."""
     from FetalHeadSegLib.measure.review import calibrate, cross_validated_rates, review_rates
@@ -336,7 +338,6 @@ def _review_summary(args: argparse.Namespace, segmenter: Segmenter, cases: Revie
         if args.psfhs
         else f"Dice < {DICE_BAD_3D}"
     )
-    tta = segmenter.bundle.tta_by_default if args.tta is None else args.tta
     in_bundle = segmenter.bundle.review_policy(tta)
     summary: dict[str, Any] = {"bad_means": bad, "policy_in_bundle": review_rates(in_bundle, cases)}
     if args.calibrate_review is not None:
@@ -452,8 +453,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"evaluate: error: {err}", file=sys.stderr)
         return 2
     command = "python -m training.evaluate " + " ".join(sys.argv[1:] if argv is None else argv)
-    evaluation["tta"] = segmenter.bundle.tta_by_default if args.tta is None else args.tta
-    evaluation["review"] = _review_summary(args, segmenter, review_cases, command)
+    evaluation["tta"] = segmenter.bundle.uses_tta(args.tta)
+    evaluation["review"] = _review_summary(args, segmenter, review_cases, command, evaluation["tta"])
     evaluation["command"] = command
     print(json.dumps(evaluation, indent=2))
     if args.update_card:

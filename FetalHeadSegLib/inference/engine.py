@@ -155,7 +155,7 @@ class Segmenter:
             Cancelled: ``cancel()`` returned True between two steps.
         """
         options = options or InferenceOptions()
-        tta = self.bundle.tta_by_default if options.tta is None else options.tta
+        tta = self.bundle.uses_tta(options.tta)
         run = InferenceRun(self, options, progress, cancel)
         start = time.perf_counter()
         check_image(image, source)

@@ -81,6 +81,10 @@ class ModelBundle:
     def levels(self) -> int:
         return len(self.networks)
 
+    def uses_tta(self, asked: bool | None) -> bool:
+        """Whether a run flips: as asked, or as this model recommends when the run does not say (None)."""
+        return self.tta_by_default if asked is None else asked
+
     def review_policy(self, tta: bool) -> ReviewPolicy:
         """The review thresholds calibrated for results made with (``tta``) or without flip TTA."""
         return self.review_tta if tta and self.review_tta is not None else self.review
