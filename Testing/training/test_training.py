@@ -9,6 +9,8 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
 
 import numpy as np
 import pytest
@@ -678,16 +680,22 @@ def test_evaluate_names_a_missing_split_in_one_line(tmp_path: Path, capsys: pyte
     assert "no such run folder or training config" in capsys.readouterr().err
 
 
-def test_the_leave_one_family_out_configs_differ_only_in_that_family() -> None:
-    """Both train from scratch at the same budget on the same seeds; one holds the family at nominal."""
+def _stress_suite() -> Any:
+    """``benchmarks/stress_3d.py`` as a module (benchmarks is not a package)."""
     import importlib.util
-
-    from FetalHeadSegLib.phantom.appearance import FAMILIES, nominal_factors
 
     spec = importlib.util.spec_from_file_location("stress_3d", REPOSITORY / "benchmarks" / "stress_3d.py")
     assert spec is not None and spec.loader is not None
     stress_3d = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(stress_3d)
+    return stress_3d
+
+
+def test_the_leave_one_family_out_configs_differ_only_in_that_family() -> None:
+    """Both train from scratch at the same budget on the same seeds; one holds the family at nominal."""
+    from FetalHeadSegLib.phantom.appearance import FAMILIES, nominal_factors
+
+    stress_3d = _stress_suite()
     base = json.loads((REPOSITORY / "training" / "configs" / "fetal-head-3d-cascade-visible.json").read_text())
     configs = stress_3d.leave_out_configs("echogenicity", base, 160, 800, 400000, "runs/leave-out/echogenicity")
     reference, without = configs["reference"], configs["without-echogenicity"]
@@ -706,6 +714,38 @@ def test_the_leave_one_family_out_configs_differ_only_in_that_family() -> None:
     assert {k for k in reference["data"] if reference["data"][k] != without["data"][k]} == {"phantom", "cache"}
     with pytest.raises(SystemExit, match="unknown family"):
         stress_3d.leave_out_configs("colour", base, 160, 800, 400000, "runs/x")
+
+
+class _DrawsTheseLabels:
+    """A segmenter that returns given labels (head = 1) and measures nothing."""
+
+    def __init__(self, labels: Any) -> None:
+        self.bundle = SimpleNamespace(head_label=1)
+        self.labels = labels
+
+    def segment(self, image: Any, options: Any) -> Any:
+        review = SimpleNamespace(recommended=False, reasons=[])
+        return SimpleNamespace(labels=self.labels, flags=[], review=review, biometry=None)
+
+
+def test_the_stress_suite_scores_a_head_cut_by_the_field_of_view_also_on_what_was_imaged() -> None:
+    """A box crop leaves most of the head unseen: a segmentation of exactly the imaged head scores Dice 1 within the
+    field of view, and against the whole head the overlap a part can reach, 2 |part| / (|part| + |whole|)."""
+    from FetalHeadSegLib.phantom import generate_phantom
+    from FetalHeadSegLib.phantom.stress import STRESS_ROWS, stress_config
+
+    stress_3d = _stress_suite()
+    index = next(i for i, row in enumerate(STRESS_ROWS) if row.name == "box-crop")
+    phantom = generate_phantom(stress_config(STRESS_ROWS[index], (40, 40, 40)), stress_3d.SEED_BASE + 1000 * index)
+    head, imaged = phantom.head_mask.array != 0, phantom.field_of_view.array != 0
+    seen = int((head & imaged).sum())
+    assert 0 < seen < 0.5 * head.sum()  # the case this row is for: most of the head outside the box
+    record = stress_3d.score(_DrawsTheseLabels(phantom.head_mask.with_array((head & imaged).astype(np.uint8))), phantom)
+    assert record["dice_imaged"] == 1.0
+    assert record["dice"] == pytest.approx(2.0 * seen / (seen + head.sum()))
+    assert record["head_imaged_fraction"] == pytest.approx(seen / head.sum())
+    whole = stress_3d.score(_DrawsTheseLabels(phantom.head_mask), phantom)
+    assert whole["dice"] == 1.0 and whole["dice_imaged"] == 1.0
 
 
 def test_phantom_evaluation_writes_one_row_per_case(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
