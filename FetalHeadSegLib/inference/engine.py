@@ -7,9 +7,10 @@ Named stages (``method.md`` §1.7):
 2. ``run_cascade`` (:mod:`FetalHeadSegLib.inference.cascade`): every level on the whole volume (level n > 0 sees the
    image and level n - 1's foreground probability); on a GPU out-of-memory error retry in overlapping tiles, then on
    CPU copies of the networks; optional flip test-time augmentation whose disagreement is an uncertainty map.
-3. postprocess: crop; resample the class probabilities back onto the input grid; keep each label's largest
-   component with holes filled.
-4. measure through the task registry (:mod:`FetalHeadSegLib.core.tasks`).
+3. postprocess: crop; resample the class probabilities back onto the input grid; then
+   (:mod:`FetalHeadSegLib.inference.outcome`) keep each label's largest component with holes filled.
+4. measure through the task registry (:mod:`FetalHeadSegLib.core.tasks`), and decide whether the result should be
+   reviewed (:mod:`FetalHeadSegLib.inference.outcome`).
 
 Training's validation calls stages 1 and 2 (``to_working_grid``, ``predict_unpadded``), so what it measures is
 what ``segment`` returns.
@@ -22,7 +23,7 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -30,7 +31,15 @@ from FetalHeadSegLib.core.errors import Cancelled, InputImageError
 from FetalHeadSegLib.core.image import Image
 from FetalHeadSegLib.core.tasks import task_spec
 from FetalHeadSegLib.inference.cascade import CascadeMode, forward_probabilities, run_cascade
-from FetalHeadSegLib.inference.postprocessing import clean_label_map, decide_labels, detach_attached_tissue
+from FetalHeadSegLib.inference.outcome import (
+    FlipSpreads,
+    disagreeing_share,
+    flip_spreads,
+    label_map,
+    measure_labels,
+    review_result,
+    tta_flags,
+)
 from FetalHeadSegLib.inference.preprocessing import Padding, cascade_size_multiple, check_image, prepare
 from FetalHeadSegLib.inference.roi_cascade import CascadeOutput, flip_disagreement, predict_roi_cascade
 from FetalHeadSegLib.inference.tiling import sliding_window
@@ -48,9 +57,6 @@ logger = logging.getLogger(__name__)
 
 ProgressCallback = Callable[[str, float, str], None]
 """``progress(stage, fraction, message)``: stage is load, stage1, stage2, ..., postprocess or biometry."""
-
-TTA_DISAGREEMENT_LIMIT = 0.05
-"""Flag a result when flipped predictions disagree on more than this share of the predicted head."""
 
 
 @dataclass(frozen=True)
@@ -172,24 +178,24 @@ class Segmenter:
         run.lap("networks")
         run.report("postprocess", 0.0, "building the label map")
         class_probabilities = output.class_probabilities
-        labels = _label_map(self.bundle, class_probabilities, image.spacing_mm)
+        labels = label_map(self.bundle, class_probabilities, image.spacing_mm)
         run.flags += output.flags
         uncertainty = None
         tta_share = None
         if output.disagreement is not None and output.votes is not None:
             uncertainty = image.with_array(output.disagreement.astype(np.float32))
-            tta_share = _disagreeing_share(output.votes)
-            run.flags += _tta_flags(tta_share)
+            tta_share = disagreeing_share(output.votes)
+            run.flags += tta_flags(tta_share)
         run.lap("postprocess")
         biometry = None
         if options.biometry:
             run.report("biometry", 0.0, "measuring")
-            biometry = _measure(self.bundle, image.with_array(labels), options.ga_weeks, run.flags)
+            biometry = measure_labels(self.bundle, image.with_array(labels), options.ga_weeks, run.flags)
             run.lap("biometry")
         head_label = self.bundle.head_label
         first_pass = None if tta else biometry  # without TTA the result is the unflipped pass
-        spreads = _flip_spreads(self.bundle, image, output, first_pass) if biometry is not None else FlipSpreads()
-        review = _review(
+        spreads = flip_spreads(self.bundle, image, output, first_pass) if biometry is not None else FlipSpreads()
+        review = review_result(
             self.bundle,
             image,
             class_probabilities[head_label],
@@ -337,138 +343,6 @@ class InferenceRun:
 
     def _forward(self, level: int, dims: int, inputs: np.ndarray) -> np.ndarray:
         return forward_probabilities(self.networks[level], dims, inputs)
-
-
-def _disagreeing_share(votes: np.ndarray) -> float:
-    """Share of the head (the union of the passes' heads) on which the flipped passes do not all agree."""
-    union, intersection = votes.any(axis=0), votes.all(axis=0)
-    return float((union & ~intersection).sum()) / max(int(union.sum()), 1)
-
-
-def _tta_flags(share: float) -> list[Flag]:
-    if share > TTA_DISAGREEMENT_LIMIT:
-        return [
-            Flag(
-                "tta_disagreement_high",
-                f"flipped predictions disagree on {100 * share:.1f} % of the head: "
-                "the segmentation is uncertain, check it",
-            )
-        ]
-    return []
-
-
-def _label_map(
-    bundle: ModelBundle, class_probabilities: np.ndarray, spacing_mm: tuple[float, float, float]
-) -> np.ndarray:
-    """The label map of (K, X, Y, Z) probabilities: each voxel's label (argmax, or the model's own head threshold),
-    for each label the component holding the most of its probability with its holes filled, then the model's own
-    postprocessing (tissue stuck to the head cut away)."""
-    labels = clean_label_map(
-        decide_labels(class_probabilities, bundle.head_label, bundle.postprocessing.head_threshold),
-        [label.value for label in bundle.labels],
-        class_probabilities,
-    )
-    if bundle.postprocessing.detach_fraction is not None:
-        head = labels == bundle.head_label
-        detached = detach_attached_tissue(head, spacing_mm, bundle.postprocessing.detach_fraction)
-        labels[head & ~detached] = 0
-    return labels
-
-
-class FlipSpreads(NamedTuple):
-    """How far the measurements of each flipped pass (TTA or the mirror check), measured alone, lie apart (None: not
-    measured)."""
-
-    hc_mm: float | None = None
-    """Largest difference between the HCs of the passes (2D frames)."""
-    aop_deg: float | None = None
-    """Largest difference between the angles of progression of the passes (intrapartum frames)."""
-
-
-def _flip_spreads(
-    bundle: ModelBundle, image: Image, output: CascadeOutput, first_pass: Biometry | None = None
-) -> FlipSpreads:
-    """Measure each flipped pass's label map alone and report the spread of its HC and angle of progression (none
-    without flipped passes, for 3D volumes whose passes are not kept, or where fewer than two can be measured). A
-    border that moves when the frame is mirrored (a faint skull, a symphysis axis or a head border near the
-    tangent) gives a wide spread. ``first_pass``: the biometry of the unflipped pass when it is already measured
-    (the result of a run without TTA); that pass is then not measured again."""
-    from itertools import islice
-
-    from FetalHeadSegLib.core.errors import FetalHeadSegError
-
-    if output.pass_probabilities is None:
-        return FlipSpreads()
-    spec = task_spec(bundle.task)
-    measured = [] if first_pass is None else [first_pass]
-    for probabilities in islice(output.pass_probabilities(), len(measured), None):
-        labels = image.with_array(_label_map(bundle, probabilities, image.spacing_mm))
-        if not np.any(labels.array == spec.head_label):
-            continue
-        try:
-            measured.append(spec.measure(labels, None))
-        except FetalHeadSegError:
-            continue
-    circumferences = [biometry.hc_mm for biometry in measured]
-    angles = [biometry.aop.aop_deg for biometry in measured if biometry.aop is not None]
-
-    def spread(values: list[float]) -> float | None:
-        return max(values) - min(values) if len(values) > 1 else None
-
-    return FlipSpreads(spread(circumferences), spread(angles))
-
-
-def _review(
-    bundle: ModelBundle,
-    image: Image,
-    head_probability: np.ndarray,
-    head: np.ndarray,
-    biometry: Biometry | None,
-    output: CascadeOutput,
-    tta_share: float | None,
-    spreads: FlipSpreads,
-    tta: bool = False,
-) -> Review:
-    """Whether a person should look at this result, by the bundle's policy calibrated for results made with
-    (``tta``) or without flip test-time augmentation."""
-    from FetalHeadSegLib.measure.review import decide, no_head_review, review_signals
-
-    if not head.any():
-        return no_head_review()
-    ellipse = biometry.ellipse if biometry is not None else None
-    signals = review_signals(
-        head_probability,
-        head,
-        image.spacing_mm,
-        image.is_2d,
-        mean_semi_axis_mm=None if ellipse is None else 0.5 * (ellipse.semi_major + ellipse.semi_minor),
-        fit_residual_mm=None if ellipse is None else ellipse.residual_rms,
-        hc_mm=None if biometry is None else biometry.hc_mm,
-        cascade_dice=output.cascade_dice,
-        tta_disagreement=tta_share,
-        hc_flip_spread_mm=spreads.hc_mm,
-        aop_flip_spread_deg=spreads.aop_deg,
-        aop_border_sensitivity_deg=None
-        if biometry is None or biometry.aop is None
-        else biometry.aop.border_sensitivity_deg,
-    )
-    return decide(signals, bundle.review_policy(tta))
-
-
-def _measure(bundle: ModelBundle, labels: Image, ga_weeks: float | None, flags: list[Flag]) -> Biometry | None:
-    """Biometry of the predicted head (and AoP for intrapartum models); None with a flag if nothing to measure."""
-    from FetalHeadSegLib.core.errors import FetalHeadSegError
-
-    spec = task_spec(bundle.task)
-    if not np.any(labels.array == spec.head_label):
-        flags.append(Flag("no_head_found", "the model found no head in this image: nothing was measured"))
-        return None
-    try:
-        biometry = spec.measure(labels, ga_weeks)
-    except FetalHeadSegError as err:
-        flags.append(Flag("biometry_failed", f"the head could not be measured: {err}"))
-        return None
-    return biometry.with_flags(flags)
 
 
 def load_model(model: str | Any, device: str | torch.device = "auto") -> Segmenter:

@@ -182,7 +182,7 @@ def test_a_run_that_does_not_choose_flips_as_its_model_recommends(tmp_path: Path
 def test_each_flipped_pass_is_measured_alone_for_the_aop_spread(tmp_path: Path) -> None:
     """Two passes with the head in two places spread by the difference of their analytic angles (the tangent from
     the apex to a circle) and of their circumferences; one pass alone, or no TTA, gives no spread."""
-    from FetalHeadSegLib.inference.engine import _flip_spreads
+    from FetalHeadSegLib.inference.outcome import flip_spreads
     from FetalHeadSegLib.inference.roi_cascade import CascadeOutput
     from FetalHeadSegLib.measure.aop import aop_from_points
 
@@ -195,18 +195,18 @@ def test_each_flipped_pass_is_measured_alone_for_the_aop_spread(tmp_path: Path) 
     def output(passes: list[np.ndarray] | None) -> CascadeOutput:
         return CascadeOutput(one_hot[0], None, None, [], pass_probabilities=None if passes is None else lambda: passes)
 
-    spreads = _flip_spreads(model.bundle, frames[0], output(one_hot))
+    spreads = flip_spreads(model.bundle, frames[0], output(one_hot))
     assert angles[0] - angles[1] > 10.0
     assert spreads.aop_deg == pytest.approx(abs(angles[0] - angles[1]), abs=0.6)
     assert spreads.hc_mm == pytest.approx(2 * np.pi * (25.0 - 20.0), rel=0.03)
-    assert _flip_spreads(model.bundle, frames[0], output(one_hot[:1])) == (None, None)
-    assert _flip_spreads(model.bundle, frames[0], output(None)) == (None, None)
+    assert flip_spreads(model.bundle, frames[0], output(one_hot[:1])) == (None, None)
+    assert flip_spreads(model.bundle, frames[0], output(None)) == (None, None)
 
 
 def test_flipped_passes_of_different_sizes_recommend_review_on_a_head_frame(tmp_path: Path) -> None:
     """A standard-plane model whose mirrored passes find heads of analytic circumferences 2 pi 12 and 2 pi 9 mm:
     the spread is their difference, and the uncalibrated policy (5 mm) recommends review for it."""
-    from FetalHeadSegLib.inference.engine import _flip_spreads
+    from FetalHeadSegLib.inference.outcome import flip_spreads
     from FetalHeadSegLib.inference.roi_cascade import CascadeOutput
     from FetalHeadSegLib.measure.review import ReviewPolicy, ReviewSignals, decide
 
@@ -217,7 +217,7 @@ def test_flipped_passes_of_different_sizes_recommend_review_on_a_head_frame(tmp_
     for radius_mm in (12.0, 9.0):
         head = ((x - 15.0) ** 2 + (y - 12.5) ** 2 <= radius_mm**2).astype(np.float32)[:, :, None]
         passes.append(np.stack([1.0 - head, head]))
-    spreads = _flip_spreads(
+    spreads = flip_spreads(
         model.bundle, frame, CascadeOutput(passes[0], None, None, [], pass_probabilities=lambda: passes)
     )
     assert spreads.aop_deg is None
@@ -227,7 +227,7 @@ def test_flipped_passes_of_different_sizes_recommend_review_on_a_head_frame(tmp_
     # a run without TTA hands its own measurement of the unflipped pass in: that pass is not measured again
     known = task_spec("head").measure(frame.with_array((passes[0][1] > 0.5).astype(np.uint8)), None)
     unmeasurable_first = [np.zeros_like(passes[0]), passes[1]]
-    reused = _flip_spreads(
+    reused = flip_spreads(
         model.bundle,
         frame,
         CascadeOutput(passes[0], None, None, [], pass_probabilities=lambda: unmeasurable_first),
