@@ -29,6 +29,7 @@ def disagreeing_share(votes: np.ndarray) -> float:
 
 
 def tta_flags(share: float) -> list[Flag]:
+    """A quality flag when the flipped passes disagree on more than :data:`TTA_DISAGREEMENT_LIMIT` of the head."""
     if share > TTA_DISAGREEMENT_LIMIT:
         return [
             Flag(
