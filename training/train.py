@@ -22,7 +22,7 @@ from FetalHeadSegLib.inference.cascade import CascadeMode
 from training import distributed
 from training.config import TrainConfig, read_config
 from training.context import context_maps
-from training.data import build_arrays, split_by_subject
+from training.data import CaseArrays, build_arrays, split_by_subject
 from training.engine import build_level, level_network_config, train_level
 from training.roi_data import ContextRedraw, build_level_arrays, select
 from training.validation import cascade_multiple, evaluate, predict_context
@@ -84,20 +84,7 @@ def run(config: TrainConfig) -> dict[str, dict[str, float]]:
         arrays = level_data[0][0]
         check_labels(config, arrays.labels, arrays.case_ids)
         check_batch_shapes(config, arrays.labels)
-        train_ids, val_ids = split_by_subject(arrays.subjects, config.data.validation_fraction, config.data.split_seed)
-        train, validation = arrays.subset(train_ids), arrays.subset(val_ids)
-        if dist.is_main:
-            splits = {
-                "train": train.case_ids,
-                "validation": validation.case_ids,
-                "train_subjects": sorted(set(train.subjects)),
-                "validation_subjects": sorted(set(validation.subjects)),
-            }
-            (run_dir / "splits.json").write_text(json.dumps(splits, indent=2) + "\n")
-        log(
-            f"{len(train)} training and {len(validation)} validation cases "
-            f"({len(set(train.subjects))} and {len(set(validation.subjects))} subjects)"
-        )
+        train, validation = _split(config, arrays, run_dir if dist.is_main else None, log)
         scores: dict[str, dict[str, float]] = {}
         train_context = val_context = None
         context_draw = None
@@ -148,6 +135,28 @@ def run(config: TrainConfig) -> dict[str, dict[str, float]]:
         return scores
     finally:
         distributed.teardown()
+
+
+def _split(
+    config: TrainConfig, arrays: CaseArrays, run_dir: Path | None, log: Callable[[str], None]
+) -> tuple[CaseArrays, CaseArrays]:
+    """The training and validation cases, split by subject; the split is recorded in ``run_dir``/splits.json (the
+    main process passes its run folder, the others None)."""
+    train_ids, val_ids = split_by_subject(arrays.subjects, config.data.validation_fraction, config.data.split_seed)
+    train, validation = arrays.subset(train_ids), arrays.subset(val_ids)
+    if run_dir is not None:
+        splits = {
+            "train": train.case_ids,
+            "validation": validation.case_ids,
+            "train_subjects": sorted(set(train.subjects)),
+            "validation_subjects": sorted(set(validation.subjects)),
+        }
+        (run_dir / "splits.json").write_text(json.dumps(splits, indent=2) + "\n")
+    log(
+        f"{len(train)} training and {len(validation)} validation cases "
+        f"({len(set(train.subjects))} and {len(set(validation.subjects))} subjects)"
+    )
+    return train, validation
 
 
 def _build(config: TrainConfig, roi: bool, log: Callable[[str], None]) -> tuple[list[Any], list[Any]]:
