@@ -23,7 +23,7 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -33,6 +33,10 @@ from FetalHeadSegLib.inference.engine import InferenceOptions, Segmenter, load_m
 from FetalHeadSegLib.measure.metrics import segmentation_metrics
 from FetalHeadSegLib.measure.review import BUDGETS
 from FetalHeadSegLib.models.card import write_card, write_review_policy
+
+if TYPE_CHECKING:
+    from FetalHeadSegLib.measure.biometry import Biometry
+    from FetalHeadSegLib.phantom import PhantomConfig
 
 PHANTOM_GRIDS = ((96, 96, 96), (128, 96, 112), (112, 80, 96), (144, 112, 128))
 PHANTOM_HEAD_FILL = (0.3, 1.0)
@@ -223,6 +227,35 @@ def head_cut_by_field_of_view(truth: dict[str, Any]) -> bool:
     return bool(truth.get("head_cut_by_field_of_view", truth["head_touches_border"]))
 
 
+def phantom_case(kinds: tuple[str, ...], index: int) -> tuple[str, PhantomConfig]:
+    """Case ``index`` of an evaluation cycling through ``kinds`` (:func:`appearance_cycle`): its kind (a stress case
+    names its row, the rows taken in turn) and its phantom config."""
+    from FetalHeadSegLib.phantom import PhantomConfig
+    from FetalHeadSegLib.phantom.stress import STRESS_ROWS, stress_config
+
+    kind = kinds[index % len(kinds)]
+    if kind == "stress":
+        row = STRESS_ROWS[(index // len(kinds)) % len(STRESS_ROWS)]
+        return f"stress:{row.name}", stress_config(row)
+    config = PhantomConfig(
+        dimension=3,
+        size=PHANTOM_GRIDS[index % len(PHANTOM_GRIDS)],
+        head_fill_range=PHANTOM_HEAD_FILL,
+        elevation_ratio_range=PHANTOM_ELEVATION_RATIO,
+        appearance=kind,
+    )
+    return kind, config
+
+
+def relative_errors(measured: Biometry | None, truth: dict[str, Any]) -> dict[str, float]:
+    """|measured - true| / true for HC, BPD, OFD and head volume (NaN where nothing was measured)."""
+    errors = {}
+    for key, truth_key in (("hc", "hc_mm"), ("bpd", "bpd_mm"), ("ofd", "ofd_mm"), ("volume", "head_volume_ml")):
+        value = getattr(measured, truth_key) if measured is not None else None
+        errors[f"{key}_rel_error"] = abs(value - truth[truth_key]) / truth[truth_key] if value else float("nan")
+    return errors
+
+
 def evaluate_phantoms(
     segmenter: Segmenter,
     count: int,
@@ -232,8 +265,7 @@ def evaluate_phantoms(
     appearance: str = "classic",
     rows: CaseRows | None = None,
 ) -> dict[str, Any]:
-    from FetalHeadSegLib.phantom import PhantomConfig, generate_phantom
-    from FetalHeadSegLib.phantom.stress import STRESS_ROWS, stress_config
+    from FetalHeadSegLib.phantom import generate_phantom
 
     results: dict[str, list[float]] = {
         k: []
@@ -251,38 +283,23 @@ def evaluate_phantoms(
     cut_by_field_of_view = 0
     kinds = appearance_cycle(appearance)
     for index in range(count):
-        kind = kinds[index % len(kinds)]
-        if kind == "stress":
-            row = STRESS_ROWS[(index // len(kinds)) % len(STRESS_ROWS)]
-            config = stress_config(row)
-            kind = f"stress:{row.name}"
-        else:
-            config = PhantomConfig(
-                dimension=3,
-                size=PHANTOM_GRIDS[index % len(PHANTOM_GRIDS)],
-                head_fill_range=PHANTOM_HEAD_FILL,
-                elevation_ratio_range=PHANTOM_ELEVATION_RATIO,
-                appearance=kind,
-            )
+        kind, config = phantom_case(kinds, index)
         case = generate_phantom(config, first_seed + index)
         cut = head_cut_by_field_of_view(case.truth)
         cut_by_field_of_view += cut
         start = time.perf_counter()
         result = segmenter.segment(case.image, options, source=f"phantom {first_seed + index}")
         results["seconds"].append(time.perf_counter() - start)
-        metrics = segmentation_metrics(result.labels.array == 1, case.head_mask.array > 0, case.image.spacing_mm)
+        head = result.labels.array == segmenter.bundle.head_label
+        metrics = segmentation_metrics(head, case.head_mask.array > 0, case.image.spacing_mm)
         results["dice"].append(metrics.dice)
         if review_cases is not None:
             _review_case(result, metrics.dice < DICE_BAD_3D, review_cases)
         results["hd95_mm"].append(metrics.hd95_mm)
         results["assd_mm"].append(metrics.assd_mm)
-        truth = case.truth
-        measured = result.biometry
-        errors = {}
-        for key, truth_key in (("hc", "hc_mm"), ("bpd", "bpd_mm"), ("ofd", "ofd_mm"), ("volume", "head_volume_ml")):
-            value = getattr(measured, "head_volume_ml" if key == "volume" else truth_key) if measured else None
-            errors[f"{key}_rel_error"] = abs(value - truth[truth_key]) / truth[truth_key] if value else float("nan")
-            results[f"{key}_rel_error"].append(errors[f"{key}_rel_error"])
+        errors = relative_errors(result.biometry, case.truth)
+        for key, error in errors.items():
+            results[key].append(error)
         if rows is not None:
             rows.append(
                 _row(
