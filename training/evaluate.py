@@ -394,7 +394,7 @@ def validation_case_ids(run: Path, data_root: Path) -> list[str]:
     return split_case_ids(replace(read_config(run).data, root=str(data_root)))[1]
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m training.evaluate", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -441,6 +441,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="what --calibrate-review's RATE counts: all cases (default), or the good ones only (false alarms; "
         "for a model that fails too often for an overall budget, as on hard 3D phantom sets)",
     )
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
     args = parser.parse_args(argv)
     try:
         appearance_cycle(args.appearance)
