@@ -47,6 +47,7 @@ def score(segmenter: Any, phantom: Any, tta: bool = False) -> dict[str, Any]:
     """Segment one phantom (with flip test-time augmentation when ``tta``) and compare with its truth."""
     from FetalHeadSegLib import InferenceOptions, segmentation_metrics
     from FetalHeadSegLib.measure.metrics import dice
+    from FetalHeadSegLib.phantom.generator import relative_errors
 
     truth = phantom.truth
     start = time.perf_counter()
@@ -56,11 +57,12 @@ def score(segmenter: Any, phantom: Any, tta: bool = False) -> dict[str, Any]:
     head = phantom.head_mask.array != 0
     metrics = segmentation_metrics(prediction, head, phantom.image.spacing_mm)
     imaged = phantom.field_of_view.array != 0
+    imaged_head = head & imaged
     record: dict[str, Any] = {
         "seed": truth["seed"],
         "dice": metrics.dice,
-        "dice_imaged": dice(prediction & imaged, head & imaged),
-        "head_imaged_fraction": float((head & imaged).sum()) / float(head.sum()),
+        "dice_imaged": dice(prediction & imaged, imaged_head),
+        "head_imaged_fraction": float(imaged_head.sum()) / float(head.sum()),
         "hd95_mm": metrics.hd95_mm,
         "head_cut_by_field_of_view": truth["head_cut_by_field_of_view"],
         "head_fill_fraction": truth["head_fill_fraction"],
@@ -70,12 +72,8 @@ def score(segmenter: Any, phantom: Any, tta: bool = False) -> dict[str, Any]:
         "review_reasons": result.review.reasons,
         "seconds": round(seconds, 2),
     }
-    measured = result.biometry
-    for key, name in (("hc_mm", "hc"), ("bpd_mm", "bpd"), ("ofd_mm", "ofd"), ("head_volume_ml", "volume")):
-        value = getattr(measured, key, None) if measured is not None else None
-        record[f"{name}_error_pct"] = (
-            math.nan if value is None else 100.0 * abs(float(value) - truth[key]) / float(truth[key])
-        )
+    for name, error in relative_errors(result.biometry, truth).items():
+        record[f"{name}_error_pct"] = 100.0 * error
     return record
 
 

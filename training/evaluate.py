@@ -35,7 +35,6 @@ from FetalHeadSegLib.measure.review import BUDGETS
 from FetalHeadSegLib.models.card import write_card, write_review_policy
 
 if TYPE_CHECKING:
-    from FetalHeadSegLib.measure.biometry import Biometry
     from FetalHeadSegLib.phantom import PhantomConfig
 
 PHANTOM_GRIDS = ((96, 96, 96), (128, 96, 112), (112, 80, 96), (144, 112, 128))
@@ -247,15 +246,6 @@ def phantom_case(kinds: tuple[str, ...], index: int) -> tuple[str, PhantomConfig
     return kind, config
 
 
-def relative_errors(measured: Biometry | None, truth: dict[str, Any]) -> dict[str, float]:
-    """|measured - true| / true for HC, BPD, OFD and head volume (NaN where nothing was measured)."""
-    errors = {}
-    for key, truth_key in (("hc", "hc_mm"), ("bpd", "bpd_mm"), ("ofd", "ofd_mm"), ("volume", "head_volume_ml")):
-        value = getattr(measured, truth_key) if measured is not None else None
-        errors[f"{key}_rel_error"] = abs(value - truth[truth_key]) / truth[truth_key] if value else float("nan")
-    return errors
-
-
 def evaluate_phantoms(
     segmenter: Segmenter,
     count: int,
@@ -266,6 +256,7 @@ def evaluate_phantoms(
     rows: CaseRows | None = None,
 ) -> dict[str, Any]:
     from FetalHeadSegLib.phantom import generate_phantom
+    from FetalHeadSegLib.phantom.generator import relative_errors
 
     results: dict[str, list[float]] = {
         k: []
@@ -297,7 +288,7 @@ def evaluate_phantoms(
             _review_case(result, metrics.dice < DICE_BAD_3D, review_cases)
         results["hd95_mm"].append(metrics.hd95_mm)
         results["assd_mm"].append(metrics.assd_mm)
-        errors = relative_errors(result.biometry, case.truth)
+        errors = {f"{name}_rel_error": error for name, error in relative_errors(result.biometry, case.truth).items()}
         for key, error in errors.items():
             results[key].append(error)
         if rows is not None:

@@ -34,8 +34,13 @@ from FetalHeadSegLib.measure.hc18 import read_pixel_size_csv, subject_id
 
 BAD_HC_ERROR_MM = 5.0
 """An HC error beyond this makes a measurement bad (issue #14's review criterion)."""
-SIZE_BANDS_MM = ((0.0, 100.0), (100.0, 200.0), (200.0, float("inf")))
-"""The HC bands the model cards report errors in."""
+SIZE_BANDS_MM = (
+    ("all sizes", 0.0, math.inf),
+    ("HC 0-100 mm", 0.0, 100.0),
+    ("HC 100-200 mm", 100.0, 200.0),
+    ("HC 200 mm and over", 200.0, math.inf),
+)
+"""All subjects, then the HC bands the model cards report errors in: name, lowest and (excluded) highest mean HC."""
 
 
 @dataclass(frozen=True)
@@ -72,9 +77,8 @@ def subject_spreads(hc_by_frame: Mapping[str, float]) -> list[SubjectSpread]:
 def summary_lines(spreads: Sequence[SubjectSpread], label: str) -> list[str]:
     """One line for all subjects and one per HC band: count, median spread and the share beyond 5 mm."""
     lines = []
-    for low, high in ((0.0, float("inf")), *SIZE_BANDS_MM):
+    for band, low, high in SIZE_BANDS_MM:
         chosen = [s.spread_mm for s in spreads if low <= s.mean_mm < high]
-        band = "all sizes" if high == float("inf") and low == 0.0 else _band_name(low, high)
         if not chosen:
             lines.append(f"{label}, {band}: no subject with two or more frames")
             continue
@@ -85,10 +89,6 @@ def summary_lines(spreads: Sequence[SubjectSpread], label: str) -> list[str]:
             f"({beyond / len(chosen):.0%})"
         )
     return lines
-
-
-def _band_name(low: float, high: float) -> str:
-    return f"HC {low:g} mm and over" if high == float("inf") else f"HC {low:g}-{high:g} mm"
 
 
 def read_cases(path: Path) -> tuple[dict[str, float], dict[str, float]]:

@@ -341,3 +341,26 @@ def truth_record(
         }
     )
     return record
+
+
+TRUTH_MEASUREMENTS = {"hc": "hc_mm", "bpd": "bpd_mm", "ofd": "ofd_mm", "volume": "head_volume_ml"}
+"""The measurements a truth record holds, by short name, under the biometry JSON's keys."""
+
+
+def relative_errors(measured: Any, truth: dict[str, Any]) -> dict[str, float]:
+    """|measured - true| / true of HC, BPD, OFD and head volume (keyed as :data:`TRUTH_MEASUREMENTS`), for a
+    :class:`~FetalHeadSegLib.measure.biometry.Biometry` (or anything with its attributes) against a truth record;
+    NaN where nothing was measured or the truth has no value (2D frames have no volume).
+
+    Example:
+        >>> from types import SimpleNamespace
+        >>> measured = SimpleNamespace(hc_mm=103.0, bpd_mm=25.0, ofd_mm=40.0, head_volume_ml=None)
+        >>> relative_errors(measured, {"hc_mm": 100.0, "bpd_mm": 25.0, "ofd_mm": 32.0, "head_volume_ml": 50.0})
+        {'hc': 0.03, 'bpd': 0.0, 'ofd': 0.25, 'volume': nan}
+    """
+    errors = {}
+    for name, key in TRUTH_MEASUREMENTS.items():
+        value = None if measured is None else getattr(measured, key)
+        reference = truth.get(key)
+        errors[name] = math.nan if value is None or not reference else abs(float(value) - reference) / reference
+    return errors

@@ -226,3 +226,17 @@ def test_truth_record_has_the_biometry_keys_and_every_draw() -> None:
     assert truth["probe"]["frequency_mhz"] > 0 and len(truth["scene"]["limbs"]) <= 3
     a, b, c = truth["scene"]["head"]["semi_axes"]
     assert truth["head_volume_ml"] == pytest.approx(4 / 3 * math.pi * a * b * c / 1000, rel=1e-4)
+
+
+def test_relative_errors_compare_each_measurement_with_the_truth_record() -> None:
+    """|measured - true| / true by hand; NaN where nothing was measured or the truth has no value."""
+    from types import SimpleNamespace
+
+    from FetalHeadSegLib.phantom.generator import relative_errors
+
+    truth = {"hc_mm": 200.0, "bpd_mm": 50.0, "ofd_mm": 64.0, "head_volume_ml": None}
+    measured = SimpleNamespace(hc_mm=190.0, bpd_mm=55.0, ofd_mm=64.0, head_volume_ml=120.0)
+    errors = relative_errors(measured, truth)
+    assert errors["hc"] == pytest.approx(0.05) and errors["bpd"] == pytest.approx(0.1) and errors["ofd"] == 0.0
+    assert math.isnan(errors["volume"])  # a 2D truth has no volume
+    assert all(math.isnan(error) for error in relative_errors(None, truth).values())

@@ -37,11 +37,20 @@ def test_bad_frames_are_matched_with_their_subjects_reference_spread() -> None:
     assert lines[4].startswith("model on the same subjects, all sizes: 2 subjects, spread median 3.90 mm")
 
 
+def _inputs(folder: Path, table_rows: str, cases_text: str) -> tuple[Path, Path]:
+    """An HC18 table with these rows and an evaluation's cases file, written in ``folder``."""
+    table, cases = folder / "pixel_size_and_HC.csv", folder / "cases.csv"
+    table.write_text(HC18_HEADER + table_rows)
+    cases.write_text(cases_text)
+    return table, cases
+
+
 def test_the_command_reads_an_hc18_csv_and_an_evaluations_cases(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
-    table = tmp_path / "pixel_size_and_HC.csv"
-    table.write_text(HC18_HEADER + "010_HC.png,0.1,170.0\r\n010_2HC.png,0.1,176.0\r\n011_HC.png,0.2,250.0\r\n")
-    cases = tmp_path / "cases.csv"
-    cases.write_text("case,reference_hc_mm,hc_mm,df_mm\n010_HC,170.0,175.5,5.5\n010_2HC,176.0,175.0,-1.0\n")
+    table, cases = _inputs(
+        tmp_path,
+        "010_HC.png,0.1,170.0\r\n010_2HC.png,0.1,176.0\r\n011_HC.png,0.2,250.0\r\n",
+        "case,reference_hc_mm,hc_mm,df_mm\n010_HC,170.0,175.5,5.5\n010_2HC,176.0,175.0,-1.0\n",
+    )
     assert main([str(table), "--cases-csv", str(cases)]) == 0
     out = capsys.readouterr().out
     assert "references in pixel_size_and_HC.csv, all sizes: 1 subjects, spread median 6.00 mm" in out
@@ -49,10 +58,7 @@ def test_the_command_reads_an_hc18_csv_and_an_evaluations_cases(tmp_path: Path, 
 
 
 def test_a_cases_file_without_hc_columns_is_refused_in_one_line(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
-    table = tmp_path / "pixel_size_and_HC.csv"
-    table.write_text(HC18_HEADER + "010_HC.png,0.1,170.0\r\n")
-    cases = tmp_path / "cases.csv"
-    cases.write_text("case,dice\n010_HC,0.9\n")
+    table, cases = _inputs(tmp_path, "010_HC.png,0.1,170.0\r\n", "case,dice\n010_HC,0.9\n")
     assert main([str(table), "--cases-csv", str(cases)]) == 2
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and str(cases) in err and "hc_mm" in err
