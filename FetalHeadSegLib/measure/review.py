@@ -1,13 +1,13 @@
 """One decision a clinician can trust: should a person look at this result before using it?
 
 Each segmentation yields a few signals that predict a bad measurement: how wide the zone of uncertain head
-probability is compared with the head (a blurred or split border), how far the border strays from its ellipse,
-how much of the head lies on the image border (cut off), how much of the field of view the head fills, whether
-the cascade's coarse and fine levels agree, whether flipped predictions agree (test-time augmentation), whether
-the HC and the angle of progression stay the same when measured on each flipped prediction alone (2D frames: TTA
-or the mirror check), how far the angle of progression turns when the head's border moves by a pixel (a head close
-to the symphysis' apex turns it most), whether the size is one a fetus can have. A :class:`ReviewPolicy` turns them into
-``review_recommended`` and the reasons.
+probability is, compared with the head and in mm (a blurred or split border), how far the border strays from its
+ellipse, how much of the head lies on the image border (cut off), how much of the field of view the head fills,
+whether the cascade's coarse and fine levels agree, whether flipped predictions agree (test-time augmentation),
+whether the HC and the angle of progression stay the same when measured on each flipped prediction alone (2D frames:
+TTA or the mirror check), how far the angle of progression turns when the head's border moves by a pixel (a head
+close to the symphysis' apex turns it most), whether the size is one a fetus can have. A :class:`ReviewPolicy`
+turns them into ``review_recommended`` and the reasons.
 
 The thresholds belong to a model: ``training.evaluate --calibrate-review`` chooses them on the model's
 validation part (at most 15-20 % of frames flagged while catching the frames whose HC is off by more than 5 mm;
@@ -37,6 +37,10 @@ class ReviewSignals:
     Attributes:
         uncertain_band: mean width of the zone of uncertain head probability along the head's border, as a
             fraction of the head's mean radius.
+        uncertain_band_mm: the same width in mm. The border may lie anywhere within it, and a border that moves by
+            d mm moves the HC by about 2 pi d mm, so an absolute width predicts an HC error in mm (the HC18
+            criterion: more than 5 mm) better than the width relative to the head: the same relative width is
+            several times as many mm on a third-trimester head as on a first-trimester one.
         fit_residual: RMS distance of the border to its fitted ellipse, as a fraction of the mean semi-axis.
         border_contact: share of the head's border voxels that lie on the image's edge (0: inside the image).
         field_fill: the head's largest extent divided by the image's extent along the same axis.
@@ -56,6 +60,7 @@ class ReviewSignals:
     """
 
     uncertain_band: float | None = None
+    uncertain_band_mm: float | None = None
     fit_residual: float | None = None
     border_contact: float | None = None
     field_fill: float | None = None
@@ -91,6 +96,7 @@ def _beyond(value: float | None, limit: float | None, side: str) -> bool:
 
 CHECKS = (
     Check("uncertain_band", "max_uncertain_band", ">", "uncertain_border"),
+    Check("uncertain_band_mm", "max_uncertain_band_mm", ">", "uncertain_border_wide_in_mm"),
     Check("fit_residual", "max_fit_residual", ">", "irregular_border"),
     Check("border_contact", "max_border_contact", ">", "cut_by_field_of_view"),
     Check("field_fill", "min_field_fill", "<", "head_too_small_for_field_of_view"),
@@ -109,6 +115,8 @@ class ReviewPolicy:
     """Thresholds beyond which a signal recommends review (None: the signal is not used)."""
 
     max_uncertain_band: float | None = 0.08
+    max_uncertain_band_mm: float | None = None
+    """Off until calibrated: the width that matters depends on the measurement's tolerance."""
     max_fit_residual: float | None = 0.03
     max_border_contact: float | None = 0.05
     min_field_fill: float | None = 0.1
@@ -222,6 +230,7 @@ def review_signals(
         extents.append((found[axis].max() - found[axis].min() + 1) / plane.shape[axis])
     return ReviewSignals(
         uncertain_band=band_mm / radius,
+        uncertain_band_mm=band_mm,
         fit_residual=None if fit_residual_mm is None or not mean_semi_axis_mm else fit_residual_mm / mean_semi_axis_mm,
         border_contact=int((border & edges).sum()) / border_count,
         field_fill=float(max(extents)),

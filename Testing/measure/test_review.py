@@ -87,6 +87,26 @@ def test_each_defect_recommends_review_for_its_reason(defect: str, reason: str) 
     assert review.recommended and reason in review.reasons, review.reasons
 
 
+def test_the_uncertain_band_in_mm_is_the_blurred_border_width_whatever_the_head_size() -> None:
+    """A border blurred by the same Gaussian (sigma 4 px, 1.2 mm) on a small and a large head: the head probability
+    lies between 0.1 and 0.9 over 2 * 1.2816 sigma = 3.08 mm across a straight edge (the normal quantiles), on
+    either head, while the width relative to the head shrinks as the head grows. The band is measured per border
+    pixel of the 4-connected outline, which counts a little fewer pixels than the curve is long: hence the 15 %."""
+    width_mm = 2 * 1.2816 * 4 * SPACING[0]
+    signals = []
+    for axes in ((40, 35), (130, 100)):
+        head = ellipse_mask(axes=axes)
+        probability = ndimage.gaussian_filter(head[:, :, 0].astype(np.float32), 4)[:, :, None]
+        signals.append(signals_of(head, probability))
+    small, large = signals
+    assert small.uncertain_band_mm == pytest.approx(width_mm, rel=0.15)
+    assert large.uncertain_band_mm == pytest.approx(small.uncertain_band_mm, rel=0.03)
+    assert large.uncertain_band == pytest.approx(small.uncertain_band * 37.5 / 115, rel=0.05)
+    policy = ReviewPolicy(max_uncertain_band=None, max_uncertain_band_mm=3.0)
+    assert decide(large, policy).reasons == ["uncertain_border_wide_in_mm"]
+    assert ReviewPolicy().max_uncertain_band_mm is None  # off until calibrated: the width that matters is the model's
+
+
 def test_an_implausible_size_recommends_review_and_policies_round_trip() -> None:
     signals = ReviewSignals(hc_mm=520.0)
     assert decide(signals, ReviewPolicy()).reasons == ["implausible_size"]
