@@ -7,11 +7,10 @@ data, print the numbers, and optionally write them into the bundle's model card 
   rasterised predicted ellipse against the rasterised reference ellipse.
 - ``--psfhs ROOT --run RUN_DIR``: the run's validation frames: Dice per structure and the angle-of-progression
   error against AoP measured on the expert masks.
-- ``--phantoms N``: N new 3D phantoms (seeds never used in training; grid sizes, head sizes relative to the field
-  of view and elevation anisotropy over wider ranges than the training configs use): Dice, HD95, ASSD against
-  the head mask; HC, BPD, OFD and volume errors against the analytic truth. ``--appearance stress`` draws the
-  stress suite's rows in turn (``FetalHeadSegLib.phantom.stress``) with these seeds instead; a comma-separated
-  list (``classic,randomised,stress``) alternates case by case.
+- ``--phantoms N``: N new 3D phantoms against their exact truth (``training.phantom_evaluation``).
+
+Each evaluation keeps a row per case (``--cases-csv``) and the review signals of each result with whether it was
+bad (``training.case_records``), from which ``--calibrate-review`` chooses the model's review thresholds.
 """
 
 from __future__ import annotations
@@ -23,9 +22,7 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
-
-import numpy as np
+from typing import Any
 
 from FetalHeadSegLib.core.errors import FetalHeadSegError
 from FetalHeadSegLib.core.io import read_image
@@ -33,57 +30,18 @@ from FetalHeadSegLib.inference.engine import InferenceOptions, Segmenter, load_m
 from FetalHeadSegLib.measure.metrics import segmentation_metrics
 from FetalHeadSegLib.measure.review import BUDGETS
 from FetalHeadSegLib.models.card import write_card, write_review_policy
-
-if TYPE_CHECKING:
-    from FetalHeadSegLib.phantom import PhantomConfig
-
-PHANTOM_GRIDS = ((96, 96, 96), (128, 96, 112), (112, 80, 96), (144, 112, 128))
-PHANTOM_HEAD_FILL = (0.3, 1.0)
-"""Fraction of the lateral field of view the head fills (training used 0.35-0.9; near 1 it is cut)."""
-PHANTOM_ELEVATION_RATIO = (1.0, 1.8)
-"""Elevation voxel size over in-plane voxel size (training used 1-1.5)."""
-APPEARANCES = ("classic", "randomised", "stress")
-"""Phantom kinds of ``--appearance``; ``mixed`` stands for ``classic,randomised``."""
-
-
-def _summary(values: list[float]) -> dict[str, float]:
-    finite = [v for v in values if math.isfinite(v)]
-    if not finite:
-        return {"mean": float("nan"), "sd": float("nan"), "n": 0}
-    return {
-        "mean": round(float(np.mean(finite)), 4),
-        "sd": round(float(np.std(finite)), 4),
-        "median": round(float(np.median(finite)), 4),
-        "n": len(finite),
-    }
-
-
-ReviewCases = list[tuple[Any, bool]]
-"""(review signals, bad result) per case, for the review flag's rates and calibration."""
-HC_ERROR_BAD_MM = 5.0
-AOP_ERROR_BAD_DEG = 10.0
-DICE_BAD_3D = 0.9
-
-
-def _review_case(result: Any, bad: bool, cases: ReviewCases) -> None:
-    from FetalHeadSegLib.measure.review import ReviewSignals
-
-    signals = result.review.signals if result.review is not None else ReviewSignals()
-    cases.append((signals, bad))
-
-
-CaseRows = list[dict[str, Any]]
-"""One row per case (``--cases-csv``): the case id, its reference and measured values and the review verdict."""
-
-
-def _row(case_id: str, result: Any, **values: Any) -> dict[str, Any]:
-    review = result.review
-    return {
-        "case": case_id,
-        **{k: round(v, 4) if isinstance(v, float) else v for k, v in values.items()},
-        "review_recommended": bool(review and review.recommended),
-        "review_reasons": ";".join(review.reasons) if review else "",
-    }
+from training.case_records import (
+    AOP_ERROR_BAD_DEG,
+    DICE_BAD_3D,
+    HC_ERROR_BAD_MM,
+    CaseRows,
+    ReviewCases,
+    add_review_case,
+    case_row,
+    summarise,
+    write_rows,
+)
+from training.phantom_evaluation import appearance_cycle, evaluate_phantoms
 
 
 def evaluate_hc18(
@@ -112,20 +70,20 @@ def evaluate_hc18(
             df.append(float("nan"))
             dice.append(0.0)
             if rows is not None:
-                rows.append(_row(case_id, result, reference_hc_mm=row.hc_mm, pixel_size_mm=row.pixel_size_mm))
+                rows.append(case_row(case_id, result, reference_hc_mm=row.hc_mm, pixel_size_mm=row.pixel_size_mm))
             if review_cases is not None:
-                _review_case(result, True, review_cases)
+                add_review_case(result, True, review_cases)
             continue
         predicted = rasterize_ellipse(result.biometry.ellipse.scaled(1.0 / row.pixel_size_mm), outline.shape[:2])
         df.append(result.biometry.hc_mm - row.hc_mm)
         if review_cases is not None:
-            _review_case(result, abs(df[-1]) > HC_ERROR_BAD_MM, review_cases)
+            add_review_case(result, abs(df[-1]) > HC_ERROR_BAD_MM, review_cases)
         metrics = segmentation_metrics(predicted, reference, (row.pixel_size_mm, row.pixel_size_mm))
         dice.append(metrics.dice)
         hd.append(metrics.hd_mm)
         if rows is not None:
             rows.append(
-                _row(
+                case_row(
                     case_id,
                     result,
                     reference_hc_mm=row.hc_mm,
@@ -138,20 +96,20 @@ def evaluate_hc18(
     return {
         "data": "HC18 validation subjects",
         "cases": len(case_ids),
-        "df_mm": _summary(df),
-        "adf_mm": _summary([abs(v) for v in df]),
+        "df_mm": summarise(df),
+        "adf_mm": summarise([abs(v) for v in df]),
         "adf_mm_by_reference_hc": {
-            name: _summary([abs(v) for v, hc in zip(df, reference_hc, strict=True) if low <= hc < high])
+            name: summarise([abs(v) for v, hc in zip(df, reference_hc, strict=True) if low <= hc < high])
             for name, low, high in (
                 ("under_100_mm", 0, 100),
                 ("100_to_200_mm", 100, 200),
                 ("200_mm_and_over", 200, 1e9),
             )
         },
-        "dice_ellipse": _summary(dice),
-        "hd_mm": _summary(hd),
+        "dice_ellipse": summarise(dice),
+        "hd_mm": summarise(hd),
         "failed": sum(1 for v in df if not math.isfinite(v)),
-        "cpu_seconds_per_case": _summary(seconds),
+        "cpu_seconds_per_case": summarise(seconds),
     }
 
 
@@ -183,7 +141,7 @@ def evaluate_psfhs(
         aop_error.append(abs(measured_aop - reference_aop))
         if rows is not None:
             rows.append(
-                _row(
+                case_row(
                     case_id,
                     result,
                     reference_aop_deg=reference_aop,
@@ -194,141 +152,16 @@ def evaluate_psfhs(
             )
         if review_cases is not None:
             bad = not (math.isfinite(aop_error[-1]) and aop_error[-1] <= AOP_ERROR_BAD_DEG)
-            _review_case(result, bad, review_cases)
+            add_review_case(result, bad, review_cases)
     return {
         "data": "PSFHS validation frames",
         "cases": len(case_ids),
-        "dice_pubic_symphysis": _summary(dice_ps),
-        "dice_fetal_head": _summary(dice_fh),
-        "aop_abs_error_deg": _summary(aop_error),
+        "dice_pubic_symphysis": summarise(dice_ps),
+        "dice_fetal_head": summarise(dice_fh),
+        "aop_abs_error_deg": summarise(aop_error),
         "aop_failed": sum(1 for v in aop_error if not math.isfinite(v)),
-        "cpu_seconds_per_case": _summary(seconds),
+        "cpu_seconds_per_case": summarise(seconds),
     }
-
-
-def appearance_cycle(appearance: str) -> tuple[str, ...]:
-    """The phantom kinds ``--appearance`` names, in the order the cases take them.
-
-    Example:
-        >>> appearance_cycle("mixed"), appearance_cycle("classic,stress")
-        (('classic', 'randomised'), ('classic', 'stress'))
-    """
-    kinds = ("classic", "randomised") if appearance == "mixed" else tuple(appearance.split(","))
-    unknown = [kind for kind in kinds if kind not in APPEARANCES]
-    if unknown or not kinds:
-        raise ValueError(f"unknown phantom appearance {','.join(unknown)!r}; choose from {', '.join(APPEARANCES)}")
-    return kinds
-
-
-def head_cut_by_field_of_view(truth: dict[str, Any]) -> bool:
-    """Whether a phantom's head is cut: by its field of view (fan, cone, crop or the grid's border) where the phantom
-    records one, else by the grid's border."""
-    return bool(truth.get("head_cut_by_field_of_view", truth["head_touches_border"]))
-
-
-def phantom_case(kinds: tuple[str, ...], index: int) -> tuple[str, PhantomConfig]:
-    """Case ``index`` of an evaluation cycling through ``kinds`` (:func:`appearance_cycle`): its kind (a stress case
-    names its row, the rows taken in turn) and its phantom config."""
-    from FetalHeadSegLib.phantom import PhantomConfig
-    from FetalHeadSegLib.phantom.stress import STRESS_ROWS, stress_config
-
-    kind = kinds[index % len(kinds)]
-    if kind == "stress":
-        row = STRESS_ROWS[(index // len(kinds)) % len(STRESS_ROWS)]
-        return f"stress:{row.name}", stress_config(row)
-    config = PhantomConfig(
-        dimension=3,
-        size=PHANTOM_GRIDS[index % len(PHANTOM_GRIDS)],
-        head_fill_range=PHANTOM_HEAD_FILL,
-        elevation_ratio_range=PHANTOM_ELEVATION_RATIO,
-        appearance=kind,
-    )
-    return kind, config
-
-
-def evaluate_phantoms(
-    segmenter: Segmenter,
-    count: int,
-    first_seed: int,
-    review_cases: ReviewCases | None = None,
-    options: InferenceOptions | None = None,
-    appearance: str = "classic",
-    rows: CaseRows | None = None,
-) -> dict[str, Any]:
-    from FetalHeadSegLib.phantom import generate_phantom
-    from FetalHeadSegLib.phantom.generator import relative_errors
-
-    results: dict[str, list[float]] = {
-        k: []
-        for k in (
-            "dice",
-            "hd95_mm",
-            "assd_mm",
-            "hc_rel_error",
-            "bpd_rel_error",
-            "ofd_rel_error",
-            "volume_rel_error",
-            "seconds",
-        )
-    }
-    cut_by_field_of_view = 0
-    kinds = appearance_cycle(appearance)
-    for index in range(count):
-        kind, config = phantom_case(kinds, index)
-        case = generate_phantom(config, first_seed + index)
-        cut = head_cut_by_field_of_view(case.truth)
-        cut_by_field_of_view += cut
-        start = time.perf_counter()
-        result = segmenter.segment(case.image, options, source=f"phantom {first_seed + index}")
-        results["seconds"].append(time.perf_counter() - start)
-        head = result.labels.array == segmenter.bundle.head_label
-        metrics = segmentation_metrics(head, case.head_mask.array > 0, case.image.spacing_mm)
-        results["dice"].append(metrics.dice)
-        if review_cases is not None:
-            _review_case(result, metrics.dice < DICE_BAD_3D, review_cases)
-        results["hd95_mm"].append(metrics.hd95_mm)
-        results["assd_mm"].append(metrics.assd_mm)
-        errors = {f"{name}_rel_error": error for name, error in relative_errors(result.biometry, case.truth).items()}
-        for key, error in errors.items():
-            results[key].append(error)
-        if rows is not None:
-            rows.append(
-                _row(
-                    f"phantom {first_seed + index}",
-                    result,
-                    appearance=kind,
-                    head_cut_by_field_of_view=cut,
-                    dice=metrics.dice,
-                    hd95_mm=metrics.hd95_mm,
-                    **errors,
-                )
-            )
-    return {
-        "data": f"{count} new 3D phantoms ({appearance} appearance, seeds {first_seed}-{first_seed + count - 1}, "
-        "GA 14-40 weeks, grids "
-        f"{list(PHANTOM_GRIDS)}, head filling {PHANTOM_HEAD_FILL[0]:.0%}-{PHANTOM_HEAD_FILL[1]:.0%} of the lateral "
-        f"field of view, elevation voxels {PHANTOM_ELEVATION_RATIO[0]}-{PHANTOM_ELEVATION_RATIO[1]} times the "
-        "in-plane size" + ("; stress cases: the stress suite's rows in turn at 96^3)" if "stress" in kinds else ")"),
-        "cases": count,
-        "heads_cut_by_field_of_view": cut_by_field_of_view,
-        **{k: _summary(v) for k, v in results.items() if k != "seconds"},
-        "cpu_seconds_per_case": _summary(results["seconds"]),
-    }
-
-
-def write_rows(path: Path, rows: CaseRows) -> None:
-    """The per-case rows as CSV (columns: the union of the rows' keys, in first-seen order), written atomically."""
-    import csv
-    import io
-
-    from FetalHeadSegLib.core.atomic import write_text_atomic
-
-    columns = list(dict.fromkeys(key for row in rows for key in row))
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, columns, lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(rows)
-    write_text_atomic(path, buffer.getvalue())
 
 
 def _review_summary(

@@ -632,7 +632,8 @@ def test_visible_truth_is_the_head_within_the_field_of_view() -> None:
 
 
 def test_phantom_appearances_cycle_and_unknown_ones_are_refused(capsys: pytest.CaptureFixture[str]) -> None:
-    from training.evaluate import appearance_cycle, main
+    from training.evaluate import main
+    from training.phantom_evaluation import appearance_cycle
 
     assert appearance_cycle("mixed") == ("classic", "randomised")
     assert appearance_cycle("classic,randomised,stress") == ("classic", "randomised", "stress")
