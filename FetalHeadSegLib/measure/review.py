@@ -108,6 +108,10 @@ CHECKS = (
     Check("aop_border_sensitivity_deg", "max_aop_border_sensitivity_deg", ">", "angle_sensitive_to_head_border"),
 )
 """Every threshold rule of a :class:`ReviewPolicy` (the HC plausibility range is checked apart)."""
+IMPLAUSIBLE_SIZE = "implausible_size"
+NO_HEAD_MEASURED = "no_head_measured"
+REASONS = (*(check.reason for check in CHECKS), IMPLAUSIBLE_SIZE, NO_HEAD_MEASURED)
+"""Every reason a review can give (README's table says what each means and what to look at)."""
 
 
 @dataclass(frozen=True)
@@ -156,7 +160,7 @@ class ReviewPolicy:
         if self.plausible_hc_mm is not None and signals.hc_mm is not None:
             low, high = self.plausible_hc_mm
             if not low <= signals.hc_mm <= high:
-                reasons.append("implausible_size")
+                reasons.append(IMPLAUSIBLE_SIZE)
         return reasons
 
 
@@ -178,7 +182,7 @@ class Review:
 
 def no_head_review() -> Review:
     """Nothing was found or measured: always review."""
-    return Review(True, ["no_head_measured"], ReviewSignals())
+    return Review(True, [NO_HEAD_MEASURED], ReviewSignals())
 
 
 def review_signals(

@@ -9,7 +9,7 @@ from scipy import ndimage
 
 from FetalHeadSegLib.core.image import Image, make_ijk_to_ras
 from FetalHeadSegLib.measure.biometry import measure_biometry
-from FetalHeadSegLib.measure.review import ReviewPolicy, ReviewSignals, decide, review_signals
+from FetalHeadSegLib.measure.review import REASONS, ReviewPolicy, ReviewSignals, decide, review_signals
 
 SPACING = (0.3, 0.3, 1.0)
 
@@ -201,3 +201,13 @@ def test_cross_validation_exposes_thresholds_that_only_fit_their_own_cases() -> 
     ]
     assert cross_validated_rates(separable, 0.15)["recall"] == 1.0
     assert cross_validated_rates(separable, 0.15) == cross_validated_rates(separable, 0.15)  # deterministic
+
+
+def test_the_readme_explains_every_reason_a_review_can_give() -> None:
+    """A clinician reads review_reasons in the Slicer table and summary.csv: each must have its row in README's
+    table (the reasons are the engine's own list, so a new rule without a row fails here)."""
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
+    rows = {line.split("|")[1].strip().strip("`") for line in readme.splitlines() if line.startswith("| `")}
+    assert set(REASONS) <= rows, sorted(set(REASONS) - rows)
