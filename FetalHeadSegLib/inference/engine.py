@@ -37,6 +37,7 @@ from FetalHeadSegLib.inference.outcome import (
     flip_spreads,
     label_map,
     measure_labels,
+    review_probability,
     review_result,
     tta_flags,
 )
@@ -198,7 +199,7 @@ class Segmenter:
         review = review_result(
             self.bundle,
             image,
-            class_probabilities[head_label],
+            review_probability(output, head_label, tta),
             labels == head_label,
             biometry,
             output,
@@ -248,9 +249,17 @@ def predict_same_grid(
 
         probabilities = run_cascade(predict, flipped, padding, len(run.networks))
         passes.append(np.flip(probabilities, axes) if axes else probabilities)
-    each_pass = (lambda: (prepared.restore(probabilities) for probabilities in passes)) if dims == 2 else None
+    restored: list[np.ndarray] = []
+
+    def restore_passes() -> list[np.ndarray]:  # once, for the flip spreads and the review alike
+        if not restored:
+            restored.extend(prepared.restore(probabilities) for probabilities in passes)
+        return restored
+
+    each_pass = restore_passes if dims == 2 else None
     if not tta:
-        return CascadeOutput(prepared.restore(passes[0]), None, None, [], pass_probabilities=each_pass)
+        result = restore_passes()[0] if each_pass is not None else prepared.restore(passes[0])
+        return CascadeOutput(result, None, None, [], pass_probabilities=each_pass)
     class_probabilities = prepared.restore(np.mean(passes, axis=0))
     votes, disagreement = flip_disagreement(passes, prepared)
     return CascadeOutput(class_probabilities, disagreement, votes, [], pass_probabilities=each_pass)

@@ -102,6 +102,16 @@ def flip_spreads(
     return FlipSpreads(spread(circumferences), spread(angles))
 
 
+def review_probability(output: CascadeOutput, head_label: int, tta: bool) -> np.ndarray:
+    """The head probability the review reads its uncertain border from: the result's, or without TTA, where the
+    mirror check ran, the mean of the frame's and its mirror's passes, as TTA averages them. The border's width
+    then holds how far the two passes' borders lie apart, as with TTA, while the result stays the unflipped
+    pass."""
+    if tta or output.pass_probabilities is None:
+        return output.class_probabilities[head_label]
+    return np.mean([probabilities[head_label] for probabilities in output.pass_probabilities()], axis=0)
+
+
 def review_result(
     bundle: ModelBundle,
     image: Image,

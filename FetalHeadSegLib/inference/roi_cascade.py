@@ -46,7 +46,8 @@ class CascadeOutput:
         flags: what the cascade itself noticed (levels disagreeing, finer levels skipped).
         cascade_dice: Dice between the coarse level's head and the final one (coarse-to-fine cascades).
         pass_probabilities: with TTA or the mirror check on a 2D frame, returns each flipped pass's (K, X, Y, 1)
-            probabilities on the input's grid, flipped back (to measure each pass alone); computed only when called.
+            probabilities on the input's grid, flipped back (to measure each pass alone); computed once,
+            when first called.
     """
 
     class_probabilities: np.ndarray

@@ -211,3 +211,25 @@ def test_the_readme_explains_every_reason_a_review_can_give() -> None:
     readme = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
     rows = {line.split("|")[1].strip().strip("`") for line in readme.splitlines() if line.startswith("| `")}
     assert set(REASONS) <= rows, sorted(set(REASONS) - rows)
+
+
+def test_without_flips_the_review_reads_the_border_of_the_frame_and_its_mirror_averaged() -> None:
+    """The mirror check's two passes find the same disc 10 px apart. Their mean head probability is uncertain (0.5)
+    where one pass says head and the other does not: a crescent whose width across the border is 10 |cos theta| px,
+    on average 2 * 10 / pi px around the disc, which the review reads as it reads a TTA result's. The result itself
+    (the unflipped pass, a sharp border) has no uncertain zone; with TTA the result already is the mean."""
+    from FetalHeadSegLib.inference.outcome import review_probability
+    from FetalHeadSegLib.inference.roi_cascade import CascadeOutput
+
+    first, second = ellipse_mask(axes=(100, 100)), ellipse_mask(centre=(210, 150), axes=(100, 100))
+
+    def classes(head: np.ndarray) -> np.ndarray:
+        return np.stack([1.0 - head, head]).astype(np.float32)
+
+    output = CascadeOutput(
+        classes(first), None, None, [], pass_probabilities=lambda: iter(map(classes, (first, second)))
+    )
+    averaged = review_probability(output, 1, tta=False)
+    assert signals_of(first, averaged).uncertain_band_mm == pytest.approx(2 * 10 / np.pi * SPACING[0], rel=0.15)
+    assert signals_of(first, review_probability(output, 1, tta=True)).uncertain_band_mm == 0.0
+    assert np.array_equal(review_probability(CascadeOutput(classes(first), None, None, []), 1, False), first)
