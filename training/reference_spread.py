@@ -31,9 +31,8 @@ from pathlib import Path
 
 from FetalHeadSegLib.core.errors import FetalHeadSegError, InputImageError
 from FetalHeadSegLib.measure.hc18 import read_pixel_size_csv, subject_id
+from training.case_records import HC_ERROR_BAD_MM
 
-BAD_HC_ERROR_MM = 5.0
-"""An HC error beyond this makes a measurement bad (issue #14's review criterion)."""
 SIZE_BANDS_MM = (
     ("all sizes", 0.0, math.inf),
     ("HC 0-100 mm", 0.0, 100.0),
@@ -82,10 +81,10 @@ def summary_lines(spreads: Sequence[SubjectSpread], label: str) -> list[str]:
         if not chosen:
             lines.append(f"{label}, {band}: no subject with two or more frames")
             continue
-        beyond = sum(value > BAD_HC_ERROR_MM for value in chosen)
+        beyond = sum(value > HC_ERROR_BAD_MM for value in chosen)
         lines.append(
             f"{label}, {band}: {len(chosen)} subjects, spread median {statistics.median(chosen):.2f} mm, "
-            f"mean {statistics.fmean(chosen):.2f} mm, over {BAD_HC_ERROR_MM:g} mm on {beyond} "
+            f"mean {statistics.fmean(chosen):.2f} mm, over {HC_ERROR_BAD_MM:g} mm on {beyond} "
             f"({beyond / len(chosen):.0%})"
         )
     return lines
@@ -128,14 +127,14 @@ def compare_lines(reference: Mapping[str, float], measured: Mapping[str, float])
     paired = [s for s in reference_spreads if s.subject in model_spreads]
     lines = summary_lines(paired, "references of the cases")
     lines += summary_lines([model_spreads[s.subject] for s in paired], "model on the same subjects")
-    bad = [frame for frame in measured if abs(measured[frame] - reference[frame]) > BAD_HC_ERROR_MM]
+    bad = [frame for frame in measured if abs(measured[frame] - reference[frame]) > HC_ERROR_BAD_MM]
     spread_by_subject = {s.subject: s.spread_mm for s in reference_spreads}
     with_spread = [frame for frame in bad if subject_id(frame) in spread_by_subject]
-    noisy = [frame for frame in with_spread if spread_by_subject[subject_id(frame)] > BAD_HC_ERROR_MM]
+    noisy = [frame for frame in with_spread if spread_by_subject[subject_id(frame)] > HC_ERROR_BAD_MM]
     lines.append(
-        f"{len(bad)} frames off by more than {BAD_HC_ERROR_MM:g} mm; {len(with_spread)} of them have another frame of "
+        f"{len(bad)} frames off by more than {HC_ERROR_BAD_MM:g} mm; {len(with_spread)} of them have another frame of "
         f"the subject among the cases, and on {len(noisy)} of those the subject's references lie more than "
-        f"{BAD_HC_ERROR_MM:g} mm apart: {', '.join(sorted(noisy)) or 'none'}"
+        f"{HC_ERROR_BAD_MM:g} mm apart: {', '.join(sorted(noisy)) or 'none'}"
     )
     return lines
 
