@@ -18,6 +18,7 @@ what ``segment`` returns.
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import time
@@ -249,16 +250,11 @@ def predict_same_grid(
 
         probabilities = run_cascade(predict, flipped, padding, len(run.networks))
         passes.append(np.flip(probabilities, axes) if axes else probabilities)
-    restored: list[np.ndarray] = []
-
-    def restore_passes() -> list[np.ndarray]:  # once, for the flip spreads and the review alike
-        if not restored:
-            restored.extend(prepared.restore(probabilities) for probabilities in passes)
-        return restored
-
-    each_pass = restore_passes if dims == 2 else None
+    # restored once, when first asked for, for the flip spreads and the review alike
+    restore = functools.cache(lambda: [prepared.restore(probabilities) for probabilities in passes])
+    each_pass = restore if dims == 2 else None
     if not tta:
-        result = restore_passes()[0] if each_pass is not None else prepared.restore(passes[0])
+        result = each_pass()[0] if each_pass is not None else prepared.restore(passes[0])
         return CascadeOutput(result, None, None, [], pass_probabilities=each_pass)
     class_probabilities = prepared.restore(np.mean(passes, axis=0))
     votes, disagreement = flip_disagreement(passes, prepared)
