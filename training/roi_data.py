@@ -99,10 +99,14 @@ def draw_misplacement(
 
 def equivalent_radius_mm(foreground: Image) -> float:
     """The radius of the disc (2D) or ball (3D) with the foreground's area or volume."""
-    count = float(np.count_nonzero(foreground.array))
-    if foreground.is_2d:
-        return float(np.sqrt(count * np.prod(foreground.spacing_mm[:2]) / np.pi))
-    return float(np.cbrt(count * np.prod(foreground.spacing_mm) * 3.0 / (4.0 * np.pi)))
+    mask = foreground.array[:, :, 0] if foreground.is_2d else foreground.array
+    return _equivalent_radius_mm(mask != 0, np.asarray(foreground.spacing_mm[: mask.ndim]))
+
+
+def _equivalent_radius_mm(mask: np.ndarray, sampling: np.ndarray) -> float:
+    """The radius of the disc (2D mask) or ball (3D) with the mask's area or volume (``sampling`` mm per axis)."""
+    size = float(np.count_nonzero(mask)) * float(np.prod(sampling))
+    return float(np.sqrt(size / np.pi)) if mask.ndim == 2 else float(np.cbrt(size * 3.0 / (4.0 * np.pi)))
 
 
 def coarse_context(
@@ -118,8 +122,9 @@ def coarse_context(
 
     The boundary is the true one moved outwards by ``offset_mm`` plus a smooth random wave, with a logistic edge
     as soft as the coarse grid; blobs of ``attached_radii_mm`` sit on the true boundary (what the coarse level
-    took for head beside it), false blobs may lie anywhere, the whole map is scaled, and in a few cases it is
-    nearly empty (``draw``). A 2D image (one slice) is treated in-plane.
+    took for head beside it), false blobs may lie anywhere, a cap of the head may be cut away beyond a plane, the
+    whole map is scaled, and in a few cases it is nearly empty (``draw``). A 2D image (one slice) is treated
+    in-plane.
     """
     from scipy.ndimage import distance_transform_edt, gaussian_filter
 
@@ -135,6 +140,8 @@ def coarse_context(
     softness_mm = rng.uniform(*draw.softness) * coarse_step_mm
     probability = 0.5 * (1.0 - np.tanh((signed_mm + wave - offset_mm) / (2.0 * softness_mm)))
     grid = np.stack(np.meshgrid(*[np.arange(n) * s for n, s in zip(mask.shape, sampling, strict=True)], indexing="ij"))
+    if draw.cut > 0.0 and rng.random() < draw.cut:
+        probability *= _cap_cut(mask, grid, sampling, softness_mm, rng, draw.cut_plane)
     boundary = np.argwhere(mask & (signed_mm >= -float(sampling.max())))
     for radius_mm in attached_radii_mm:
         distance_mm = np.sqrt(_squared_distance_mm(grid, boundary[rng.integers(len(boundary))] * sampling))
@@ -149,6 +156,25 @@ def coarse_context(
         probability *= rng.uniform(0.0, 0.3)
     out = np.clip(probability, 0.0, 1.0).astype(np.float32)
     return out[:, :, np.newaxis] if planar else out
+
+
+def _cap_cut(
+    mask: np.ndarray,
+    grid_mm: np.ndarray,
+    sampling: np.ndarray,
+    softness_mm: float,
+    rng: np.random.Generator,
+    plane: tuple[float, float],
+) -> np.ndarray:
+    """A factor (0-1) that removes what lies beyond a plane of random orientation, drawn ``plane`` equivalent radii
+    from the head's centre, with the context's logistic edge."""
+    normal = rng.standard_normal(mask.ndim)
+    normal /= max(float(np.linalg.norm(normal)), 1e-12)
+    centre_mm = np.argwhere(mask).mean(axis=0) * sampling
+    radius_mm = _equivalent_radius_mm(mask, sampling)
+    along_mm = np.tensordot(normal, grid_mm - centre_mm.reshape((-1,) + (1,) * mask.ndim), axes=1)
+    beyond_mm = along_mm - rng.uniform(*plane) * radius_mm
+    return 0.5 * (1.0 - np.tanh(beyond_mm / (2.0 * softness_mm)))
 
 
 def _squared_distance_mm(grid_mm: np.ndarray, centre_mm: np.ndarray) -> np.ndarray:

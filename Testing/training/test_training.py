@@ -389,6 +389,41 @@ def test_a_roi_case_margin_grows_with_the_overshoot_of_the_context() -> None:
     assert shares[3] < 0.8 * shares[0]  # the head fills less of a crop made for a spilling context
 
 
+def test_a_cut_coarse_context_lacks_a_cap_beyond_a_plane_and_keeps_the_rest() -> None:
+    """A coarse level that lost part of the head behind a shadow: what the context lacks of the head lies on one
+    side of a plane, at the drawn distance from the head's centre (the cap of a ball of radius R cut at distance d
+    holds pi (R - d)^2 (2R + d) / 3), and the rest of the head is kept; without ``cut`` nothing is cut."""
+    from FetalHeadSegLib.core.image import Image, make_ijk_to_ras
+    from training import roi_data
+    from training.config import ContextDrawConfig
+
+    spacing_mm = (0.5, 0.5, 1.0)
+    sphere, _ = _sphere(8.0, spacing_mm)
+    radius_mm = roi_data.equivalent_radius_mm(Image(sphere.astype(np.uint8), make_ijk_to_ras(spacing_mm)))
+    plain = {"wave": (0.0, 0.0), "scale": (1.0, 1.0), "softness": (0.05, 0.05), "blobs": 0, "missed": 0.0}
+    for seed in range(4):
+        kept = roi_data.coarse_context(
+            sphere, spacing_mm, 2.0, 0.0, np.random.default_rng(seed), ContextDrawConfig(**plain)
+        )
+        assert (kept > 0.5)[sphere].mean() > 0.97
+        for plane in (0.3, 0.7):
+            draw = ContextDrawConfig(cut=1.0, cut_plane=(plane, plane), **plain)
+            context = roi_data.coarse_context(sphere, spacing_mm, 2.0, 0.0, np.random.default_rng(seed), draw)
+            lost = sphere & (context <= 0.5)
+            distance_mm = plane * radius_mm
+            cap_mm3 = np.pi * (radius_mm - distance_mm) ** 2 * (2 * radius_mm + distance_mm) / 3.0
+            assert abs(lost.sum() * 0.25 - cap_mm3) < 0.15 * cap_mm3
+            # the lost voxels are the ones beyond a plane: their centroid lies on the far side of the kept ones
+            points_mm = np.argwhere(sphere) * np.array(spacing_mm)
+            lost_mm, kept_mm = (
+                np.argwhere(lost) * np.array(spacing_mm),
+                np.argwhere(sphere & ~lost) * np.array(spacing_mm),
+            )
+            normal = lost_mm.mean(axis=0) - points_mm.mean(axis=0)
+            normal /= np.linalg.norm(normal)
+            assert (lost_mm @ normal).min() > (kept_mm @ normal).max() - 1.5
+
+
 def test_a_missed_coarse_context_is_nearly_empty() -> None:
     from training import roi_data
     from training.config import ContextDrawConfig
