@@ -5,9 +5,9 @@ plus however far the drawn context overshoots the head), as an imperfect level 1
 onto the level's working grid by the inference engine's own ``to_working_grid``. Its context channel is what a
 coarse level's probability looks like on cases it has not seen (:func:`coarse_context`): the true head grown or
 shrunk by up to a few coarse voxels with a wavy boundary, soft at the coarse resolution, scaled, sometimes with
-false blobs beside it and sometimes nearly empty. A finer level trained on clean truth contexts follows a coarse
-level that over-segments; this one learns to take the boundary from the image. Every draw is keyed by
-(seed, level, case), so the arrays are the same in every run and process.
+false blobs beside it, lacking a cap of the head beyond a plane (``roi_context.cut``) or nearly empty. A finer level
+trained on clean truth contexts follows a coarse level that over-segments; this one learns to take the boundary from
+the image. Every draw is keyed by (seed, level, case), so the arrays are the same in every run and process.
 """
 
 from __future__ import annotations
