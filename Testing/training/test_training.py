@@ -424,6 +424,25 @@ def test_a_cut_coarse_context_lacks_a_cap_beyond_a_plane_and_keeps_the_rest() ->
             assert (lost_mm @ normal).min() > (kept_mm @ normal).max() - 1.5
 
 
+def test_a_cut_2d_coarse_context_lacks_a_circular_segment() -> None:
+    """On a 2D frame the plane is a line: a disc of radius R cut at distance d loses the circular segment
+    R^2 acos(d / R) - d sqrt(R^2 - d^2)."""
+    from training import roi_data
+    from training.config import ContextDrawConfig
+
+    rows_mm, columns_mm = np.mgrid[:80, :80] * 0.5
+    disc = (((rows_mm - 20.0) ** 2 + (columns_mm - 20.0) ** 2) <= 10.0**2)[:, :, np.newaxis]
+    radius_mm = np.sqrt(disc.sum() * 0.25 / np.pi)
+    plain = {"wave": (0.0, 0.0), "scale": (1.0, 1.0), "softness": (0.05, 0.05), "blobs": 0, "missed": 0.0}
+    for plane in (0.3, 0.7):
+        draw = ContextDrawConfig(cut=1.0, cut_plane=(plane, plane), **plain)
+        context = roi_data.coarse_context(disc, (0.5, 0.5, 1.0), 2.0, 0.0, np.random.default_rng(3), draw)
+        distance_mm = plane * radius_mm
+        segment_mm2 = radius_mm**2 * np.arccos(plane) - distance_mm * np.sqrt(radius_mm**2 - distance_mm**2)
+        assert context.shape == disc.shape
+        assert abs((disc & (context <= 0.5)).sum() * 0.25 - segment_mm2) < 0.1 * segment_mm2
+
+
 def test_a_missed_coarse_context_is_nearly_empty() -> None:
     from training import roi_data
     from training.config import ContextDrawConfig
