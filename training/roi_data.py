@@ -138,14 +138,14 @@ def coarse_context(
     wave = gaussian_filter(rng.standard_normal(mask.shape), 2.0 * coarse_step_mm / sampling)
     wave *= rng.uniform(*draw.wave) * coarse_step_mm / max(float(wave.std()), 1e-6)
     softness_mm = rng.uniform(*draw.softness) * coarse_step_mm
-    probability = 0.5 * (1.0 - np.tanh((signed_mm + wave - offset_mm) / (2.0 * softness_mm)))
+    probability = _soft_inside(signed_mm + wave - offset_mm, softness_mm)
     grid = np.stack(np.meshgrid(*[np.arange(n) * s for n, s in zip(mask.shape, sampling, strict=True)], indexing="ij"))
     if draw.cut > 0.0 and rng.random() < draw.cut:
         probability *= _cap_cut(mask, grid, sampling, softness_mm, rng, draw.cut_plane)
     boundary = np.argwhere(mask & (signed_mm >= -float(sampling.max())))
     for radius_mm in attached_radii_mm:
         distance_mm = np.sqrt(_squared_distance_mm(grid, boundary[rng.integers(len(boundary))] * sampling))
-        probability = np.maximum(probability, 0.5 * (1.0 - np.tanh((distance_mm - radius_mm) / (2.0 * softness_mm))))
+        probability = np.maximum(probability, _soft_inside(distance_mm - radius_mm, softness_mm))
     extent_mm = np.asarray(mask.shape) * sampling
     for _ in range(int(rng.integers(0, draw.blobs + 1))):
         distance2 = _squared_distance_mm(grid, rng.uniform(0.0, 1.0, size=mask.ndim) * extent_mm)
@@ -168,13 +168,20 @@ def _cap_cut(
 ) -> np.ndarray:
     """A factor (0-1) that removes what lies beyond a plane of random orientation, drawn ``plane`` equivalent radii
     from the head's centre, with the context's logistic edge."""
+    from scipy.ndimage import center_of_mass
+
     normal = rng.standard_normal(mask.ndim)
     normal /= max(float(np.linalg.norm(normal)), 1e-12)
-    centre_mm = np.argwhere(mask).mean(axis=0) * sampling
+    centre_mm = np.asarray(center_of_mass(mask)) * sampling
     radius_mm = _equivalent_radius_mm(mask, sampling)
     along_mm = np.tensordot(normal, grid_mm - centre_mm.reshape((-1,) + (1,) * mask.ndim), axes=1)
     beyond_mm = along_mm - rng.uniform(*plane) * radius_mm
-    return 0.5 * (1.0 - np.tanh(beyond_mm / (2.0 * softness_mm)))
+    return _soft_inside(beyond_mm, softness_mm)
+
+
+def _soft_inside(signed_mm: np.ndarray, softness_mm: float) -> np.ndarray:
+    """A logistic edge: 1 well inside (negative signed distance), 0.5 on the boundary, 0 well outside."""
+    return 0.5 * (1.0 - np.tanh(signed_mm / (2.0 * softness_mm)))
 
 
 def _squared_distance_mm(grid_mm: np.ndarray, centre_mm: np.ndarray) -> np.ndarray:

@@ -400,6 +400,7 @@ def test_a_cut_coarse_context_lacks_a_cap_beyond_a_plane_and_keeps_the_rest() ->
     spacing_mm = (0.5, 0.5, 1.0)
     sphere, _ = _sphere(8.0, spacing_mm)
     radius_mm = roi_data.equivalent_radius_mm(Image(sphere.astype(np.uint8), make_ijk_to_ras(spacing_mm)))
+    points_mm = np.argwhere(sphere) * np.array(spacing_mm)
     plain = {"wave": (0.0, 0.0), "scale": (1.0, 1.0), "softness": (0.05, 0.05), "blobs": 0, "missed": 0.0}
     for seed in range(4):
         kept = roi_data.coarse_context(
@@ -414,7 +415,6 @@ def test_a_cut_coarse_context_lacks_a_cap_beyond_a_plane_and_keeps_the_rest() ->
             cap_mm3 = np.pi * (radius_mm - distance_mm) ** 2 * (2 * radius_mm + distance_mm) / 3.0
             assert abs(lost.sum() * 0.25 - cap_mm3) < 0.15 * cap_mm3
             # the lost voxels are the ones beyond a plane: their centroid lies on the far side of the kept ones
-            points_mm = np.argwhere(sphere) * np.array(spacing_mm)
             lost_mm, kept_mm = (
                 np.argwhere(lost) * np.array(spacing_mm),
                 np.argwhere(sphere & ~lost) * np.array(spacing_mm),
@@ -427,12 +427,13 @@ def test_a_cut_coarse_context_lacks_a_cap_beyond_a_plane_and_keeps_the_rest() ->
 def test_a_cut_2d_coarse_context_lacks_a_circular_segment() -> None:
     """On a 2D frame the plane is a line: a disc of radius R cut at distance d loses the circular segment
     R^2 acos(d / R) - d sqrt(R^2 - d^2)."""
+    from FetalHeadSegLib.core.image import Image, make_ijk_to_ras
     from training import roi_data
     from training.config import ContextDrawConfig
 
     rows_mm, columns_mm = np.mgrid[:80, :80] * 0.5
     disc = (((rows_mm - 20.0) ** 2 + (columns_mm - 20.0) ** 2) <= 10.0**2)[:, :, np.newaxis]
-    radius_mm = np.sqrt(disc.sum() * 0.25 / np.pi)
+    radius_mm = roi_data.equivalent_radius_mm(Image(disc.astype(np.uint8), make_ijk_to_ras((0.5, 0.5, 1.0))))
     plain = {"wave": (0.0, 0.0), "scale": (1.0, 1.0), "softness": (0.05, 0.05), "blobs": 0, "missed": 0.0}
     for plane in (0.3, 0.7):
         draw = ContextDrawConfig(cut=1.0, cut_plane=(plane, plane), **plain)
