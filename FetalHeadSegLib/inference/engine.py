@@ -40,6 +40,7 @@ from FetalHeadSegLib.inference.outcome import (
     measure_labels,
     review_probability,
     review_result,
+    tta_disagreement_limit,
     tta_flags,
 )
 from FetalHeadSegLib.inference.preprocessing import Padding, cascade_size_multiple, check_image, prepare
@@ -187,7 +188,7 @@ class Segmenter:
         if output.disagreement is not None and output.votes is not None:
             uncertainty = image.with_array(output.disagreement.astype(np.float32))
             tta_share = disagreeing_share(output.votes)
-            run.flags += tta_flags(tta_share)
+            run.flags += tta_flags(tta_share, tta_disagreement_limit(self.bundle))
         run.lap("postprocess")
         biometry = None
         if options.biometry:

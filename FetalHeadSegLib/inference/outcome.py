@@ -19,7 +19,8 @@ if TYPE_CHECKING:
     from FetalHeadSegLib.measure.review import Review
 
 TTA_DISAGREEMENT_LIMIT = 0.05
-"""Flag a result when flipped predictions disagree on more than this share of the predicted head."""
+"""Flag a result when flipped predictions disagree on more than this share of the predicted head, unless the model's
+review thresholds for runs with flips set a calibrated limit of their own (:func:`tta_disagreement_limit`)."""
 
 
 def disagreeing_share(votes: np.ndarray) -> float:
@@ -28,9 +29,20 @@ def disagreeing_share(votes: np.ndarray) -> float:
     return float((union & ~intersection).sum()) / max(int(union.sum()), 1)
 
 
-def tta_flags(share: float) -> list[Flag]:
-    """A quality flag when the flipped passes disagree on more than :data:`TTA_DISAGREEMENT_LIMIT` of the head."""
-    if share > TTA_DISAGREEMENT_LIMIT:
+def tta_disagreement_limit(bundle: ModelBundle) -> float:
+    """The share of disagreeing head beyond which a result made with flips is flagged: the model's calibrated
+    ``max_tta_disagreement`` for such runs where its calibration chose one, so that the flag fires exactly when the
+    review's own rule does (a disagreement the model shows on its good results is no warning), otherwise
+    :data:`TTA_DISAGREEMENT_LIMIT`."""
+    policy = bundle.review_policy(tta=True)
+    if policy.calibration is not None and policy.max_tta_disagreement is not None:
+        return policy.max_tta_disagreement
+    return TTA_DISAGREEMENT_LIMIT
+
+
+def tta_flags(share: float, limit: float = TTA_DISAGREEMENT_LIMIT) -> list[Flag]:
+    """A quality flag when the flipped passes disagree on more than ``limit`` of the head."""
+    if share > limit:
         return [
             Flag(
                 "tta_disagreement_high",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -12,8 +13,10 @@ from FetalHeadSegLib.core.errors import Cancelled, DeviceError, InputImageError
 from FetalHeadSegLib.core.image import Image, make_ijk_to_ras
 from FetalHeadSegLib.core.tasks import task_spec
 from FetalHeadSegLib.inference.engine import InferenceOptions, Segmenter, load_model
+from FetalHeadSegLib.inference.outcome import TTA_DISAGREEMENT_LIMIT, tta_disagreement_limit, tta_flags
 from FetalHeadSegLib.inference.postprocessing import PostprocessingConfig, clean_label_map, decide_labels
 from FetalHeadSegLib.inference.preprocessing import PreprocessingConfig
+from FetalHeadSegLib.measure.review import CHECKS, ReviewPolicy, ReviewSignals
 
 from shapes import circle, intrapartum_labels, make_ellipsoid, rotation_matrix
 from tiny_models import make_tiny_bundle
@@ -322,3 +325,18 @@ def test_the_bundles_head_threshold_decides_the_head(tmp_path: Path) -> None:
         np.testing.assert_array_equal(result.labels.array, expected)
         labels[threshold] = result.labels.array
     assert (labels[0.45] == 1).sum() > (labels[None] == 1).sum()
+
+
+def test_the_flip_flag_fires_where_the_models_calibrated_review_rule_does(tmp_path: Path) -> None:
+    """A result made with flips is flagged for their disagreement beyond the model's calibrated limit, exactly where
+    the review's own rule for that signal recommends review; a model without such a limit keeps the default."""
+    bundle = make_tiny_bundle(tmp_path / "m")
+    assert tta_disagreement_limit(bundle) == TTA_DISAGREEMENT_LIMIT
+    assert tta_flags(0.06, tta_disagreement_limit(bundle))
+    calibrated = replace(bundle, review_tta=ReviewPolicy(max_tta_disagreement=0.1, calibration={"cases": 10}))
+    rule = next(check for check in CHECKS if check.signal == "tta_disagreement")
+    for share in (0.04, 0.06, 0.09, 0.11, 0.3):
+        review_fires = rule.fires(ReviewSignals(tta_disagreement=share), calibrated.review_policy(tta=True))
+        assert bool(tta_flags(share, tta_disagreement_limit(calibrated))) == review_fires, share
+    rule_off = replace(bundle, review_tta=ReviewPolicy(max_tta_disagreement=None, calibration={"cases": 10}))
+    assert tta_disagreement_limit(rule_off) == TTA_DISAGREEMENT_LIMIT
