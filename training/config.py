@@ -111,6 +111,9 @@ class TrainConfig:
     task: str = "head"
     preprocessing: PreprocessingConfig = field(default_factory=PreprocessingConfig)
     network: NetworkConfig = field(default_factory=NetworkConfig)
+    level_networks: tuple[NetworkConfig, ...] = ()
+    """One network per cascade level where the levels differ (each a preset name or settings, as ``network``);
+    empty: ``network`` at every level. Their deep-supervision heads must match ``network``'s (``loss.aux_weights``)."""
     levels: int = 2
     cascade: CascadeConfig = field(default_factory=CascadeConfig)
     context: str = "kfold"
@@ -178,7 +181,18 @@ class TrainConfig:
                 not self.roi_context.redraw or (self.cascade.mode is CascadeMode.ROI and self.levels == 2),
                 "roi_context.redraw: a two-level roi cascade redraws its level 2's contexts; there is none here",
             ),
-            (self.network.in_channels == 1, "network.in_channels is set per cascade level; leave it at 1"),
+            (
+                all(n.in_channels == 1 for n in (self.network, *self.level_networks)),
+                "network.in_channels is set per cascade level; leave it at 1",
+            ),
+            (
+                not self.level_networks or len(self.level_networks) == self.levels,
+                f"level_networks needs one network per level ({self.levels}) or none",
+            ),
+            (
+                all(_same_heads(n, self.network) for n in self.level_networks),
+                "level_networks: every level needs the dimension, classes and deep-supervision heads of network",
+            ),
             (
                 self.patch_size is None or len(self.patch_size) == self.network.spatial_dims,
                 "patch_size needs one value per spatial axis",
@@ -224,15 +238,8 @@ class TrainConfig:
     def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
         values = dict(data)
         try:
-            network = values.get("network", {})
-            if isinstance(network, str):
-                network = PRESETS[network].to_dict()
-            elif "preset" in network:
-                network = {
-                    **PRESETS[network["preset"]].to_dict(),
-                    **{k: v for k, v in network.items() if k != "preset"},
-                }
-            values["network"] = NetworkConfig.from_dict(network)
+            values["network"] = _network(values.get("network", {}))
+            values["level_networks"] = tuple(_network(n) for n in values.get("level_networks", ()))
             values["data"] = DataConfig.from_dict(values["data"])
             values["preprocessing"] = PreprocessingConfig.from_dict(values.get("preprocessing", {}))
             values["cascade"] = CascadeConfig.from_dict(values.get("cascade"))
@@ -252,6 +259,24 @@ class TrainConfig:
             raise ConfigError(f"invalid training config: unknown or missing setting {err}") from err
         except (TypeError, ValueError) as err:
             raise ConfigError(f"invalid training config: {err}") from err
+
+
+def _network(settings: str | dict[str, Any]) -> NetworkConfig:
+    """A network from a preset name, from settings, or from a preset with some settings changed (``"preset"``)."""
+    if isinstance(settings, str):
+        return PRESETS[settings]
+    if "preset" in settings:
+        settings = {**PRESETS[settings["preset"]].to_dict(), **{k: v for k, v in settings.items() if k != "preset"}}
+    return NetworkConfig.from_dict(settings)
+
+
+def _same_heads(a: NetworkConfig, b: NetworkConfig) -> bool:
+    return (a.spatial_dims, a.out_channels, a.has_aux_heads, len(a.channels) if a.has_aux_heads else 0) == (
+        b.spatial_dims,
+        b.out_channels,
+        b.has_aux_heads,
+        len(b.channels) if b.has_aux_heads else 0,
+    )
 
 
 def _tuples(values: dict[str, Any]) -> dict[str, Any]:

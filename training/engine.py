@@ -7,7 +7,7 @@ import csv
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -24,13 +24,15 @@ from training.distributed import DistInfo, barrier, mean_over_ranks
 from training.losses import DeepSupervisionLoss
 from training.samples import AugmentedCases, StepSampler
 from training.validation import cascade_multiple, evaluate
+from training.widen import widen_state
 
 Log = Callable[[str], None]
 
 
 def level_network_config(config: TrainConfig, level: int) -> NetworkConfig:
     """Level 0 sees the image; later levels the image plus the previous level's foreground probability."""
-    return config.network.with_in_channels(1 if level == 0 else 2)
+    network = config.level_networks[level] if config.level_networks else config.network
+    return network.with_in_channels(1 if level == 0 else 2)
 
 
 def target_factors(network: NetworkConfig) -> list[int]:
@@ -62,7 +64,8 @@ class WithAux(nn.Module):
 
 def build_level(config: TrainConfig, level: int) -> nn.Module:
     """The network of a level: new, or from a bundle with the fine-tuning strategy's parameters frozen."""
-    network = build_network(level_network_config(config, level))
+    network_config = level_network_config(config, level)
+    network = build_network(network_config)
     if config.gradient_checkpointing and hasattr(network, "checkpointing"):
         setattr(network, "checkpointing", True)  # noqa: B010 - USegNet's switch, absent on other networks
     if config.finetune_from:
@@ -77,10 +80,19 @@ def build_level(config: TrainConfig, level: int) -> nn.Module:
                 f"finetune_member {config.finetune_member}: {config.finetune_from} has {members} member(s), "
                 f"numbered from 0"
             )
-        name = bundle.member_weight_files(config.finetune_member)[min(level, bundle.levels - 1)]
-        state = torch.load(bundle.path / name, map_location="cpu", weights_only=True)
+        source_level = min(level, bundle.levels - 1)
+        name = bundle.member_weight_files(config.finetune_member)[source_level]
+        state = {k: v.float() for k, v in torch.load(bundle.path / name, map_location="cpu", weights_only=True).items()}
+        source_config = bundle.level_networks(source_level)[config.finetune_member]
+        if _widths(source_config) != _widths(network_config):  # a wider network starts from the narrower one
+            try:
+                wider = replace(network_config, in_channels=source_config.in_channels)
+                generator = torch.Generator().manual_seed(config.seed + level)
+                state = widen_state(state, source_config, wider, WIDEN_NOISE, generator)
+            except ValueError as err:
+                raise ConfigError(f"finetune_from: level {level + 1} of {bundle.path} cannot widen: {err}") from err
         try:
-            network.load_state_dict(widen_inputs({k: v.float() for k, v in state.items()}, network.state_dict()))
+            network.load_state_dict(widen_inputs(state, network.state_dict()))
         except RuntimeError as err:
             raise ConfigError(
                 f"finetune_from: {bundle.path / name} does not fit the network of level {level + 1} in this config "
@@ -88,6 +100,15 @@ def build_level(config: TrainConfig, level: int) -> nn.Module:
             ) from err
         freeze_for_finetuning(network, config.finetune_strategy)
     return network
+
+
+WIDEN_NOISE = 0.01
+"""Noise added to the copied weights of a network widened from a narrower one (relative to each tensor's standard
+deviation), so that the copies can learn different things."""
+
+
+def _widths(config: NetworkConfig) -> tuple[object, ...]:
+    return config.channels, config.up_channels, config.decoder_channels
 
 
 def widen_inputs(state: dict[str, torch.Tensor], target: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

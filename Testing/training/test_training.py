@@ -594,6 +594,67 @@ def test_a_widened_level_computes_what_its_one_channel_source_did() -> None:
         widen_inputs({"w": torch.zeros(3, 1, 3, 3)}, {"w": torch.zeros(4, 2, 3, 3)})
 
 
+def test_finetune_from_a_narrower_level_widens_it_and_keeps_the_other_level(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A roi cascade retrains level 1 wider (level_networks) from a bundle and keeps level 2; before training, the
+    wider level computes what the bundle's did."""
+    from FetalHeadSegLib.models.networks import build_network
+    from training import engine
+
+    narrow = {"spatial_dims": 2, "channels": [4, 8, 8], "kernel_sizes": [3, 3, 3], "convs_per_level": [1, 1, 1]}
+    narrow |= {"up_channels": [4, 8], "decoder_channels": [[4, 4], [8, 8]]}
+    wide = {**narrow, "channels": [8, 16, 16], "up_channels": [8, 16], "decoder_channels": [[8, 8], [16, 16]]}
+    config = base_config(
+        tmp_path / "run",
+        tmp_path / "roi.npz",
+        levels=2,
+        context="perturbed",
+        patch_size=[32, 32],
+        network=narrow,
+        iterations=4,
+        cascade={"mode": "roi", "level_preprocessing": [{"max_size": 32}, {"max_size": 32}], "roi_margin_mm": 6.0},
+    )
+    config["data"] = {
+        **config["data"],
+        "phantom": {"dimension": 2, "size": [96, 64], "count": 4},
+        "cache": str(tmp_path / "roi.npz"),
+    }
+    run(TrainConfig.from_dict(config))
+    bundle = export(tmp_path / "run", tmp_path / "bundle")
+    wider = {**config, "run_dir": str(tmp_path / "wide"), "finetune_from": str(bundle.path), "reuse_levels": [2]}
+    wider["level_networks"] = [wide, narrow]
+    wide_config = TrainConfig.from_dict(wider)
+
+    monkeypatch.setattr(engine, "WIDEN_NOISE", 0.0)
+    start = engine.build_level(wide_config, 0).eval()
+    source = build_network(bundle.networks[0]).eval()
+    source.load_state_dict(
+        {k: v.float() for k, v in torch.load(bundle.path / bundle.weight_files[0], weights_only=True).items()}
+    )
+    image = torch.rand(1, 1, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(start(image), source(image), rtol=1e-4, atol=1e-5)
+
+    monkeypatch.undo()
+    run(wide_config)
+    widened = export(tmp_path / "wide", tmp_path / "wide_bundle")
+    assert widened.networks[0].channels == (8, 16, 16) and widened.networks[1].channels == (4, 8, 8)
+    assert widened.networks[1].in_channels == 2
+    kept = torch.load(widened.path / widened.weight_files[1], weights_only=True)
+    shipped = torch.load(bundle.path / bundle.weight_files[1], weights_only=True)
+    assert all(torch.equal(kept[k], shipped[k]) for k in shipped)
+
+    with pytest.raises(ConfigError, match="one network per level"):
+        TrainConfig.from_dict({**wider, "level_networks": [wide]})
+    with pytest.raises(ConfigError, match="deep-supervision heads"):
+        TrainConfig.from_dict({**wider, "level_networks": [{**wide, "deep_supervision": False}, narrow]})
+    with pytest.raises(ConfigError, match="cannot widen"):
+        engine.build_level(
+            TrainConfig.from_dict({**wider, "level_networks": [{**wide, "kernel_sizes": [5, 3, 3]}, narrow]}), 0
+        )
+
+
 def test_the_hc18_evaluation_writes_a_row_per_frame_against_the_expert_csv(
     hc18_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
