@@ -6,7 +6,8 @@ MONAI's ``BasicUNet(spatial_dims=3, features=(16, 32, 64, 128, 256, 16))`` runs 
 the same size (random weights: speed does not depend on them). Every measurement runs in a fresh process, with
 the same thread count, and reports the median of the repeats and the process's peak RSS.
 
-Run: ``python benchmarks/bench_vs_basicunet.py [--model ID|FOLDER] [--threads 2] [--repeats 3]``.
+Run: ``python benchmarks/bench_vs_basicunet.py [--model ID|FOLDER] [--threads 2] [--repeats 3]``; the largest
+volumes the 3D path takes: ``--sizes 400 --spacing 0.3 --repeats 1`` (no reference at that size).
 Needs MONAI for the reference (``pip install -c constraints.txt -e ".[bench]"``; not a dependency of
 FetalHeadSeg); without it only our times are printed.
 """
@@ -26,7 +27,8 @@ from FetalHeadSegLib.phantom import PhantomConfig, generate_phantom
 
 torch.set_num_threads({threads})
 n = {size}
-case = generate_phantom(PhantomConfig(dimension=3, size=(n, n, n), spacing_mm=(1.0, 1.0, 1.0), ga_weeks=30.0), 7)
+spacing_mm = ({spacing},) * 3
+case = generate_phantom(PhantomConfig(dimension=3, size=(n, n, n), spacing_mm=spacing_mm, ga_weeks=30.0), 7)
 segmenter = load_model({model!r}, "cpu")
 times = []
 for _ in range({repeats}):
@@ -73,18 +75,20 @@ def main() -> None:
     parser.add_argument("--model", default="fetal-head-3d-cascade", help="model id, id@version or bundle folder")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--sizes", type=int, nargs="+", default=SIZES, help="volume sizes N (N^3 voxels)")
+    parser.add_argument("--spacing", type=float, default=1.0, help="voxel spacing in mm (the head is 30 weeks')")
     args = parser.parse_args()
     settings = {"threads": args.threads, "repeats": args.repeats}
-    for size in SIZES:
-        ours = _measure(OURS.format(model=args.model, size=size, **settings))
+    for size in args.sizes:
+        ours = _measure(OURS.format(model=args.model, size=size, spacing=args.spacing, **settings))
         if isinstance(ours, str):
             print(f"{size}^3: {args.model} failed: {ours}")
             continue
         line = (
-            f"{size}^3 at 1 mm, {args.threads} threads: {args.model} whole process {ours['seconds']:.2f} s, "
-            f"peak RSS {ours['peak_rss_mb']:.0f} MB"
+            f"{size}^3 at {args.spacing:g} mm, {args.threads} threads: {args.model} whole process "
+            f"{ours['seconds']:.2f} s, peak RSS {ours['peak_rss_mb']:.0f} MB"
         )
-        if size in REFERENCE_SIZES:
+        if size in REFERENCE_SIZES and args.spacing == 1.0:
             reference = _measure(BASIC_UNET.format(size=size, **settings))
             if isinstance(reference, str):
                 line += f"; BasicUNet not measured ({reference})"

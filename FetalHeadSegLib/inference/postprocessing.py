@@ -145,6 +145,12 @@ class PostprocessingConfig:
         )
 
 
+OPENING_VOXELS_PER_RADIUS = 16
+"""The finest grid :func:`detach_attached_tissue` opens a large mask on, in voxels per radius of the opening's ball."""
+OPENING_EXACT_VOXELS = 128**3
+"""A mask whose bounding box holds at most this many voxels is opened on its own grid."""
+
+
 def detach_attached_tissue(
     mask: np.ndarray, spacing_mm: tuple[float, float, float], radius_fraction: float
 ) -> np.ndarray:
@@ -154,7 +160,10 @@ def detach_attached_tissue(
     in mm, the largest remaining core is kept and grown back by the same radius plus one voxel, and the result is
     the mask within it: an opening computed with exact Euclidean distance transforms on the mask's bounding box.
     The image's edge does not erode (a head cut by the field of view keeps its cut side). A mask too thin to keep a
-    core is returned as it is.
+    core is returned as it is. A large mask (more than :data:`OPENING_EXACT_VOXELS` voxels in its box) finer than
+    :data:`OPENING_VOXELS_PER_RADIUS` voxels per ball radius is opened on a coarser grid (each block of voxels in or
+    out by majority) and the grown core, one coarse voxel more generous, cut from the full-resolution mask: the
+    head keeps its own border, and a 0.3 mm volume is not spent on distance transforms.
     """
     from scipy import ndimage
 
@@ -171,13 +180,27 @@ def detach_attached_tissue(
     high = np.minimum(indices.max(axis=0) + margin + 1, mask.shape)
     box = tuple(slice(int(a), int(b)) for a, b in zip(low, high, strict=True))
     part = mask[box]
+    factors = np.maximum(1, np.floor(radius_mm / OPENING_VOXELS_PER_RADIUS / spacing)).astype(int)
+    factors[axes:] = 1
+    if part.size <= OPENING_EXACT_VOXELS:
+        factors[:] = 1
+    coarsened = bool((factors > 1).any())
+    coarse, step = part, spacing * factors
+    if coarsened:  # blocks in or out by majority; the box's far end padded with its own edge values
+        from skimage.measure import block_reduce
+
+        ends = [(0, int(-n % f)) for n, f in zip(part.shape, factors, strict=True)]
+        coarse = block_reduce(np.pad(part, ends, mode="edge"), tuple(factors), np.mean) >= 0.5
     # the image's edge is not background: pad with the mask's own edge values before measuring distances (a frame's
     # single slice becomes three equal ones, which leaves its in-plane distances as they are)
-    inside_mm = ndimage.distance_transform_edt(np.pad(part, 1, mode="edge"), sampling=spacing)[1:-1, 1:-1, 1:-1]
+    inside_mm = ndimage.distance_transform_edt(np.pad(coarse, 1, mode="edge"), sampling=step)[1:-1, 1:-1, 1:-1]
     core = keep_largest_component(inside_mm > radius_mm)
     if not core.any():
         return mask
-    grown = ndimage.distance_transform_edt(~core, sampling=spacing) <= radius_mm + float(spacing[:axes].max())
+    reach_mm = radius_mm + (2 if coarsened else 1) * float(step[:axes].max())
+    grown = ndimage.distance_transform_edt(~core, sampling=step) <= reach_mm
+    for axis, factor in enumerate(factors):
+        grown = np.repeat(grown, factor, axis=axis) if factor > 1 else grown
     kept = mask.copy()
-    kept[box] = part & grown
+    kept[box] = part & grown[: part.shape[0], : part.shape[1], : part.shape[2]]
     return kept
