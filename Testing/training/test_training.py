@@ -515,24 +515,20 @@ def test_context_draw_settings_are_checked_and_read_from_the_training_config() -
     assert ContextDrawConfig.from_dict({"redraw": True}).redraw
 
 
-def test_a_roi_cascade_trains_exports_and_segments(tmp_path: Path) -> None:
-    """Level 2 learns from crops around the true head on its own grid; the bundle runs through the engine."""
-    from FetalHeadSegLib.inference.cascade import CascadeMode
-    from FetalHeadSegLib.phantom import PhantomConfig, generate_phantom
-    from training.roi_data import build_level_arrays
-
+def roi_config(tmp_path: Path, level2_size: int, **changes: object) -> dict:
+    """A two-level roi cascade of the tiny network on six 2D phantoms (level 1 at 32 pixels, level 2 as given)."""
     config = base_config(
         tmp_path / "run",
         tmp_path / "roi.npz",
         levels=2,
         context="perturbed",
-        patch_size=[48, 48],
+        patch_size=[level2_size, level2_size],
         cascade={
             "mode": "roi",
-            "level_preprocessing": [{"max_size": 32}, {"max_size": 48}],
+            "level_preprocessing": [{"max_size": 32}, {"max_size": level2_size}],
             "roi_margin_mm": 6.0,
         },
-        roi_context={"redraw": True},
+        **changes,
     )
     config["data"] = {
         "kind": "phantom",
@@ -540,6 +536,16 @@ def test_a_roi_cascade_trains_exports_and_segments(tmp_path: Path) -> None:
         "validation_fraction": 0.34,
         "cache": str(tmp_path / "roi.npz"),
     }
+    return config
+
+
+def test_a_roi_cascade_trains_exports_and_segments(tmp_path: Path) -> None:
+    """Level 2 learns from crops around the true head on its own grid; the bundle runs through the engine."""
+    from FetalHeadSegLib.inference.cascade import CascadeMode
+    from FetalHeadSegLib.phantom import PhantomConfig, generate_phantom
+    from training.roi_data import build_level_arrays
+
+    config = roi_config(tmp_path, 48, roi_context={"redraw": True})
     train_config = TrainConfig.from_dict(config)
     arrays, contexts = build_level_arrays(train_config, log=lambda _: None)
     assert [len(a) for a in arrays] == [6, 6] and len(contexts[1]) == 6
@@ -602,24 +608,9 @@ def test_finetune_from_a_narrower_level_widens_it_and_keeps_the_other_level(
     from FetalHeadSegLib.models.networks import build_network
     from training import engine
 
-    narrow = {"spatial_dims": 2, "channels": [4, 8, 8], "kernel_sizes": [3, 3, 3], "convs_per_level": [1, 1, 1]}
-    narrow |= {"up_channels": [4, 8], "decoder_channels": [[4, 4], [8, 8]]}
+    narrow = TINY_NETWORK
     wide = {**narrow, "channels": [8, 16, 16], "up_channels": [8, 16], "decoder_channels": [[8, 8], [16, 16]]}
-    config = base_config(
-        tmp_path / "run",
-        tmp_path / "roi.npz",
-        levels=2,
-        context="perturbed",
-        patch_size=[32, 32],
-        network=narrow,
-        iterations=4,
-        cascade={"mode": "roi", "level_preprocessing": [{"max_size": 32}, {"max_size": 32}], "roi_margin_mm": 6.0},
-    )
-    config["data"] = {
-        **config["data"],
-        "phantom": {"dimension": 2, "size": [96, 64], "count": 4},
-        "cache": str(tmp_path / "roi.npz"),
-    }
+    config = roi_config(tmp_path, 32, iterations=4)
     run(TrainConfig.from_dict(config))
     bundle = export(tmp_path / "run", tmp_path / "bundle")
     wider = {**config, "run_dir": str(tmp_path / "wide"), "finetune_from": str(bundle.path), "reuse_levels": [2]}
