@@ -190,7 +190,7 @@ class TrainConfig:
                 f"level_networks needs one network per level ({self.levels}) or none",
             ),
             (
-                all(_same_heads(n, self.network) for n in self.level_networks),
+                all(_heads(n) == _heads(self.network) for n in self.level_networks),
                 "level_networks: every level needs the dimension, classes and deep-supervision heads of network",
             ),
             (
@@ -270,13 +270,9 @@ def _network(settings: str | dict[str, Any]) -> NetworkConfig:
     return NetworkConfig.from_dict(settings)
 
 
-def _same_heads(a: NetworkConfig, b: NetworkConfig) -> bool:
-    return (a.spatial_dims, a.out_channels, a.has_aux_heads, len(a.channels) if a.has_aux_heads else 0) == (
-        b.spatial_dims,
-        b.out_channels,
-        b.has_aux_heads,
-        len(b.channels) if b.has_aux_heads else 0,
-    )
+def _heads(network: NetworkConfig) -> tuple[int, int, int]:
+    """What the loss depends on: dimension, classes and the number of deep-supervision outputs (0: none)."""
+    return network.spatial_dims, network.out_channels, len(network.channels) if network.has_aux_heads else 0
 
 
 def _tuples(values: dict[str, Any]) -> dict[str, Any]:
