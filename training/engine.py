@@ -7,7 +7,7 @@ import csv
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +24,7 @@ from training.distributed import DistInfo, barrier, mean_over_ranks
 from training.losses import DeepSupervisionLoss
 from training.samples import AugmentedCases, StepSampler
 from training.validation import cascade_multiple, evaluate
-from training.widen import widen_state
+from training.widen import fit_state
 
 Log = Callable[[str], None]
 
@@ -84,15 +84,12 @@ def build_level(config: TrainConfig, level: int) -> nn.Module:
         name = bundle.member_weight_files(config.finetune_member)[source_level]
         state = {k: v.float() for k, v in torch.load(bundle.path / name, map_location="cpu", weights_only=True).items()}
         source_config = bundle.level_networks(source_level)[config.finetune_member]
-        if _widths(source_config) != _widths(network_config):  # a wider network starts from the narrower one
-            try:
-                wider = replace(network_config, in_channels=source_config.in_channels)
-                generator = torch.Generator().manual_seed(config.seed + level)
-                state = widen_state(state, source_config, wider, WIDEN_NOISE, generator)
-            except ValueError as err:
-                raise ConfigError(f"finetune_from: level {level + 1} of {bundle.path} cannot widen: {err}") from err
         try:
-            network.load_state_dict(widen_inputs(state, network.state_dict()))
+            network.load_state_dict(
+                fit_state(state, source_config, network_config, network.state_dict(), config.seed + level)
+            )
+        except ValueError as err:
+            raise ConfigError(f"finetune_from: level {level + 1} of {bundle.path} cannot widen: {err}") from err
         except RuntimeError as err:
             raise ConfigError(
                 f"finetune_from: {bundle.path / name} does not fit the network of level {level + 1} in this config "
@@ -100,39 +97,6 @@ def build_level(config: TrainConfig, level: int) -> nn.Module:
             ) from err
         freeze_for_finetuning(network, config.finetune_strategy)
     return network
-
-
-WIDEN_NOISE = 0.01
-"""Noise added to the copied weights of a network widened from a narrower one (relative to each tensor's standard
-deviation), so that the copies can learn different things."""
-
-
-def _widths(config: NetworkConfig) -> tuple[object, ...]:
-    return config.channels, config.up_channels, config.decoder_channels
-
-
-def widen_inputs(state: dict[str, torch.Tensor], target: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Weights of a network with fewer input channels, made to fit ``target``: the new input channels (a cascade
-    level's context) start at zero, so the widened network first computes exactly what the source did.
-
-    Raises:
-        ConfigError: a tensor differs in any other way.
-    """
-    from FetalHeadSegLib.core.errors import ConfigError
-
-    widened = {}
-    for key, value in state.items():
-        want = target.get(key)
-        if want is None or want.shape == value.shape:
-            widened[key] = value
-            continue
-        if value.ndim < 2 or value.shape[0] != want.shape[0] or value.shape[2:] != want.shape[2:]:
-            raise ConfigError(
-                f"finetune_from: weight {key} has shape {tuple(value.shape)}, expected {tuple(want.shape)}"
-            )
-        extra = torch.zeros((value.shape[0], want.shape[1] - value.shape[1], *value.shape[2:]), dtype=value.dtype)
-        widened[key] = torch.cat([value, extra], dim=1)
-    return widened
 
 
 def frozen_modules(network: nn.Module, strategy: str) -> list[nn.Module]:

@@ -1,5 +1,6 @@
-"""A trained USegNet's weights made to fit a wider USegNet of the same topology (Net2WiderNet: Chen, Goodfellow and
-Shlens, "Net2Net: accelerating learning via knowledge transfer", ICLR 2016).
+"""A trained network's weights made to fit a wider network that first computes what it did: more input channels
+(a cascade level's context, starting at zero), or for a USegNet more channels everywhere, same topology
+(Net2WiderNet: Chen, Goodfellow and Shlens, "Net2Net: accelerating learning via knowledge transfer", ICLR 2016).
 
 Every channel of the wider network copies a channel of the narrower one (new channel ``j`` copies old channel
 ``j mod C``); a layer that reads copied channels divides their weights by the number of copies, so the wider network
@@ -9,6 +10,8 @@ weights to let them drift apart (``noise``, relative to each tensor's standard d
 """
 
 from __future__ import annotations
+
+from dataclasses import replace
 
 import torch
 
@@ -104,4 +107,58 @@ def widen_state(
                 scale = noise * float(value.float().std())
                 tensor = tensor + scale * torch.randn(tensor.shape, generator=generator, dtype=tensor.dtype)
         widened[key] = tensor.to(value.dtype)
+    return widened
+
+
+WIDEN_NOISE = 0.01
+"""Noise added to the weights of a network widened from a narrower one (relative to each tensor's standard
+deviation), so that the copies can learn different things."""
+
+
+def fit_state(
+    state: dict[str, torch.Tensor],
+    source: NetworkConfig,
+    target: NetworkConfig,
+    target_state: dict[str, torch.Tensor],
+    seed: int,
+) -> dict[str, torch.Tensor]:
+    """``state`` (weights of a trained ``source`` network) made to fit a ``target`` network: its channels widened
+    where ``target`` is wider (:func:`widen_state`, with :data:`WIDEN_NOISE` drawn from ``seed``), then the input
+    channels ``target`` adds (:func:`widen_inputs`); unchanged where they already fit.
+
+    Raises:
+        ValueError: the networks differ in more than their widths.
+        ConfigError: a tensor still does not fit.
+    """
+    if (source.channels, source.up_channels, source.decoder_channels) != (
+        target.channels,
+        target.up_channels,
+        target.decoder_channels,
+    ):
+        generator = torch.Generator().manual_seed(seed)
+        state = widen_state(state, source, replace(target, in_channels=source.in_channels), WIDEN_NOISE, generator)
+    return widen_inputs(state, target_state)
+
+
+def widen_inputs(state: dict[str, torch.Tensor], target: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Weights of a network with fewer input channels, made to fit ``target``: the new input channels (a cascade
+    level's context) start at zero, so the widened network first computes exactly what the source did.
+
+    Raises:
+        ConfigError: a tensor differs in any other way.
+    """
+    from FetalHeadSegLib.core.errors import ConfigError
+
+    widened = {}
+    for key, value in state.items():
+        want = target.get(key)
+        if want is None or want.shape == value.shape:
+            widened[key] = value
+            continue
+        if value.ndim < 2 or value.shape[0] != want.shape[0] or value.shape[2:] != want.shape[2:]:
+            raise ConfigError(
+                f"finetune_from: weight {key} has shape {tuple(value.shape)}, expected {tuple(want.shape)}"
+            )
+        extra = torch.zeros((value.shape[0], want.shape[1] - value.shape[1], *value.shape[2:]), dtype=value.dtype)
+        widened[key] = torch.cat([value, extra], dim=1)
     return widened

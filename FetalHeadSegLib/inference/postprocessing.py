@@ -180,10 +180,9 @@ def detach_attached_tissue(
     high = np.minimum(indices.max(axis=0) + margin + 1, mask.shape)
     box = tuple(slice(int(a), int(b)) for a, b in zip(low, high, strict=True))
     part = mask[box]
-    factors = np.maximum(1, np.floor(radius_mm / OPENING_VOXELS_PER_RADIUS / spacing)).astype(int)
-    factors[axes:] = 1
-    if part.size <= OPENING_EXACT_VOXELS:
-        factors[:] = 1
+    factors = np.ones(3, dtype=int)  # voxels per block along each axis
+    if part.size > OPENING_EXACT_VOXELS:
+        factors[:axes] = np.maximum(1, np.floor(radius_mm / OPENING_VOXELS_PER_RADIUS / spacing[:axes]))
     coarsened = bool((factors > 1).any())
     coarse, step = part, spacing * factors
     if coarsened:  # blocks in or out by majority; the box's far end padded with its own edge values

@@ -585,7 +585,7 @@ def test_a_widened_level_computes_what_its_one_channel_source_did() -> None:
     """finetune_from a 1-channel level into a 2-channel one: the context weights start at zero."""
     from FetalHeadSegLib.models.network_config import NetworkConfig
     from FetalHeadSegLib.models.networks import build_network
-    from training.engine import widen_inputs
+    from training.widen import widen_inputs
 
     torch.manual_seed(0)
     source = build_network(NetworkConfig.from_dict(TINY_NETWORK))
@@ -606,7 +606,7 @@ def test_finetune_from_a_narrower_level_widens_it_and_keeps_the_other_level(
     """A roi cascade retrains level 1 wider (level_networks) from a bundle and keeps level 2; before training, the
     wider level computes what the bundle's did."""
     from FetalHeadSegLib.models.networks import build_network
-    from training import engine
+    from training import engine, widen
 
     narrow = TINY_NETWORK
     wide = {**narrow, "channels": [8, 16, 16], "up_channels": [8, 16], "decoder_channels": [[8, 8], [16, 16]]}
@@ -617,7 +617,7 @@ def test_finetune_from_a_narrower_level_widens_it_and_keeps_the_other_level(
     wider["level_networks"] = [wide, narrow]
     wide_config = TrainConfig.from_dict(wider)
 
-    monkeypatch.setattr(engine, "WIDEN_NOISE", 0.0)
+    monkeypatch.setattr(widen, "WIDEN_NOISE", 0.0)
     start = engine.build_level(wide_config, 0).eval()
     source = build_network(bundle.networks[0]).eval()
     source.load_state_dict(
