@@ -123,6 +123,11 @@ class TrainConfig:
     loss: LossConfig = field(default_factory=LossConfig)
     batch_size: int = 1
     iterations: int = 24300
+    time_budget_minutes: float | None = None
+    """Stop each trained level after this many minutes of training (a leased GPU's time, say): it ends with a
+    checkpoint, validation and weights as after its last step, and a cosine schedule runs over the minutes instead of
+    the steps, so the level still ends at its lowest learning rate. ``iterations`` stays the upper bound. Where the
+    run stops depends on the machine's speed, so two runs are not the same step for step."""
     patch_size: tuple[int, ...] | None = None
     validate_every: int = 1000
     checkpoint_every: int = 200
@@ -175,6 +180,10 @@ class TrainConfig:
             (self.context in CONTEXT_MODES, f"context must be one of {CONTEXT_MODES}"),
             (self.folds >= 2, "folds must be at least 2"),
             (self.batch_size >= 1 and self.iterations >= 1, "batch_size and iterations must be positive"),
+            (
+                self.time_budget_minutes is None or self.time_budget_minutes > 0,
+                "time_budget_minutes must be positive (or null: no budget)",
+            ),
             (self.amp in ("none", "bf16", "fp16"), "amp must be none, bf16 or fp16"),
             (self.finetune_strategy in FINETUNE_STRATEGIES, f"finetune_strategy must be one of {FINETUNE_STRATEGIES}"),
             (

@@ -20,7 +20,7 @@ from FetalHeadSegLib.models.network_config import NetworkConfig
 from FetalHeadSegLib.models.networks import build_network
 from training.config import TrainConfig
 from training.data import CaseArrays
-from training.distributed import DistInfo, barrier, mean_over_ranks
+from training.distributed import DistInfo, any_rank, barrier, mean_over_ranks
 from training.losses import DeepSupervisionLoss
 from training.samples import AugmentedCases, StepSampler
 from training.validation import cascade_multiple, evaluate
@@ -121,7 +121,27 @@ def _keep_frozen_in_eval(network: nn.Module, strategy: str) -> None:
         module.eval()  # frozen normalisation statistics stay fixed too
 
 
-def _lr_lambda(config: TrainConfig) -> Callable[[int], float]:
+@dataclass
+class TrainingClock:
+    """A level's training time, carried across resumed runs, against its budget (``time_budget_minutes``)."""
+
+    budget_s: float | None
+    elapsed_before_s: float = 0.0
+    started: float = field(default_factory=time.perf_counter)
+
+    def elapsed_s(self) -> float:
+        return self.elapsed_before_s + time.perf_counter() - self.started
+
+    def spent_fraction(self) -> float:
+        """Share of the budget used (0 without a budget)."""
+        return 0.0 if self.budget_s is None else min(1.0, self.elapsed_s() / self.budget_s)
+
+    def spent(self) -> bool:
+        return self.budget_s is not None and self.elapsed_s() >= self.budget_s
+
+
+def _lr_lambda(config: TrainConfig, clock: TrainingClock) -> Callable[[int], float]:
+    """Warm-up by steps, then constant or cosine; the cosine's progress is the budget's time where there is one."""
     optim = config.optim
 
     def factor(step: int) -> float:
@@ -129,6 +149,8 @@ def _lr_lambda(config: TrainConfig) -> Callable[[int], float]:
             return (step + 1) / optim.warmup_steps
         if optim.schedule == "cosine":
             progress = (step - optim.warmup_steps) / max(1, config.iterations - optim.warmup_steps)
+            if clock.budget_s is not None:
+                progress = max(progress, clock.spent_fraction())
             return 0.01 + 0.99 * 0.5 * (1.0 + math.cos(math.pi * min(progress, 1.0)))
         return 1.0
 
@@ -153,6 +175,7 @@ class LevelJob:
     network_config: NetworkConfig
     optimizer: torch.optim.Optimizer
     scheduler: torch.optim.lr_scheduler.LambdaLR
+    clock: TrainingClock
     start: int = 0
 
     @property
@@ -191,6 +214,9 @@ def train_level(
     Returns the trained (unwrapped) network on the training device, in eval mode.
     """
     job = start_level(config, level, dist, run_dir, tag, log)
+    if job.clock.budget_s is not None and job.clock.elapsed_before_s >= job.clock.budget_s:  # by an earlier run
+        log(f"[{tag}] its time budget was spent at step {job.start}")
+        return job.network.eval()
     model = wrap_for_training(job)
     loader = build_loader(job, arrays, context, context_draw)
     steps_per_epoch = max(1, len(arrays) // config.batch_size)
@@ -205,10 +231,16 @@ def train_level(
         clock = time.perf_counter()
         meter.compute_s += clock - loaded
         done = step + 1
-        if done % config.log_every == 0 or done == config.iterations:
+        out_of_time = job.clock.budget_s is not None and any_rank(job.clock.spent(), dist.device)
+        last = done == config.iterations or out_of_time
+        if done % config.log_every == 0 or last:
             _log_progress(job, done, offset + 1, meter)
             meter.losses = []
-        _validate_and_checkpoint(job, done, validation)
+        if out_of_time:
+            log(f"[{tag}] time budget of {config.time_budget_minutes} min spent at step {done}")
+        _validate_and_checkpoint(job, done, validation, last)
+        if out_of_time:
+            break
     return job.network.eval()
 
 
@@ -216,6 +248,7 @@ def start_level(config: TrainConfig, level: int, dist: DistInfo, run_dir: Path, 
     """The level's network, Adam and learning-rate schedule, restored from its checkpoint when there is one."""
     device = dist.device
     network = build_level(config, level).to(device)
+    clock = TrainingClock(None if config.time_budget_minutes is None else 60.0 * config.time_budget_minutes)
     optimizer = torch.optim.Adam(
         [p for p in network.parameters() if p.requires_grad],
         lr=config.optim.lr,
@@ -223,9 +256,19 @@ def start_level(config: TrainConfig, level: int, dist: DistInfo, run_dir: Path, 
         eps=config.optim.eps,
         weight_decay=config.optim.weight_decay,
     )
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(config))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(config, clock))
     job = LevelJob(
-        config, level, tag, dist, run_dir, log, network, level_network_config(config, level), optimizer, scheduler
+        config,
+        level,
+        tag,
+        dist,
+        run_dir,
+        log,
+        network,
+        level_network_config(config, level),
+        optimizer,
+        scheduler,
+        clock,
     )
     if job.checkpoint_path.exists():
         state = torch.load(job.checkpoint_path, map_location=device, weights_only=True)
@@ -233,6 +276,7 @@ def start_level(config: TrainConfig, level: int, dist: DistInfo, run_dir: Path, 
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         job.start = int(state["step"])
+        clock.elapsed_before_s = float(state.get("elapsed_s", 0.0))
         log(f"[{tag}] resuming at step {job.start}")
     return job
 
@@ -326,11 +370,11 @@ def _log_progress(job: LevelJob, done: int, steps: int, meter: _Meter) -> None:
 
 
 def _validate_and_checkpoint(
-    job: LevelJob, done: int, validation: tuple[CaseArrays, list[np.ndarray] | None] | None
+    job: LevelJob, done: int, validation: tuple[CaseArrays, list[np.ndarray] | None] | None, last: bool
 ) -> None:
-    """Validate (main process) and save a checkpoint (all processes wait) when their step has come."""
+    """Validate (main process) and save a checkpoint (all processes wait) when their step has come or training
+    ends (``last``)."""
     config = job.config
-    last = done == config.iterations
     if job.dist.is_main and validation is not None and (done % config.validate_every == 0 or last):
         scores = evaluate(
             job.network, job.network_config, validation[0], validation[1], config.task, cascade_multiple(config)
@@ -340,28 +384,22 @@ def _validate_and_checkpoint(
         _keep_frozen_in_eval(job.network, job.frozen_strategy)
     if done % config.checkpoint_every == 0 or last:
         if job.dist.is_main:
-            _save_checkpoint(job.checkpoint_path, job.network, job.optimizer, job.scheduler, done, config, job.level)
+            _save_checkpoint(job, done)
         barrier()
 
 
-def _save_checkpoint(
-    path: Path,
-    network: nn.Module,
-    optimizer: torch.optim.Optimizer,
-    scheduler: Any,
-    step: int,
-    config: TrainConfig,
-    level: int,
-) -> None:
+def _save_checkpoint(job: LevelJob, step: int) -> None:
+    path = job.checkpoint_path
     path.parent.mkdir(parents=True, exist_ok=True)
     staging = path.with_name(f".{path.name}.partial")
     torch.save(
         {
-            "model": network.state_dict(),
-            "optimizer": optimizer.state_dict(),
-            "scheduler": scheduler.state_dict(),
+            "model": job.network.state_dict(),
+            "optimizer": job.optimizer.state_dict(),
+            "scheduler": job.scheduler.state_dict(),
             "step": step,
-            "level": level,
+            "level": job.level,
+            "elapsed_s": job.clock.elapsed_s(),
         },
         staging,
     )

@@ -137,6 +137,17 @@ def run(config: TrainConfig) -> dict[str, dict[str, float]]:
         distributed.teardown()
 
 
+def prepare(config: TrainConfig) -> None:
+    """Build the data caches (``data.cache``) and stop: a run that starts later, on this machine or with the caches
+    copied to another, reads them instead of preparing the cases again."""
+    if not config.data.cache:
+        from FetalHeadSegLib.core.errors import ConfigError
+
+        raise ConfigError("--prepare-only writes the data caches: set data.cache")
+    level_data = _build(config, config.cascade.mode is CascadeMode.ROI, print)
+    print(f"prepared {[len(arrays) for arrays in level_data[0]]} cases per level")
+
+
 def _split(
     config: TrainConfig, arrays: CaseArrays, run_dir: Path | None, log: Callable[[str], None]
 ) -> tuple[CaseArrays, CaseArrays]:
@@ -170,9 +181,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m training.train", description=__doc__)
     parser.add_argument("config", type=Path, help="training config (.json, or .yaml with PyYAML)")
     parser.add_argument("overrides", nargs="*", help="dotted.key=value settings that replace the config's")
-    args = parser.parse_args(argv)
+    parser.add_argument(
+        "--prepare-only", action="store_true", help="build the data caches (data.cache) and stop, without training"
+    )
+    args = parser.parse_intermixed_args(argv)
     try:
-        run(read_config(args.config, args.overrides))
+        config = read_config(args.config, args.overrides)
+        if args.prepare_only:
+            prepare(config)
+        else:
+            run(config)
     except FetalHeadSegError as err:
         print(f"training: error: {err}", file=sys.stderr)
         return 2

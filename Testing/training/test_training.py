@@ -115,6 +115,29 @@ def test_resume_reproduces_the_uninterrupted_run(tmp_path: Path, cache: Path) ->
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
+def test_a_time_budget_ends_training_early_at_the_lowest_learning_rate(
+    tmp_path: Path, cache: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    budgeted = base_config(tmp_path, cache, iterations=40, log_every=40, time_budget_minutes=1e-6)
+    budgeted["optim"] = {"lr": 3e-3, "schedule": "cosine"}
+    run(TrainConfig.from_dict(budgeted))  # the budget (60 microseconds) is spent by the first step
+    checkpoint = torch.load(tmp_path / "checkpoints" / "level0.pt", weights_only=True)
+    assert checkpoint["step"] == 1 and checkpoint["elapsed_s"] > 6e-5
+    assert "time budget of 1e-06 min spent at step 1" in capsys.readouterr().out
+    step, _, lr = (tmp_path / "metrics_level0.csv").read_text().splitlines()[-1].split(",")[:3]
+    assert int(step) == 1 and float(lr) == pytest.approx(0.01 * 3e-3)  # the cosine's end, by time
+    assert "dice" in json.loads((tmp_path / "metrics.json").read_text())["level0"]
+    trained = weights(tmp_path / "level0.pt")
+    run(TrainConfig.from_dict(budgeted))  # resumed: the budget was spent, nothing more is trained
+    assert "its time budget was spent at step 1" in capsys.readouterr().out
+    assert all(torch.equal(trained[k], weights(tmp_path / "level0.pt")[k]) for k in trained)
+    ample = tmp_path / "ample"
+    run(TrainConfig.from_dict(base_config(ample, cache, time_budget_minutes=10.0)))  # iterations still bound it
+    assert torch.load(ample / "checkpoints" / "level0.pt", weights_only=True)["step"] == 8
+    with pytest.raises(ConfigError, match="time_budget_minutes must be positive"):
+        TrainConfig.from_dict(base_config(tmp_path, cache, time_budget_minutes=0))
+
+
 def test_stage_two_consumes_the_context(tmp_path: Path, cache: Path) -> None:
     config = TrainConfig.from_dict(base_config(tmp_path, cache, levels=2, context="kfold", folds=2, iterations=4))
     run(config)
@@ -579,6 +602,42 @@ def test_a_roi_cascade_trains_exports_and_segments(tmp_path: Path) -> None:
         TrainConfig.from_dict(
             {**config, "cascade": {}, "finetune_from": str(bundle.path), "reuse_levels": [2], "batch_size": 1}
         )
+
+
+def test_worker_processes_prepare_the_same_roi_arrays_as_one(tmp_path: Path) -> None:
+    """data.workers: the cases prepared in two spawned processes are those one process prepares, in order."""
+    from training.roi_data import build_level_arrays
+
+    config = roi_config(tmp_path, 40, roi_context={"blobs": 2})
+    config["data"]["cache"] = None
+    threads = os.environ.get("OMP_NUM_THREADS")
+    one = build_level_arrays(TrainConfig.from_dict(config), log=lambda _: None)
+    config["data"]["workers"] = 2
+    two = build_level_arrays(TrainConfig.from_dict(config), log=lambda _: None)
+    for level in range(2):
+        a, b = one[0][level], two[0][level]
+        assert a.case_ids == b.case_ids and a.spacings == b.spacings and len(a) == 6
+        assert all(np.array_equal(x, y) for x, y in zip(a.images + a.labels, b.images + b.labels, strict=True))
+    assert all(np.array_equal(x, y) for x, y in zip(one[1][1], two[1][1], strict=True)) and len(two[1][1]) == 6
+    assert os.environ.get("OMP_NUM_THREADS") == threads  # one thread per worker, the caller's setting restored
+    config["data"]["workers"] = 0
+    with pytest.raises(ConfigError, match="data.workers must be at least 1"):
+        TrainConfig.from_dict(config)
+
+
+def test_prepare_only_writes_the_caches_a_run_then_reads(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from training.train import main
+
+    config_file = tmp_path / "roi.json"
+    config_file.write_text(json.dumps(roi_config(tmp_path, 40)))
+    assert main([str(config_file), "--prepare-only", "data.workers=2"]) == 0
+    assert (tmp_path / "roi.npz").exists() and (tmp_path / "roi.level1.npz").exists()
+    assert not (tmp_path / "run").exists()  # nothing trained
+    assert "prepared [6, 6] cases per level" in capsys.readouterr().out
+    run(read_config(config_file))
+    assert "reading the preprocessed caches" in capsys.readouterr().out
+    assert main([str(config_file), "--prepare-only", "data.cache=null"]) == 2
+    assert capsys.readouterr().err.strip() == ("training: error: --prepare-only writes the data caches: set data.cache")
 
 
 def test_a_widened_level_computes_what_its_one_channel_source_did() -> None:
