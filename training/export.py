@@ -64,6 +64,8 @@ def export(
         "validation_metrics_working_grid": metrics,
         "training": {
             "iterations_per_level": config.iterations,
+            "steps_trained_per_level": _steps_trained(run_dir, config.levels),
+            "time_budget_minutes": config.time_budget_minutes,
             "levels": config.levels,
             "context": config.context,
             "batch_size": config.batch_size,
@@ -91,6 +93,19 @@ def export(
         tta_by_default=tta_by_default,
     )
     return write_bundle(destination, description, states, half_precision=half_precision)
+
+
+def _steps_trained(run_dir: Path, levels: int) -> list[int | None]:
+    """The steps each level was trained for, from its last checkpoint (None: a level taken as it was, or a run
+    without checkpoints); fewer than ``iterations`` where a time budget ended the level."""
+    steps: list[int | None] = []
+    for level in range(levels):
+        checkpoint = run_dir / "checkpoints" / f"level{level}.pt"
+        if checkpoint.exists():
+            steps.append(int(torch.load(checkpoint, map_location="cpu", weights_only=True)["step"]))
+        else:
+            steps.append(None)
+    return steps
 
 
 def main(argv: Sequence[str] | None = None) -> int:

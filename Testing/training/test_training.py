@@ -581,6 +581,7 @@ def test_a_roi_cascade_trains_exports_and_segments(tmp_path: Path) -> None:
     run(train_config)
     bundle = export(tmp_path / "run", tmp_path / "bundle")
     assert bundle.cascade.mode is CascadeMode.ROI and bundle.preprocessing.max_size == 32
+    assert bundle.model_card["training"]["steps_trained_per_level"] == [8, 8]
     case = generate_phantom(PhantomConfig(dimension=2, size=(96, 64)), seed=123)
     result = load_model(bundle.path, "cpu").segment(case.image)
     assert result.labels.shape == case.image.shape
@@ -590,6 +591,10 @@ def test_a_roi_cascade_trains_exports_and_segments(tmp_path: Path) -> None:
     )
     assert not again.reused(0) and again.reused(1)
     run(again)
+    assert export(tmp_path / "again", tmp_path / "again-bundle").model_card["training"]["steps_trained_per_level"] == [
+        8,
+        None,  # level 2 taken from the bundle as it was
+    ]
     kept, shipped = weights(tmp_path / "again" / "level1.pt"), weights(bundle.path / bundle.weight_files[1])
     assert all(torch.equal(kept[k], shipped[k].float()) for k in shipped)
     retrained, first = weights(tmp_path / "again" / "level0.pt"), weights(bundle.path / bundle.weight_files[0])
