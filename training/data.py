@@ -7,12 +7,17 @@ grid: a whole data set fits in tens of MB and can be carried to a remote GPU mac
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import math
+import multiprocessing
+import os
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 
@@ -50,9 +55,9 @@ class DataConfig:
             ``truth``: ``whole`` (default: the whole analytic head) or ``visible`` (the head within the imaged field
             of view: what a network can see, and what an annotator would draw on a cut or cropped volume).
         cache: path of the preprocessed cache; built when missing, reused when present.
-        workers: processes that load, generate and preprocess the cases of a roi cascade before training (a
-            many-core GPU machine builds its phantoms in a fraction of the time); the arrays are the same whatever
-            the number, since every random draw is keyed by the case.
+        workers: processes that load, generate and preprocess the cases before training (a many-core GPU machine
+            builds its phantoms in a fraction of the time); the arrays are the same whatever the number, since every
+            random draw is keyed by the case.
     """
 
     kind: str = "pairs"
@@ -116,6 +121,13 @@ class CaseArrays:
 
     def __len__(self) -> int:
         return len(self.case_ids)
+
+    def append(self, case: Case, image: np.ndarray, label: np.ndarray, spacing: tuple[float, float, float]) -> None:
+        self.case_ids.append(case.case_id)
+        self.subjects.append(case.subject)
+        self.images.append(image)
+        self.labels.append(label)
+        self.spacings.append(spacing)
 
     def subset(self, indices: list[int]) -> CaseArrays:
         return CaseArrays(
@@ -318,14 +330,15 @@ def load_case(case: Case, config: DataConfig, preprocessing: PreprocessingConfig
     return image, label
 
 
-def is_headless_phantom(case: Case, label: Image, log: Any) -> bool:
+def is_headless_phantom(case: Case, label: Image) -> bool:
     """Whether ``case`` is a phantom whose training truth is empty (with ``truth: visible``, a head drawn wholly
-    outside the field of view); such draws are skipped, with a log line. An empty label map of real data is an
-    error of the data set instead (``training.train.check_labels``)."""
-    if case.seed is None or label.array.any():
-        return False
-    log(f"case {case.case_id}: no head within the field of view; skipped")
-    return True
+    outside the field of view); such draws are skipped, with a log line (:func:`headless_message`). An empty label
+    map of real data is an error of the data set instead (``training.train.check_labels``)."""
+    return case.seed is not None and not label.array.any()
+
+
+def headless_message(case: Case) -> str:
+    return f"case {case.case_id}: no head within the field of view; skipped"
 
 
 def preprocess_case(
@@ -347,25 +360,77 @@ def build_arrays(config: DataConfig, preprocessing: PreprocessingConfig, log: An
         return CaseArrays.load(Path(config.cache))
     cases = find_cases(config)
     arrays = CaseArrays([], [], [], [], [])
-    for number, case in enumerate(cases, start=1):
-        try:
-            image, label = load_case(case, config, preprocessing)
-        except FetalHeadSegError as err:
-            raise ConfigError(f"case {case.case_id}: {err}") from err
-        if is_headless_phantom(case, label, log):
-            continue
-        values, labels, spacing = preprocess_case(image, label, preprocessing)
-        arrays.case_ids.append(case.case_id)
-        arrays.subjects.append(case.subject)
-        arrays.images.append(values)
-        arrays.labels.append(labels)
-        arrays.spacings.append((spacing[0], spacing[1], spacing[2]))
+    jobs = [(config, preprocessing, case) for case in cases]
+    for number, (case, prepared) in enumerate(map_cases(_prepare_case, jobs, config.workers), start=1):
+        if prepared is None:
+            log(headless_message(case))
+        else:
+            arrays.append(case, *prepared)
         if number % max(1, len(cases) // 10) == 0:
             log(f"preprocessed {number}/{len(cases)} cases")
     if config.cache:
         arrays.save(Path(config.cache))
         log(f"wrote the preprocessed cache {config.cache} ({Path(config.cache).stat().st_size / 1e6:.1f} MB)")
     return arrays
+
+
+def _prepare_case(
+    job: tuple[DataConfig, PreprocessingConfig, Case],
+) -> tuple[Case, tuple[np.ndarray, np.ndarray, tuple[float, float, float]] | None]:
+    """A case on the working grid (None: a phantom with no head to learn); runs in a worker."""
+    config, preprocessing, case = job
+    try:
+        image, label = load_case(case, config, preprocessing)
+    except FetalHeadSegError as err:
+        raise ConfigError(f"case {case.case_id}: {err}") from err
+    if is_headless_phantom(case, label):
+        return case, None
+    values, labels, spacing = preprocess_case(image, label, preprocessing)
+    return case, (values, labels, (float(spacing[0]), float(spacing[1]), float(spacing[2])))
+
+
+Job = TypeVar("Job")
+Prepared = TypeVar("Prepared")
+THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
+
+
+def map_cases(function: Callable[[Job], Prepared], jobs: Iterable[Job], workers: int) -> Iterator[Prepared]:
+    """``function`` over ``jobs``, results in order: in this process (``workers`` 1) or in that many spawned ones,
+    each computing on one thread (``function`` must be a module-level function, its jobs picklable)."""
+    if workers == 1:
+        yield from map(function, jobs)
+        return
+    with (
+        _one_thread_per_child(),
+        ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"), initializer=_one_thread) as pool,
+    ):
+        yield from pool.map(function, jobs, chunksize=4)
+
+
+@contextlib.contextmanager
+def _one_thread_per_child() -> Iterator[None]:
+    """Processes started within start with one BLAS and OpenMP thread each: numpy's BLAS reads these variables when
+    it loads, before a pool's initializer runs, and N workers with N threads each crowd N cores (on a 16-core GPU
+    machine 60 phantoms took 44 s with the default threads, 19 s with one)."""
+    saved = {name: os.environ.get(name) for name in THREAD_VARIABLES}
+    os.environ.update(dict.fromkeys(THREAD_VARIABLES, "1"))
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+def _one_thread() -> None:
+    """A worker computes on one thread (PyTorch's and ITK's): the workers share the cores."""
+    import SimpleITK as sitk
+    import torch
+
+    torch.set_num_threads(1)
+    sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(1)
 
 
 def fit_to(array: np.ndarray, shape: tuple[int, ...], offset: tuple[int, ...]) -> np.ndarray:

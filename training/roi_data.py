@@ -12,11 +12,7 @@ the image. Every draw is keyed by (seed, level, case), so the arrays are the sam
 
 from __future__ import annotations
 
-import contextlib
-import multiprocessing
-import os
-from collections.abc import Iterator, Sequence
-from concurrent.futures import ProcessPoolExecutor
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +23,16 @@ from FetalHeadSegLib.core.image import Image, make_ijk_to_ras
 from FetalHeadSegLib.inference.preprocessing import PreprocessingConfig, resample_like, to_working_grid, working_spacing
 from FetalHeadSegLib.inference.roi import crop, foreground_box, whole_box
 from training.config import ContextDrawConfig, TrainConfig
-from training.data import Case, CaseArrays, find_cases, is_headless_phantom, load_case, preprocess_case
+from training.data import (
+    Case,
+    CaseArrays,
+    find_cases,
+    headless_message,
+    is_headless_phantom,
+    load_case,
+    map_cases,
+    preprocess_case,
+)
 
 MARGIN_DRAW = (0.5, 1.5)
 """Each side's margin is the bundle's margin times a factor drawn from this range."""
@@ -207,33 +212,16 @@ def build_level_arrays(config: TrainConfig, log: Any = print) -> tuple[list[Case
     arrays = [CaseArrays([], [], [], [], []) for _ in range(config.levels)]
     contexts: list[list[np.ndarray]] = [[] for _ in range(config.levels)]
     jobs = [(config, number, case) for number, case in enumerate(cases, start=1)]
-    with contextlib.ExitStack() as stack:
-        prepared: Iterator[tuple[Case, list[LevelCase] | None]]
-        if config.data.workers > 1:
-            stack.enter_context(_one_thread_per_child())
-            pool = stack.enter_context(
-                ProcessPoolExecutor(
-                    config.data.workers, mp_context=multiprocessing.get_context("spawn"), initializer=_one_thread
-                )
-            )
-            prepared = pool.map(_prepare_case, jobs, chunksize=4)
+    for number, (case, levels) in enumerate(map_cases(_prepare_case, jobs, config.data.workers), start=1):
+        if levels is None:
+            log(headless_message(case))
         else:
-            prepared = map(_prepare_case, jobs)
-        for number, (case, levels) in enumerate(prepared, start=1):
-            if levels is None:
-                log(f"case {case.case_id}: no head within the field of view; skipped")
-            else:
-                for level, (values, labels, spacing, context) in enumerate(levels):
-                    target = arrays[level]
-                    target.case_ids.append(case.case_id)
-                    target.subjects.append(case.subject)
-                    target.images.append(values)
-                    target.labels.append(labels)
-                    target.spacings.append(spacing)
-                    if context is not None:
-                        contexts[level].append(context)
-            if number % max(1, len(cases) // 10) == 0:
-                log(f"preprocessed {number}/{len(cases)} cases for {config.levels} levels")
+            for level, (values, labels, spacing, context) in enumerate(levels):
+                arrays[level].append(case, values, labels, spacing)
+                if context is not None:
+                    contexts[level].append(context)
+        if number % max(1, len(cases) // 10) == 0:
+            log(f"preprocessed {number}/{len(cases)} cases for {config.levels} levels")
     for level, path in enumerate(caches):
         if path is not None:
             arrays[level].save(path)
@@ -246,35 +234,6 @@ LevelCase = tuple[np.ndarray, np.ndarray, tuple[float, float, float], np.ndarray
 """One case on one level: image, label, spacing in mm and (finer levels) context."""
 
 
-@contextlib.contextmanager
-def _one_thread_per_child() -> Iterator[None]:
-    """Processes started within start with one BLAS and OpenMP thread each: numpy's BLAS reads these variables when
-    it loads, before a pool's initializer runs, and N workers with N threads each crowd N cores (on a 16-core GPU
-    machine 60 phantoms took 44 s with the default threads, 19 s with one)."""
-    saved = {name: os.environ.get(name) for name in THREAD_VARIABLES}
-    os.environ.update(dict.fromkeys(THREAD_VARIABLES, "1"))
-    try:
-        yield
-    finally:
-        for name, value in saved.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
-
-
-THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
-
-
-def _one_thread() -> None:
-    """A worker computes on one thread (PyTorch's and ITK's): the workers share the cores."""
-    import SimpleITK as sitk
-    import torch
-
-    torch.set_num_threads(1)
-    sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(1)
-
-
 def _prepare_case(job: tuple[TrainConfig, int, Case]) -> tuple[Case, list[LevelCase] | None]:
     """Case ``number`` of the data on every level (None: a phantom with no head to learn); runs in a worker."""
     config, number, case = job
@@ -283,7 +242,7 @@ def _prepare_case(job: tuple[TrainConfig, int, Case]) -> tuple[Case, list[LevelC
         image, label = load_case(case, config.data, cascade.level_preprocessing[0])
     except FetalHeadSegError as err:
         raise ConfigError(f"case {case.case_id}: {err}") from err
-    if is_headless_phantom(case, label, lambda _message: None):
+    if is_headless_phantom(case, label):
         return case, None
     levels: list[LevelCase] = []
     for level in range(config.levels):

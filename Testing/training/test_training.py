@@ -300,7 +300,7 @@ def test_a_phantom_drawn_without_a_visible_head_is_skipped_but_an_empty_real_lab
     assert all(label.any() for label in arrays.labels)
     image, label = load_case(Case("x", "x", seed=10), data, config.preprocessing)
     real = Case("scan", "subject", Path("scan_image.nii.gz"), Path("scan_label.nii.gz"))
-    assert not is_headless_phantom(real, label.with_array(label.array * 0), lines.append)
+    assert not is_headless_phantom(real, label.with_array(label.array * 0))
 
 
 def test_batches_of_differing_shapes_need_a_patch_size(tmp_path: Path, cache: Path) -> None:
@@ -609,8 +609,11 @@ def test_a_roi_cascade_trains_exports_and_segments(tmp_path: Path) -> None:
         )
 
 
-def test_worker_processes_prepare_the_same_roi_arrays_as_one(tmp_path: Path) -> None:
+def test_worker_processes_prepare_the_same_arrays_as_one(tmp_path: Path) -> None:
     """data.workers: the cases prepared in two spawned processes are those one process prepares, in order."""
+    from dataclasses import replace
+
+    from FetalHeadSegLib.inference.preprocessing import PreprocessingConfig
     from training.roi_data import build_level_arrays
 
     config = roi_config(tmp_path, 40, roi_context={"blobs": 2})
@@ -625,6 +628,10 @@ def test_worker_processes_prepare_the_same_roi_arrays_as_one(tmp_path: Path) -> 
         assert all(np.array_equal(x, y) for x, y in zip(a.images + a.labels, b.images + b.labels, strict=True))
     assert all(np.array_equal(x, y) for x, y in zip(one[1][1], two[1][1], strict=True)) and len(two[1][1]) == 6
     assert os.environ.get("OMP_NUM_THREADS") == threads  # one thread per worker, the caller's setting restored
+    data = DataConfig(kind="phantom", phantom={"dimension": 2, "size": [96, 64], "count": 4, "seed": 20})
+    whole = [build_arrays(replace(data, workers=n), PreprocessingConfig(max_size=48), print) for n in (1, 2)]
+    assert whole[0].case_ids == whole[1].case_ids and len(whole[0]) == 4  # a whole-image level, the same way
+    assert all(np.array_equal(x, y) for x, y in zip(whole[0].images, whole[1].images, strict=True))
     config["data"]["workers"] = 0
     with pytest.raises(ConfigError, match="data.workers must be at least 1"):
         TrainConfig.from_dict(config)
