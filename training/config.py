@@ -124,10 +124,11 @@ class TrainConfig:
     batch_size: int = 1
     iterations: int = 24300
     time_budget_minutes: float | None = None
-    """Stop each trained level after this many minutes of training (a leased GPU's time, say): it ends with a
-    checkpoint, validation and weights as after its last step, and a cosine schedule runs over the minutes instead of
-    the steps, so the level still ends at its lowest learning rate. ``iterations`` stays the upper bound. Where the
-    run stops depends on the machine's speed, so two runs are not the same step for step."""
+    """Stop each trained level (and each fold model of ``context: kfold``) after this many minutes of training (a
+    leased GPU's time, say): it ends with a checkpoint, validation and weights as after its last step, and a cosine
+    schedule runs over the minutes instead of the steps, so the level still ends at its lowest learning rate.
+    ``iterations`` stays the upper bound. Where the run stops depends on the machine's speed, so two runs are not
+    the same step for step."""
     patch_size: tuple[int, ...] | None = None
     validate_every: int = 1000
     checkpoint_every: int = 200
