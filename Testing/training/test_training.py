@@ -649,7 +649,7 @@ def test_prepare_only_writes_the_caches_a_run_then_reads(tmp_path: Path, capsys:
     run(read_config(config_file))
     assert "reading the preprocessed caches" in capsys.readouterr().out
     assert main([str(config_file), "--prepare-only", "data.cache=null"]) == 2
-    assert capsys.readouterr().err.strip() == ("training: error: --prepare-only writes the data caches: set data.cache")
+    assert capsys.readouterr().err.strip() == "training: error: --prepare-only writes the data caches: set data.cache"
 
 
 def test_a_widened_level_computes_what_its_one_channel_source_did() -> None:
