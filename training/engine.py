@@ -372,9 +372,13 @@ def _log_progress(job: LevelJob, done: int, steps: int, meter: _Meter) -> None:
 def _validate_and_checkpoint(
     job: LevelJob, done: int, validation: tuple[CaseArrays, list[np.ndarray] | None] | None, last: bool
 ) -> None:
-    """Validate (main process) and save a checkpoint (all processes wait) when their step has come or training
-    ends (``last``)."""
+    """Save a checkpoint (all processes wait) and validate (main process) when their step has come or training
+    ends (``last``). The checkpoint comes first: a validation that fails loses no training."""
     config = job.config
+    if done % config.checkpoint_every == 0 or last:
+        if job.dist.is_main:
+            _save_checkpoint(job, done)
+        barrier()
     if job.dist.is_main and validation is not None and (done % config.validate_every == 0 or last):
         scores = evaluate(
             job.network, job.network_config, validation[0], validation[1], config.task, cascade_multiple(config)
@@ -382,10 +386,6 @@ def _validate_and_checkpoint(
         job.log(f"[{job.tag}] validation at step {done}: " + ", ".join(f"{k} {v:.4f}" for k, v in scores.items()))
         _append_csv(job.run_dir / f"validation_{job.tag}.csv", {"step": done, **scores})
         _keep_frozen_in_eval(job.network, job.frozen_strategy)
-    if done % config.checkpoint_every == 0 or last:
-        if job.dist.is_main:
-            _save_checkpoint(job, done)
-        barrier()
 
 
 def _save_checkpoint(job: LevelJob, step: int) -> None:

@@ -35,5 +35,9 @@ class ConfigError(FetalHeadSegError):
     """A configuration or command-line option has an invalid value."""
 
 
+class DependencyError(FetalHeadSegError):
+    """An installed library cannot do its part in this combination of versions (the message names the fix)."""
+
+
 class Cancelled(Exception):  # noqa: N818 - an outcome, not an error
     """The caller asked to stop (raised between steps; nothing is written)."""

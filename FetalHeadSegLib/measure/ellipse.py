@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from importlib.metadata import version
 
 import numpy as np
 import numpy.typing as npt
 
-from FetalHeadSegLib.core.errors import InputImageError
+from FetalHeadSegLib.core.errors import DependencyError, InputImageError
 
 
 def ramanujan_perimeter(a: float, b: float) -> float:
@@ -165,7 +166,14 @@ def fit_ellipse(points: npt.ArrayLike) -> Ellipse:
     # Centre and scale the points first: the conic fit is far better conditioned near unit scale.
     offset = xy.mean(axis=0)
     scale = float(np.sqrt(((xy - offset) ** 2).sum(axis=1).mean())) or 1.0
-    model = EllipseModel.from_estimate((xy - offset) / scale)
+    try:
+        model = EllipseModel.from_estimate((xy - offset) / scale)
+    except TypeError as error:  # complex eigenvectors reach an in-place modulo (scikit-image issue #8235)
+        raise DependencyError(
+            f"scikit-image {version('scikit-image')} cannot fit ellipses with numpy {np.__version__}, whose "
+            "linalg.eig returns complex values (scikit-image issue #8235): install numpy<2.5 or a scikit-image "
+            "release with the fix"
+        ) from error
     if not model:
         raise InputImageError("no ellipse fits the mask's border (degenerate or line-like shape)")
     (cx, cy), (ax0, ax1), theta = model.center, model.axis_lengths, float(model.theta)

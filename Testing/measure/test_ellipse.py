@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from FetalHeadSegLib.core.errors import InputImageError
+from FetalHeadSegLib.core.errors import DependencyError, InputImageError
 from FetalHeadSegLib.measure.ellipse import (
     Ellipse,
     exact_perimeter,
@@ -65,6 +65,28 @@ def test_an_empty_or_tiny_mask_cannot_be_fitted() -> None:
         mask_edge_points(np.zeros((10, 10)))
     with pytest.raises(InputImageError, match="at least 5"):
         fit_ellipse([[0, 0], [1, 1], [2, 0]])
+
+
+def test_numpy_2_5s_complex_eigenvectors_give_the_ellipse_or_say_which_versions_clash(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """numpy 2.5 made linalg.eig return complex arrays even for real eigenvalues (its release notes); scikit-image
+    0.26.0's EllipseModel then raises a TypeError (scikit-image issue #8235). A release with the fix fits the ellipse;
+    one without it must name the clash, never leak the TypeError."""
+    real_eig = np.linalg.eig
+
+    def eig_as_numpy_2_5(matrix: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        values, vectors = real_eig(matrix)
+        return values.astype(np.complex128), vectors.astype(np.complex128)
+
+    monkeypatch.setattr(np.linalg, "eig", eig_as_numpy_2_5)
+    truth = Ellipse((12.0, -4.0), 45.0, 31.0, 0.7)
+    try:
+        fitted = fit_ellipse(truth.points(200))
+    except DependencyError as error:
+        assert "numpy<2.5" in str(error) and "scikit-image" in str(error)
+    else:
+        assert (fitted.semi_major, fitted.semi_minor) == pytest.approx((45.0, 31.0), abs=1e-6)
 
 
 def test_line_exit_distance_crosses_the_far_side() -> None:

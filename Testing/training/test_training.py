@@ -21,6 +21,7 @@ from FetalHeadSegLib.core.io import read_image
 from FetalHeadSegLib.core.samples import get_sample
 from FetalHeadSegLib.inference.engine import load_model
 from FetalHeadSegLib.models.bundle import read_bundle
+from training import engine
 from training.config import TrainConfig, read_config
 from training.data import DataConfig, build_arrays, phantom_config, split_by_subject, split_case_ids
 from training.engine import frozen_modules
@@ -136,6 +137,21 @@ def test_a_time_budget_ends_training_early_at_the_lowest_learning_rate(
     assert torch.load(ample / "checkpoints" / "level0.pt", weights_only=True)["step"] == 8
     with pytest.raises(ConfigError, match="time_budget_minutes must be positive"):
         TrainConfig.from_dict(base_config(tmp_path, cache, time_budget_minutes=0))
+
+
+def test_a_validation_that_fails_loses_no_training(
+    tmp_path: Path, cache: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The last step's checkpoint is written before its validation runs, so a failing validation (a library
+    that breaks on the training machine, say) costs no training: the resumed run goes straight on."""
+
+    def failing_evaluate(*args: object, **kwargs: object) -> dict[str, float]:
+        raise RuntimeError("validation broke")
+
+    monkeypatch.setattr(engine, "evaluate", failing_evaluate)
+    with pytest.raises(RuntimeError, match="validation broke"):
+        run(TrainConfig.from_dict(base_config(tmp_path, cache, iterations=6, checkpoint_every=1000)))
+    assert torch.load(tmp_path / "checkpoints" / "level0.pt", weights_only=True)["step"] == 6
 
 
 def test_stage_two_consumes_the_context(tmp_path: Path, cache: Path) -> None:
