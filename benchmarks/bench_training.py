@@ -2,8 +2,11 @@
 
 Run on a GPU: ``python benchmarks/bench_training.py --device cuda --size 128 --batch 2``. Reports volumes/s and
 achieved TFLOP/s for eager fp32 and bf16 autocast (``--compile`` adds torch.compile), and how many augmented
-samples per second one CPU worker prepares, so the data pipeline can be sized to keep the GPU busy.
-On a CPU it runs the same measurement at a small size (``--size 32``).
+samples per second one CPU worker prepares, so the data pipeline can be sized to keep the GPU busy; then the same for
+a roi cascade's level 2 (two channels, a fresh context per sample as ``roi_context.redraw`` draws it, with the GPU
+configuration's context settings), and how many contexts per second one worker draws from the labels alone (two
+distance transforms each) and from the signed distance ``ContextRedraw`` keeps per case.
+On a CPU it runs the same measurement at a small size (``--size 32``; ``--context-size 80`` is level 2's grid).
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -19,10 +23,14 @@ from torch.utils.flop_counter import FlopCounterMode
 from FetalHeadSegLib.models.network_config import SEED_USEGNET_DS
 from FetalHeadSegLib.models.networks import build_network
 from training.augment import AugmentConfig
+from training.config import read_config
 from training.data import CaseArrays
 from training.engine import target_factors
 from training.losses import DeepSupervisionLoss
+from training.roi_data import ContextRedraw, coarse_context, draw_misplacement
 from training.samples import AugmentedCases
+
+GPU_CONFIG = Path(__file__).resolve().parents[1] / "training" / "configs" / "fetal-head-3d-cascade-gpu.json"
 
 
 def step_time(device: torch.device, size: int, batch: int, precision: str, compiled: bool, steps: int) -> tuple:
@@ -78,6 +86,38 @@ def pipeline_rate(size: int, samples: int = 10) -> float:
     return samples / (time.perf_counter() - start)
 
 
+def context_rates(size: int, draws: int = 10) -> tuple[float, float, float]:
+    """Level 2 with fresh contexts: contexts per second drawn from the labels alone and from the stored signed
+    distance, and whole augmented two-channel samples per second (a head-sized ball in a ``size``^3 crop, 0.8 mm
+    voxels, a 2.5 mm coarse grid)."""
+    config = read_config(GPU_CONFIG)
+    rng = np.random.default_rng(0)
+    centre = (size - 1) / 2.0
+    radius = np.sqrt(((np.indices((size,) * 3) - centre) ** 2).sum(axis=0))
+    head = (radius <= 0.35 * size).astype(np.uint8)
+    spacing_mm = (0.8, 0.8, 0.8)
+    crops = CaseArrays(["a"], ["a"], [rng.integers(0, 255, head.shape, dtype=np.uint8)], [head], [spacing_mm])
+    coarse = CaseArrays(["a"], ["a"], [head], [head], [(2.5, 2.5, 2.5)])
+    redraw = ContextRedraw(crops, coarse, config.roi_context)
+    start = time.perf_counter()
+    for draw in range(draws):
+        draw_rng = np.random.default_rng(draw)
+        offset_mm, radii_mm = draw_misplacement(redraw.head_radius_mm[0], 2.5, draw_rng, config.roi_context)
+        coarse_context(head > 0, spacing_mm, 2.5, offset_mm, draw_rng, config.roi_context, radii_mm)
+    from_labels = draws / (time.perf_counter() - start)
+    start = time.perf_counter()
+    for draw in range(draws):
+        redraw(0, np.random.default_rng(draw))
+    stored = draws / (time.perf_counter() - start)
+    dataset = AugmentedCases(
+        crops, None, AugmentConfig(), 0, 1, target_factors(SEED_USEGNET_DS), 8, (64, 64, 64), context_draw=redraw
+    )
+    start = time.perf_counter()
+    for step in range(draws):
+        dataset[(step, 0)]
+    return from_labels, stored, draws / (time.perf_counter() - start)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -85,6 +125,7 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=2)
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--compile", action="store_true")
+    parser.add_argument("--context-size", type=int, default=80, help="level 2's crop for the context rates")
     args = parser.parse_args()
     device = torch.device(args.device)
     modes = [("fp32", False), ("bf16", False)] + ([("bf16", True)] if args.compile else [])
@@ -102,6 +143,12 @@ def main() -> None:
         )
     rate = pipeline_rate(args.size)
     print(f"data pipeline: {rate:.2f} augmented {args.size}^3 samples/s per CPU worker")
+    from_labels, stored, samples = context_rates(args.context_size)
+    print(
+        f"level 2 contexts ({args.context_size}^3 crop): {from_labels:.2f}/s drawn from the labels, "
+        f"{stored:.2f}/s from the stored signed distance; "
+        f"{samples:.2f} augmented two-channel 64^3 samples/s per CPU worker"
+    )
 
 
 if __name__ == "__main__":

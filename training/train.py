@@ -95,8 +95,8 @@ def run(config: TrainConfig) -> dict[str, dict[str, float]]:
                 coarse = train
                 train, train_context = select(level_arrays, level_contexts, train.case_ids)
                 validation, val_context = select(level_arrays, level_contexts, validation.case_ids)
-                if config.roi_context.redraw:
-                    context_draw = ContextRedraw(train, coarse, config.roi_context)
+                if config.roi_context.redraw and not config.reused(level):
+                    context_draw = ContextRedraw(train, coarse, config.roi_context, config.data.workers)
             elif level > 0:
                 assert network is not None
                 train_context = context_maps(config, level, train, train_context, network, dist, run_dir, log)

@@ -520,6 +520,36 @@ def test_redrawn_contexts_follow_the_true_head_at_the_coarse_step_and_change_wit
     assert np.abs(first.astype(int) - other.astype(int)).max() > 50
 
 
+def test_a_redraw_from_the_stored_signed_distance_is_the_draw_from_the_labels() -> None:
+    """ContextRedraw keeps each case's signed distance (float16, computed once, in worker processes as in one)
+    instead of two distance transforms per draw: the contexts it draws are those drawn from the labels alone, to
+    within a level of 255, and the stored distance is a ball's, to within a voxel."""
+    from training.config import ContextDrawConfig
+    from training.data import CaseArrays
+    from training.roi_data import ContextRedraw, coarse_context, draw_misplacement
+
+    spacing = (0.5, 0.5, 0.75)
+    grid = np.indices((40, 40, 28)).astype(np.float64) * np.reshape(spacing, (3, 1, 1, 1))
+    distance_mm = np.sqrt(((grid - np.reshape((10.0, 10.0, 10.5), (3, 1, 1, 1))) ** 2).sum(axis=0))
+    ball = (distance_mm <= 6.0).astype(np.uint8)
+    crops = CaseArrays(["a", "b"], ["a", "b"], [ball * 200, ball * 200], [ball, ball], [spacing] * 2)
+    coarse = CaseArrays(["a", "b"], ["a", "b"], [ball, ball], [ball, ball], [(2.0, 2.0, 2.0)] * 2)
+    draw = ContextDrawConfig(offset=(-2.0, 2.0), wave=(0.0, 2.0), blobs=2, attached_blobs=1, cut=0.5)
+    redraw = ContextRedraw(crops, coarse, draw)
+    near_border = np.abs(distance_mm - 6.0) < 3.0
+    error_mm = np.abs(redraw.signed_mm[0][near_border] - (distance_mm - 6.0)[near_border])
+    assert error_mm.max() <= max(spacing)  # voxel centres to voxel centres: within a voxel of the sphere
+    for seed in range(4):
+        stored = redraw(0, np.random.default_rng(seed)).astype(int)
+        rng = np.random.default_rng(seed)
+        offset_mm, radii_mm = draw_misplacement(redraw.head_radius_mm[0], 2.0, rng, draw)
+        fresh = coarse_context(ball > 0, spacing, 2.0, offset_mm, rng, draw, radii_mm)
+        assert np.abs(stored - np.rint(fresh * 255).astype(int)).max() <= 1
+    in_workers = ContextRedraw(crops, coarse, draw, workers=2)
+    for mine, theirs in zip(redraw.signed_mm, in_workers.signed_mm, strict=True):
+        np.testing.assert_array_equal(mine, theirs)
+
+
 def test_a_training_sample_gets_a_fresh_context_for_every_step_and_the_same_one_on_resume() -> None:
     """AugmentedCases with a context drawer: the context channel differs between steps for the same case and is
     the same for the same (step, slot), as a resumed run needs."""
