@@ -99,7 +99,7 @@ class ContextRedraw:
         step_mm = self.coarse_step_mm[index]
         offset_mm, radii_mm = draw_misplacement(self.head_radius_mm[index], step_mm, rng, self.draw)
         head, spacing_mm = self.crops.labels[index] > 0, self.crops.spacings[index]
-        signed_mm = self.signed_mm[index].astype(np.float64)
+        signed_mm = self.signed_mm[index]  # float16: the draw's float64 arithmetic promotes it
         context = coarse_context(head, spacing_mm, step_mm, offset_mm, rng, self.draw, radii_mm, signed_mm)
         return np.rint(context * 255).astype(np.uint8)
 
@@ -107,11 +107,7 @@ class ContextRedraw:
 def _stored_signed_distance(job: tuple[np.ndarray, tuple[float, float, float]]) -> np.ndarray:
     """A crop's head signed distance (mm, float16) as :func:`coarse_context` reads it; runs in a worker."""
     labels, spacing_mm = job
-    head = labels > 0
-    planar = head.shape[2] == 1
-    mask = head[:, :, 0] if planar else head
-    sampling = np.asarray(spacing_mm[:2] if planar else spacing_mm, dtype=np.float64)
-    return signed_distance_mm(mask, sampling).astype(np.float16)
+    return signed_distance_mm(*_in_plane(labels > 0, spacing_mm)).astype(np.float16)
 
 
 def draw_misplacement(
@@ -159,8 +155,7 @@ def coarse_context(
 
     draw = draw or ContextDrawConfig()
     planar = foreground.shape[2] == 1
-    sampling = np.asarray(spacing_mm[:2] if planar else spacing_mm, dtype=np.float64)
-    mask = foreground[:, :, 0] if planar else foreground
+    mask, sampling = _in_plane(foreground, spacing_mm)
     if not mask.any():
         return np.zeros(foreground.shape, np.float32)
     if signed_mm is None:
@@ -186,6 +181,13 @@ def coarse_context(
         probability *= rng.uniform(0.0, 0.3)
     out = np.clip(probability, 0.0, 1.0).astype(np.float32)
     return out[:, :, np.newaxis] if planar else out
+
+
+def _in_plane(foreground: np.ndarray, spacing_mm: tuple[float, ...]) -> tuple[np.ndarray, np.ndarray]:
+    """The mask and its voxel size in mm, in-plane for a 2D image (one slice)."""
+    if foreground.shape[2] == 1:
+        return foreground[:, :, 0], np.asarray(spacing_mm[:2], dtype=np.float64)
+    return foreground, np.asarray(spacing_mm, dtype=np.float64)
 
 
 def signed_distance_mm(mask: np.ndarray, sampling: np.ndarray) -> np.ndarray:
