@@ -15,6 +15,11 @@ from FetalHeadSegLib.core.errors import InputImageError
 from FetalHeadSegLib.core.image import Image, make_ijk_to_ras
 
 MIN_SPACING_MM, MAX_SPACING_MM = 0.005, 20.0
+MAX_LABEL_VALUES = 8
+"""An image with this many distinct values or fewer is a label map or a mask (a phantom's ``_labels`` or ``_head``
+file, an HC18 ``_Annotation.png``), not ultrasound, whose speckle gives it hundreds."""
+_VALUE_SAMPLE = 1_000_000
+"""How many voxels, evenly strided, decide that an image has more distinct values than a label map."""
 """Voxel sizes outside this range are taken for a header error rather than an ultrasound image."""
 
 
@@ -75,6 +80,32 @@ def check_image(image: Image, source: str = "the image") -> None:
         raise InputImageError(f"{source}: holds NaN or infinite values")
     if values.min() == values.max():
         raise InputImageError(f"{source}: every voxel has the same value ({values.min()}): nothing to segment")
+    distinct = few_distinct_values(values, MAX_LABEL_VALUES)
+    if distinct is not None:
+        shown = ", ".join(f"{value:g}" for value in distinct)
+        raise InputImageError(
+            f"{source}: holds only {distinct.size} distinct values ({shown}): "
+            "a label map or mask, not an ultrasound image"
+        )
+
+
+def few_distinct_values(values: np.ndarray, limit: int) -> np.ndarray | None:
+    """The sorted distinct values of ``values`` when there are at most ``limit`` of them, else None.
+
+    An evenly strided sample of :data:`_VALUE_SAMPLE` voxels settles an ultrasound image in milliseconds; only
+    an image whose sample has few values is read whole.
+
+    Example:
+        >>> few_distinct_values(np.array([0, 2, 2, 0, 1]), 8)
+        array([0, 1, 2])
+        >>> few_distinct_values(np.arange(100), 8) is None
+        True
+    """
+    flat = values.reshape(-1)
+    if np.unique(flat[:: max(1, flat.size // _VALUE_SAMPLE)]).size > limit:
+        return None
+    distinct = np.unique(flat)
+    return distinct if distinct.size <= limit else None
 
 
 def working_spacing(image: Image, config: PreprocessingConfig) -> tuple[float, float, float] | None:

@@ -14,6 +14,7 @@ import slicerio
 from FetalHeadSegLib.cli import main
 from FetalHeadSegLib.core.image import Image, make_ijk_to_ras
 from FetalHeadSegLib.core.io import read_image, write_image
+from FetalHeadSegLib.core.samples import get_sample
 from FetalHeadSegLib.phantom import PhantomConfig, generate_phantom
 
 from tiny_models import make_tiny_bundle
@@ -135,7 +136,7 @@ def test_damaged_model_is_refused_and_nothing_written(workspace: dict[str, Path]
 
 
 @pytest.mark.parametrize(
-    "case", ["missing", "constant", "4d", "nan spacing", "unknown model", "bad device", "bad threads"]
+    "case", ["missing", "constant", "label map", "4d", "nan spacing", "unknown model", "bad device", "bad threads"]
 )
 def test_bad_inputs_exit_2_with_one_line(
     workspace: dict[str, Path], tmp_path: Path, capsys, case: str, monkeypatch: pytest.MonkeyPatch
@@ -150,6 +151,7 @@ def test_bad_inputs_exit_2_with_one_line(
     arguments, words = {
         "missing": ([str(tmp_path / "none.nii.gz"), *model], "no such file"),
         "constant": ([str(constant), *model], "same value"),
+        "label map": ([str(get_sample("phantom3d_s000001").annotation_path), *model], "a label map or mask"),
         "4d": ([str(tmp_path / "4d.nii.gz"), *model], "4D"),
         "nan spacing": ([str(workspace["volume"]), "--spacing", "nan", *model], "spacing"),
         "unknown model": ([str(workspace["volume"]), "--model", "no-such-model"], "no model 'no-such-model'"),

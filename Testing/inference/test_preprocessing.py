@@ -85,6 +85,36 @@ def test_unsegmentable_images_are_refused(array: np.ndarray, spacing: tuple, wor
         check_image(Image(array, make_ijk_to_ras(spacing)), "scan.nii.gz")
 
 
+@pytest.mark.parametrize("name", ["hc18_207_HC", "psfhs_03744", "phantom3d_s000001"])
+def test_a_bundled_samples_annotation_is_refused_as_a_label_map_and_its_image_is_not(name: str) -> None:
+    """Each bundled sample's expert or exact annotation (an HC18 outline of 0 and 255, PSFHS classes 0-2, a
+    phantom's head mask) is refused with its file named and its values listed; the ultrasound beside it has
+    hundreds of values and passes."""
+    from FetalHeadSegLib.core.io import read_image
+    from FetalHeadSegLib.core.samples import get_sample
+
+    sample = get_sample(name)
+    assert sample.annotation_path is not None
+    pixel_mm = 0.2 if name.startswith("hc18") else None  # HC18 PNGs carry no pixel size
+    annotation = read_image(sample.annotation_path, spacing_mm=pixel_mm)
+    values = ", ".join(f"{v:g}" for v in np.unique(annotation.array))
+    words = rf"{sample.annotation_path.name}: holds only \d distinct values \({values}\)"
+    with pytest.raises(InputImageError, match=words):
+        check_image(annotation, sample.annotation_path.name)
+    check_image(read_image(sample.image_path, spacing_mm=pixel_mm), name)
+
+
+def test_an_image_whose_strided_sample_looks_like_a_label_map_is_read_whole() -> None:
+    """The sample takes every other voxel of a 2.1-million-voxel image; values only on the others are found by
+    the whole read, so a mostly black image with a little signal is not refused."""
+    array = np.zeros((128, 128, 128), np.uint8)
+    array.reshape(-1)[1:40:2] = np.arange(1, 21, dtype=np.uint8)
+    check_image(Image(array, make_ijk_to_ras((0.5, 0.5, 0.5))), "dark.nii.gz")
+    array.reshape(-1)[1:40:2] = 7
+    with pytest.raises(InputImageError, match=r"dark.nii.gz: holds only 2 distinct values \(0, 7\)"):
+        check_image(Image(array, make_ijk_to_ras((0.5, 0.5, 0.5))), "dark.nii.gz")
+
+
 @pytest.mark.parametrize(
     ("shape", "spacing_mm"),
     [((58, 48, 33), (0.9, 1.1, 1.6)), ((61, 40, 1), (0.3, 0.3, 1.0))],  # 47.45 -> 47, 31.48 -> 31 voxels
