@@ -187,6 +187,12 @@ def generate_phantom(config: PhantomConfig, seed: int) -> Phantom:
     shallowest = walls.total_mm + rng.uniform(6.0, 25.0) + support
     deepest = max(shallowest, extent[1] - support - 4.0)
     depth = float(np.clip(rng.uniform(0.45, 0.62) * extent[1], shallowest, deepest))
+    room = float(extent[1] - probe.skin_center[1])
+    if depth > room:
+        # A grid too shallow for the maternal walls and the head: the head's centre would lie below the volume.
+        # Squeeze the walls instead (the head, painted last, keeps its shape), as the randomised generator does;
+        # a grid with room keeps its draw.
+        depth = 0.65 * room
     lateral = rng.uniform(-0.08, 0.08) * extent[0]
     elevation = rng.uniform(-0.05, 0.05) * extent[2] if volume else rng.normal(0.0, 1.0)
     head_center = probe.skin_center + depth * depth_axis + lateral * probe.axes[:, 0] + elevation * probe.axes[:, 2]

@@ -200,6 +200,21 @@ def test_head_fills_the_drawn_fraction_of_the_lateral_field_of_view(fill: tuple[
         assert fill[0] - 1e-9 <= truth["ofd_mm"] / lateral_extent_mm <= fill[1] + 1e-9
 
 
+@pytest.mark.parametrize("seed", [1, 4])
+def test_a_grid_too_shallow_for_walls_and_head_keeps_the_head_in_view(seed: int) -> None:
+    """A 50 mm deep grid at 16 weeks: the maternal walls (20-35 mm) and the head (OFD 47 mm) do not both fit in
+    depth. The walls give way, and nearly all of the head is imaged (before, the head's centre was drawn below the
+    volume and none of it was imaged with these seeds); the mask stays the exact analytic head."""
+    from FetalHeadSegLib.phantom.fit import head_fit
+
+    config = PhantomConfig(dimension=3, size=(100, 100, 35), spacing_mm=(0.5, 0.5, 1.5), ga_weeks=16.0)
+    case = generate_phantom(config, seed)
+    fit = head_fit(case.head_mask, case.field_of_view.array != 0, case.truth, is_2d=False)
+    assert fit["head_imaged_fraction"] > 0.95
+    voxel_ml = 0.5 * 0.5 * 1.5 / 1000.0
+    assert int((case.head_mask.array != 0).sum()) * voxel_ml == pytest.approx(case.truth["head_volume_ml"], rel=0.03)
+
+
 def test_elevation_voxels_follow_the_drawn_ratio() -> None:
     config = PhantomConfig(dimension=3, size=(64, 64, 96), elevation_ratio_range=(1.6, 1.7))
     spacing = generate_phantom(config, 3).truth["spacing_mm"]
