@@ -15,12 +15,12 @@ from FetalHeadSegLib.core.errors import InputImageError
 from FetalHeadSegLib.core.image import Image, make_ijk_to_ras
 
 MIN_SPACING_MM, MAX_SPACING_MM = 0.005, 20.0
+"""Voxel sizes outside this range are taken for a header error rather than an ultrasound image."""
 MAX_LABEL_VALUES = 8
 """An image with this many distinct values or fewer is a label map or a mask (a phantom's ``_labels`` or ``_head``
 file, an HC18 ``_Annotation.png``), not ultrasound, whose speckle gives it hundreds."""
 _VALUE_SAMPLE = 1_000_000
 """How many voxels, evenly strided, decide that an image has more distinct values than a label map."""
-"""Voxel sizes outside this range are taken for a header error rather than an ultrasound image."""
 
 
 @dataclass(frozen=True)
