@@ -337,6 +337,21 @@ def is_headless_phantom(case: Case, label: Image) -> bool:
     return case.seed is not None and not label.array.any()
 
 
+def load_trainable_case(
+    case: Case, config: DataConfig, preprocessing: PreprocessingConfig
+) -> tuple[Image, Image] | None:
+    """:func:`load_case`, or None for a phantom with no head to learn (:func:`is_headless_phantom`).
+
+    Raises:
+        ConfigError: the case cannot be loaded (naming it).
+    """
+    try:
+        image, label = load_case(case, config, preprocessing)
+    except FetalHeadSegError as err:
+        raise ConfigError(f"case {case.case_id}: {err}") from err
+    return None if is_headless_phantom(case, label) else (image, label)
+
+
 def headless_message(case: Case) -> str:
     return f"case {case.case_id}: no head within the field of view; skipped"
 
@@ -379,13 +394,10 @@ def _prepare_case(
 ) -> tuple[Case, tuple[np.ndarray, np.ndarray, tuple[float, float, float]] | None]:
     """A case on the working grid (None: a phantom with no head to learn); runs in a worker."""
     config, preprocessing, case = job
-    try:
-        image, label = load_case(case, config, preprocessing)
-    except FetalHeadSegError as err:
-        raise ConfigError(f"case {case.case_id}: {err}") from err
-    if is_headless_phantom(case, label):
+    loaded = load_trainable_case(case, config, preprocessing)
+    if loaded is None:
         return case, None
-    values, labels, spacing = preprocess_case(image, label, preprocessing)
+    values, labels, spacing = preprocess_case(*loaded, preprocessing)
     return case, (values, labels, (float(spacing[0]), float(spacing[1]), float(spacing[2])))
 
 

@@ -18,7 +18,6 @@ from typing import Any
 
 import numpy as np
 
-from FetalHeadSegLib.core.errors import ConfigError, FetalHeadSegError
 from FetalHeadSegLib.core.image import Image, make_ijk_to_ras
 from FetalHeadSegLib.inference.preprocessing import PreprocessingConfig, resample_like, to_working_grid, working_spacing
 from FetalHeadSegLib.inference.roi import crop, foreground_box, whole_box
@@ -28,8 +27,7 @@ from training.data import (
     CaseArrays,
     find_cases,
     headless_message,
-    is_headless_phantom,
-    load_case,
+    load_trainable_case,
     map_cases,
     preprocess_case,
 )
@@ -270,12 +268,10 @@ def _prepare_case(job: tuple[TrainConfig, int, Case]) -> tuple[Case, list[LevelC
     """Case ``number`` of the data on every level (None: a phantom with no head to learn); runs in a worker."""
     config, number, case = job
     cascade = config.cascade
-    try:
-        image, label = load_case(case, config.data, cascade.level_preprocessing[0])
-    except FetalHeadSegError as err:
-        raise ConfigError(f"case {case.case_id}: {err}") from err
-    if is_headless_phantom(case, label):
+    loaded = load_trainable_case(case, config.data, cascade.level_preprocessing[0])
+    if loaded is None:
         return case, None
+    image, label = loaded
     levels: list[LevelCase] = []
     for level in range(config.levels):
         context = None

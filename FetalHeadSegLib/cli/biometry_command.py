@@ -125,6 +125,7 @@ def _read_mask(args: argparse.Namespace) -> tuple[Any, Any]:
     """
     from FetalHeadSegLib.core.io import read_image_frames
     from FetalHeadSegLib.core.spacing import SpacingSource, apply_spacing, choose_spacing
+    from FetalHeadSegLib.inference.preprocessing import few_distinct_values
 
     read = read_image_frames(args.mask)
     if len(read.frames) > 1:
@@ -141,12 +142,11 @@ def _read_mask(args: argparse.Namespace) -> tuple[Any, Any]:
     if choice.spacing_mm is not None:
         labels = apply_spacing(labels, choice.spacing_mm)
     values = labels.array
-    distinct = np.unique(values)
-    if (np.issubdtype(values.dtype, np.floating) and not np.all(distinct == np.round(distinct))) or (
-        distinct.size > MAX_LABELS
-    ):
+    distinct = few_distinct_values(values, MAX_LABELS)
+    if distinct is None or not np.all(distinct == np.round(distinct)):
+        count = f"more than {MAX_LABELS}" if distinct is None else str(distinct.size)
         raise InputImageError(
-            f"{args.mask}: holds {distinct.size} different values: an image, not a segmentation; give a head "
+            f"{args.mask}: holds {count} different values: an image, not a segmentation; give a head "
             "mask or a label map (--label N picks one label)"
         )
     return labels, choice
