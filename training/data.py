@@ -52,6 +52,11 @@ class DataConfig:
             ``factors`` (fixed or narrowed randomisation factors) as in :class:`FetalHeadSegLib.phantom.PhantomConfig`;
             ``classic_fraction``: with ``appearance`` randomised, this share of the seeds (drawn per seed) keeps the
             classic appearance instead, so a model learns the randomised world without forgetting the classic one;
+            ``joint``: ``{"fraction": f, "families": [...], "ends": e}``: this share of the randomised seeds (drawn
+            per seed) moves the numeric factors of one of the named families (drawn per seed) together, at a point
+            within the outer ``e`` of the family's shared axis at either end
+            (:func:`FetalHeadSegLib.phantom.appearance.joint_family_factors`): the family's corners (every gain knob
+            dark at once), which independent draws almost never reach;
             ``truth``: ``whole`` (default: the whole analytic head) or ``visible`` (the head within the imaged field
             of view: what a network can see, and what an annotator would draw on a cut or cropped volume).
         cache: path of the preprocessed cache; built when missing, reused when present.
@@ -270,6 +275,8 @@ def split_case_ids(config: DataConfig) -> tuple[list[str], list[str]]:
 
 CLASSIC_STREAM = 0xC1A55
 """Random stream of the per-seed classic-or-randomised draw (``phantom.classic_fraction``)."""
+JOINT_STREAM = 0x10147
+"""Random stream of the per-seed joint draw of one factor family (``phantom.joint``)."""
 
 
 def phantom_config(settings: dict[str, Any], seed: int) -> PhantomConfig:
@@ -291,10 +298,36 @@ def phantom_config(settings: dict[str, Any], seed: int) -> PhantomConfig:
     if classic_fraction and np.random.default_rng([seed, CLASSIC_STREAM]).random() < classic_fraction:
         record["appearance"] = "classic"
         record.pop("factors", None)
+    elif settings.get("joint") and record.get("appearance") == "randomised":
+        record["factors"] = {**record.get("factors", {}), **_joint_draw(settings["joint"], record.get("factors"), seed)}
     try:
         return PhantomConfig.from_dict(record)
     except (ValueError, TypeError, IndexError) as err:
         raise ConfigError(f"invalid data.phantom settings: {err}") from err
+
+
+def _joint_draw(joint: dict[str, Any], factors: dict[str, Any] | None, seed: int) -> dict[str, Any]:
+    """The fixed factors of the seed's joint family draw under ``phantom.joint`` (empty when it draws none)."""
+    from FetalHeadSegLib.phantom.appearance import joint_family_factors
+
+    fraction, families, ends = (
+        float(joint.get("fraction", 0.0)),
+        list(joint.get("families", [])),
+        joint.get("ends", 0.5),
+    )
+    if not 0.0 <= fraction <= 1.0 or not families or not 0.0 < float(ends) <= 0.5:
+        raise ConfigError(
+            "data.phantom.joint needs fraction within 0-1, a non-empty list of families and ends within (0, 0.5], "
+            f"got {joint}"
+        )
+    rng = np.random.default_rng([seed, JOINT_STREAM])
+    drawn, family, u = rng.random(), families[int(rng.integers(len(families)))], float(ends) * rng.random()
+    if drawn >= fraction:
+        return {}
+    try:
+        return joint_family_factors(family, u if rng.random() < 0.5 else 1.0 - u, factors)
+    except ValueError as err:
+        raise ConfigError(f"invalid data.phantom.joint: {err}") from err
 
 
 def load_case(case: Case, config: DataConfig, preprocessing: PreprocessingConfig) -> tuple[Image, Image]:

@@ -21,6 +21,7 @@ from FetalHeadSegLib.phantom.appearance import (
     FAMILIES,
     SPACING_LIMITS_MM,
     draw_factors,
+    joint_family_factors,
     nominal_factors,
 )
 from FetalHeadSegLib.phantom.randomised import randomised_spacing
@@ -148,6 +149,25 @@ def test_dropout_darkens_the_lost_beams() -> None:
 def test_display_settings_brighten_the_volume(factor: str, low: float, high: float) -> None:
     imaged = region(case(), *Tissue)
     assert mean_in(case(**{factor: low}), imaged) < mean_in(case(**{factor: high}), imaged) - 5
+
+
+def test_a_joint_draw_moves_a_family_together_along_its_axis() -> None:
+    darkest, brightest = joint_family_factors("gain", 0.0), joint_family_factors("gain", 1.0)
+    assert darkest == pytest.approx(
+        {"gain_db": -8.0, "tgc_error_db_per_cm": -1.2, "dynamic_range_db": 40.0, "gamma": 1.7}
+    )
+    assert brightest == pytest.approx(
+        {"gain_db": 10.0, "tgc_error_db_per_cm": 1.2, "dynamic_range_db": 72.0, "gamma": 0.6}
+    )
+    imaged = region(case(), *Tissue)
+    assert mean_in(case(**darkest), imaged) < mean_in(case(**brightest), imaged) - 20
+    narrowed = joint_family_factors("noise", 0.5, {"noise_db": [-75.0, -35.0]})
+    assert narrowed == pytest.approx({"noise_db": -55.0, "reverberation_db": -19.0})
+    assert set(joint_family_factors("field_of_view", 0.3, {"crop_fraction": 1.0})) == {"fov_angle_scale"}
+    with pytest.raises(ValueError, match="unknown factor family"):
+        joint_family_factors("gains", 0.2)
+    with pytest.raises(ValueError, match="u must lie"):
+        joint_family_factors("gain", 1.5)
 
 
 def test_noise_fills_the_fluid() -> None:

@@ -360,6 +360,34 @@ def test_classic_fraction_keeps_that_share_of_seeds_classic_deterministically() 
         DataConfig(kind="phantom", phantom={**settings, "classic_fraction": 1.5})
 
 
+def test_joint_draws_move_one_named_family_to_an_end_of_its_axis_for_that_share_of_seeds() -> None:
+    settings = {"dimension": 3, "size": [32, 32, 32], "appearance": "randomised", "factors": {"gamma": [0.8, 1.5]}}
+    joint = {**settings, "joint": {"fraction": 0.5, "families": ["gain", "noise"], "ends": 0.2}}
+    drawn = [phantom_config(joint, seed).factors for seed in range(400)]
+    assert drawn == [phantom_config(joint, seed).factors for seed in range(400)]
+    moved = [factors for factors in drawn if set(factors) != {"gamma"}]
+    assert 0.42 < len(moved) / 400 < 0.58
+    gain = [factors for factors in moved if "gain_db" in factors]
+    noise = [factors for factors in moved if "noise_db" in factors]
+    assert len(gain) + len(noise) == len(moved) and min(len(gain), len(noise)) > 60
+    positions = []
+    for factors in gain:  # every knob at the same point of its range; gamma the other way, within its narrowed range
+        u = (factors["gain_db"] + 8.0) / 18.0
+        assert (factors["tgc_error_db_per_cm"] + 1.2) / 2.4 == pytest.approx(u)
+        assert (factors["dynamic_range_db"] - 40.0) / 32.0 == pytest.approx(u)
+        assert np.log(factors["gamma"] / 0.8) / np.log(1.5 / 0.8) == pytest.approx(1.0 - u)
+        positions.append(u)
+    assert all(u <= 0.2 or u >= 0.8 for u in positions)
+    assert min(positions) < 0.05 and max(positions) > 0.95  # both corners reached
+    assert all(set(factors) == {"gamma", "noise_db", "reverberation_db"} for factors in noise)
+    assert {s: phantom_config(settings, s).factors for s in range(50)} == {s: {"gamma": [0.8, 1.5]} for s in range(50)}
+    classic = {**joint, "classic_fraction": 1.0}
+    assert all(phantom_config(classic, seed).factors == {} for seed in range(50))  # classic cases take no factors
+    for bad in ({"fraction": 1.5, "families": ["gain"]}, {"fraction": 0.5, "families": []}, {"families": ["gains"]}):
+        with pytest.raises(ConfigError, match="joint"):
+            DataConfig(kind="phantom", phantom={**settings, "count": 40, "joint": {"fraction": 1.0, **bad}})
+
+
 def _sphere(radius_mm: float, spacing_mm: tuple[float, float, float]) -> tuple[np.ndarray, np.ndarray]:
     """A ball of ``radius_mm`` centred at (16, 16, 16) mm on a 64 x 64 x 32 grid, and every voxel's distance."""
     axes_mm = [np.arange(n) * s for n, s in zip((64, 64, 32), spacing_mm, strict=True)]
