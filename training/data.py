@@ -310,18 +310,15 @@ def _joint_draw(joint: dict[str, Any], factors: dict[str, Any] | None, seed: int
     """The fixed factors of the seed's joint family draw under ``phantom.joint`` (empty when it draws none)."""
     from FetalHeadSegLib.phantom.appearance import joint_family_factors
 
-    fraction, families, ends = (
-        float(joint.get("fraction", 0.0)),
-        list(joint.get("families", [])),
-        joint.get("ends", 0.5),
-    )
-    if not 0.0 <= fraction <= 1.0 or not families or not 0.0 < float(ends) <= 0.5:
+    fraction, families, ends = joint.get("fraction", 0.0), joint.get("families"), joint.get("ends", 0.5)
+    numbers = all(isinstance(value, int | float) for value in (fraction, ends))
+    if not (numbers and 0.0 <= fraction <= 1.0 and 0.0 < ends <= 0.5 and isinstance(families, list) and families):
         raise ConfigError(
             "data.phantom.joint needs fraction within 0-1, a non-empty list of families and ends within (0, 0.5], "
             f"got {joint}"
         )
     rng = np.random.default_rng([seed, JOINT_STREAM])
-    drawn, family, u = rng.random(), families[int(rng.integers(len(families)))], float(ends) * rng.random()
+    drawn, family, u = rng.random(), families[int(rng.integers(len(families)))], ends * rng.random()
     if drawn >= fraction:
         return {}
     try:

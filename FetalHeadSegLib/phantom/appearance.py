@@ -177,7 +177,7 @@ def draw_factors(seed: int, overrides: dict[str, Any] | None = None) -> dict[str
 def joint_family_factors(family: str, u: float, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
     """Overrides fixing every numeric factor of ``family`` at one point of the family's shared axis.
 
-    ``u`` in [0, 1) places the point: each factor takes the value its own draw would give for ``u`` (for
+    ``u`` in [0, 1] places the point: each factor takes the value its own draw would give for ``u`` (for
     ``1 - u`` where its ``axis_sign`` is -1), within any range ``overrides`` narrows it to; factors that
     ``overrides`` fixes, and categorical ones, are left to the usual draw.
 

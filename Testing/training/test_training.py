@@ -383,7 +383,14 @@ def test_joint_draws_move_one_named_family_to_an_end_of_its_axis_for_that_share_
     assert {s: phantom_config(settings, s).factors for s in range(50)} == {s: {"gamma": [0.8, 1.5]} for s in range(50)}
     classic = {**joint, "classic_fraction": 1.0}
     assert all(phantom_config(classic, seed).factors == {} for seed in range(50))  # classic cases take no factors
-    for bad in ({"fraction": 1.5, "families": ["gain"]}, {"fraction": 0.5, "families": []}, {"families": ["gains"]}):
+    bad_settings = (
+        {"fraction": 1.5, "families": ["gain"]},
+        {"fraction": 0.5, "families": []},
+        {"families": "gain"},
+        {"families": ["gain"], "ends": "wide"},
+        {"families": ["gains"]},
+    )
+    for bad in bad_settings:
         with pytest.raises(ConfigError, match="joint"):
             DataConfig(kind="phantom", phantom={**settings, "count": 40, "joint": {"fraction": 1.0, **bad}})
 
