@@ -10,8 +10,8 @@ or a narrow fan can leave most of it unseen), so a row also reports the Dice wit
 the model drew what it could see, apart from what it could not.
 
 Seeds: case ``i`` of row ``r`` uses ``SEED_BASE + 1000 * r + i`` with ``SEED_BASE = 9_000_000``. Training configs
-must keep their phantom seeds below 9,000,000 (the shipped ones use 100,000 to 395,319), so no stress case is ever a
-training case.
+must keep their phantom seeds below 9,000,000 (those in training/configs use 100,000 to 395,319), so no stress case
+is ever a training case.
 
 Run:
     python benchmarks/stress_3d.py --cases-per-factor 3 --size 128 --json stress.json --markdown stress.md
