@@ -169,9 +169,13 @@ def draw_factors(seed: int, overrides: dict[str, Any] | None = None) -> dict[str
     for factor in FACTORS:
         u = float(factor_rng(seed, factor.name).random())
         override = overrides.get(factor.name)
-        fixed = factor.name in overrides and not isinstance(override, list | tuple)
-        values[factor.name] = override if fixed else factor.value(u, override)
+        values[factor.name] = override if _is_fixed(overrides, factor.name) else factor.value(u, override)
     return values
+
+
+def _is_fixed(overrides: dict[str, Any], name: str) -> bool:
+    """Whether ``overrides`` fixes the factor at one value (a list or tuple narrows its draw instead)."""
+    return name in overrides and not isinstance(overrides[name], list | tuple)
 
 
 def joint_family_factors(family: str, u: float, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -197,10 +201,8 @@ def joint_family_factors(family: str, u: float, overrides: dict[str, Any] | None
     joint = {}
     for name in FAMILIES[family]:
         factor = FACTORS_BY_NAME[name]
-        override = overrides.get(name)
-        if factor.kind == "choice" or (name in overrides and not isinstance(override, list | tuple)):
-            continue
-        joint[name] = factor.value(u if factor.axis_sign > 0 else 1.0 - u, override)
+        if factor.kind != "choice" and not _is_fixed(overrides, name):
+            joint[name] = factor.value(u if factor.axis_sign > 0 else 1.0 - u, overrides.get(name))
     return joint
 
 
