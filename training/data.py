@@ -57,6 +57,10 @@ class DataConfig:
             within the outer ``e`` of the family's shared axis at either end
             (:func:`FetalHeadSegLib.phantom.appearance.joint_family_factors`): the family's corners (every gain knob
             dark at once), which independent draws almost never reach;
+            ``image_space_fraction``: this share of the seeds (drawn per seed, volumes only) comes from the second,
+            image-space generator (:mod:`FetalHeadSegLib.phantom.image_space`: egg-shaped heads, speckle along the
+            image axes, shadows along one axis) on the case's grid size instead, so a model meets two simulators'
+            looks and learns the head rather than one simulator;
             ``truth``: ``whole`` (default: the whole analytic head) or ``visible`` (the head within the imaged field
             of view: what a network can see, and what an annotator would draw on a cut or cropped volume).
         cache: path of the preprocessed cache; built when missing, reused when present.
@@ -90,6 +94,7 @@ class DataConfig:
                 raise ConfigError(f"data.phantom.truth must be whole or visible, got {self.phantom['truth']!r}")
             for seed in range(len(self.phantom.get("sizes") or [None])):
                 phantom_config(self.phantom, seed)  # every grid checked before any case is generated
+            draws_image_space(self.phantom, 0)  # the share checked too
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -277,6 +282,22 @@ CLASSIC_STREAM = 0xC1A55
 """Random stream of the per-seed classic-or-randomised draw (``phantom.classic_fraction``)."""
 JOINT_STREAM = 0x10147
 """Random stream of the per-seed joint draw of one factor family (``phantom.joint``)."""
+IMAGE_SPACE_STREAM = 0x1A6E5
+"""Random stream of the per-seed choice of the image-space generator (``phantom.image_space_fraction``)."""
+
+
+def draws_image_space(settings: dict[str, Any], seed: int) -> bool:
+    """Whether the phantom case with ``seed`` comes from the image-space generator (``image_space_fraction``).
+
+    Raises:
+        ConfigError: a share outside 0-1, or one given for 2D frames (the generator draws volumes).
+    """
+    fraction = settings.get("image_space_fraction", 0.0)
+    if not isinstance(fraction, int | float) or not 0.0 <= fraction <= 1.0:
+        raise ConfigError(f"data.phantom.image_space_fraction must lie between 0 and 1, got {fraction!r}")
+    if fraction and int(settings.get("dimension", 3)) != 3:
+        raise ConfigError("data.phantom.image_space_fraction is for volumes (dimension 3) only")
+    return bool(fraction) and bool(np.random.default_rng([seed, IMAGE_SPACE_STREAM]).random() < fraction)
 
 
 def phantom_config(settings: dict[str, Any], seed: int) -> PhantomConfig:
@@ -337,12 +358,20 @@ def load_case(case: Case, config: DataConfig, preprocessing: PreprocessingConfig
 
     if case.seed is not None:
         from FetalHeadSegLib.phantom import generate_phantom
+        from FetalHeadSegLib.phantom.image_space import generate_image_space
 
-        phantom = generate_phantom(phantom_config(config.phantom, case.seed), case.seed)
-        head = phantom.head_mask
-        if config.phantom.get("truth", "whole") == "visible" and phantom.field_of_view is not None:
-            head = head.with_array(head.array * (phantom.field_of_view.array > 0).astype(head.array.dtype))
-        return phantom.image, head
+        generator_config = phantom_config(config.phantom, case.seed)
+        field_of_view: Image | None
+        if draws_image_space(config.phantom, case.seed):
+            size = generator_config.size
+            drawn = generate_image_space(case.seed, size=(size[0], size[1], size[2]))
+            image, head, field_of_view = drawn.image, drawn.head_mask, drawn.field_of_view
+        else:
+            phantom = generate_phantom(generator_config, case.seed)
+            image, head, field_of_view = phantom.image, phantom.head_mask, phantom.field_of_view
+        if config.phantom.get("truth", "whole") == "visible" and field_of_view is not None:
+            head = head.with_array(head.array * (field_of_view.array > 0).astype(head.array.dtype))
+        return image, head
     assert case.image is not None and case.label is not None
     image = read_image(case.image, spacing_mm=case.spacing_mm)
     if config.kind == "hc18":

@@ -20,10 +20,21 @@ from FetalHeadSegLib.core.errors import BundleError, ConfigError
 from FetalHeadSegLib.core.io import read_image
 from FetalHeadSegLib.core.samples import get_sample
 from FetalHeadSegLib.inference.engine import load_model
+from FetalHeadSegLib.inference.preprocessing import PreprocessingConfig
 from FetalHeadSegLib.models.bundle import read_bundle
+from FetalHeadSegLib.phantom.image_space import generate_image_space
 from training import engine
 from training.config import TrainConfig, read_config
-from training.data import DataConfig, build_arrays, phantom_config, split_by_subject, split_case_ids
+from training.data import (
+    Case,
+    DataConfig,
+    build_arrays,
+    draws_image_space,
+    load_case,
+    phantom_config,
+    split_by_subject,
+    split_case_ids,
+)
 from training.engine import frozen_modules
 from training.export import export
 from training.losses import DeepSupervisionLoss
@@ -393,6 +404,27 @@ def test_joint_draws_move_one_named_family_to_an_end_of_its_axis_for_that_share_
     for bad in bad_settings:
         with pytest.raises(ConfigError, match="joint"):
             DataConfig(kind="phantom", phantom={**settings, "count": 40, "joint": {"fraction": 1.0, **bad}})
+
+
+def test_image_space_fraction_draws_that_share_of_volumes_from_the_second_generator_on_the_case_grid() -> None:
+    settings = {"dimension": 3, "size": [40, 36, 32], "appearance": "randomised", "count": 60, "seed": 9_700_000}
+    mixed = {**settings, "image_space_fraction": 0.3, "truth": "visible"}
+    chosen = [draws_image_space(mixed, seed) for seed in range(400)]
+    assert chosen == [draws_image_space(mixed, seed) for seed in range(400)]
+    assert 0.24 < sum(chosen) / 400 < 0.36
+    assert not any(draws_image_space(settings, seed) for seed in range(50))
+    config = DataConfig(kind="phantom", phantom=mixed)
+    seed = next(s for s in range(9_700_000, 9_700_060) if draws_image_space(mixed, s))
+    image, head = load_case(Case(f"phantom{seed}", "phantom", seed=seed), config, PreprocessingConfig(max_size=32))
+    expected = generate_image_space(seed, size=(40, 36, 32))
+    assert np.array_equal(image.array, expected.image.array)  # the image-space case, on the configured grid
+    visible = (expected.head_mask.array != 0) & (expected.field_of_view.array != 0)
+    assert np.array_equal(head.array != 0, visible)  # truth: visible keeps the imaged head only
+    for bad in ({"image_space_fraction": 1.5}, {"image_space_fraction": "most"}):
+        with pytest.raises(ConfigError, match="image_space_fraction"):
+            DataConfig(kind="phantom", phantom={**settings, **bad})
+    with pytest.raises(ConfigError, match="volumes"):
+        DataConfig(kind="phantom", phantom={"dimension": 2, "size": [64, 48], "image_space_fraction": 0.2})
 
 
 def _sphere(radius_mm: float, spacing_mm: tuple[float, float, float]) -> tuple[np.ndarray, np.ndarray]:
