@@ -81,6 +81,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--json", help="write every case and the summary here")
     parser.add_argument("--save-cases", help="also write each case's image and truth (NIfTI) into this folder")
+    parser.add_argument(
+        "--update-card", action="store_true", help="record the summary in the model's card (a bundle folder you own)"
+    )
     return parser.parse_args(argv)
 
 
@@ -135,8 +138,16 @@ def main(argv: list[str] | None = None) -> int:
         f"review: {overall['review']['flagged']} flagged, {overall['review']['recall']:.0%} of "
         f"{overall['review']['bad_cases']} with Dice < {DICE_BAD} caught"
     )
+    command = "python benchmarks/second_simulator_3d.py " + " ".join(sys.argv[1:] if argv is None else argv)
+    if args.update_card:
+        from FetalHeadSegLib.models.card import write_card
+
+        write_card(
+            segmenter.bundle.path,
+            {"command": command.replace(" --update-card", ""), "overall": overall},
+            "second_simulator",
+        )
     if args.json:
-        command = "python benchmarks/second_simulator_3d.py " + " ".join(sys.argv[1:] if argv is None else argv)
         report = {"model": model, "tta": args.tta, "seed_base": SEED_BASE, "command": command, "overall": overall}
         report["cases"] = cases
         with open(args.json, "w", encoding="utf-8") as handle:

@@ -2,7 +2,8 @@
 ``MODEL_CARD.md``.
 
 The one writer of a bundle's manifest after export (``training.evaluate --update-card`` and ``--calibrate-review``,
-``benchmarks/stress_3d.py --update-card``); weights and their checksums are never touched.
+``benchmarks/stress_3d.py --update-card``, ``benchmarks/second_simulator_3d.py --update-card``); weights and their
+checksums are never touched.
 """
 
 from __future__ import annotations
@@ -13,8 +14,9 @@ from typing import Any
 
 
 def write_card(bundle_path: Path, evaluation: dict[str, Any], key: str = "evaluation") -> None:
-    """Record an evaluation in bundle.json's model card under ``key`` (``evaluation``, or ``stress_suite`` from
-    ``benchmarks/stress_3d.py``) and render the card as MODEL_CARD.md."""
+    """Record an evaluation in bundle.json's model card under ``key`` (``evaluation``, ``stress_suite`` from
+    ``benchmarks/stress_3d.py`` or ``second_simulator`` from ``benchmarks/second_simulator_3d.py``) and render the
+    card as MODEL_CARD.md."""
     data = _read_manifest(bundle_path)
     data["model_card"][key] = evaluation
     _write_manifest(bundle_path, data)
@@ -128,6 +130,18 @@ def render_card(bundle_path: Path) -> None:
             f"Command: `{stress['command']}`",
             "",
             stress["table_markdown"],
+            "",
+        ]
+    second = card.get("second_simulator")
+    if second:
+        lines += [
+            "## Second simulator (image-space phantoms, `FetalHeadSegLib.phantom.image_space`)",
+            "",
+            f"Command: `{second['command']}`",
+            "",
+            "```json",
+            json.dumps(second["overall"], indent=2),
+            "```",
             "",
         ]
     lines += [

@@ -982,15 +982,20 @@ def test_evaluate_names_a_missing_split_in_one_line(tmp_path: Path, capsys: pyte
     assert "no such run folder or training config" in capsys.readouterr().err
 
 
-def _stress_suite() -> Any:
-    """``benchmarks/stress_3d.py`` as a module (benchmarks is not a package)."""
+def _benchmark(name: str) -> Any:
+    """A script of ``benchmarks/`` as a module (benchmarks is not a package)."""
     import importlib.util
 
-    spec = importlib.util.spec_from_file_location("stress_3d", REPOSITORY / "benchmarks" / "stress_3d.py")
+    spec = importlib.util.spec_from_file_location(name, REPOSITORY / "benchmarks" / f"{name}.py")
     assert spec is not None and spec.loader is not None
-    stress_3d = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(stress_3d)
-    return stress_3d
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _stress_suite() -> Any:
+    """``benchmarks/stress_3d.py`` as a module."""
+    return _benchmark("stress_3d")
 
 
 def test_the_leave_one_family_out_configs_differ_only_in_that_family() -> None:
@@ -1048,6 +1053,45 @@ def test_the_stress_suite_scores_a_head_cut_by_the_field_of_view_also_on_what_wa
     assert record["head_imaged_fraction"] == pytest.approx(seen / head.sum())
     whole = stress_3d.score(_DrawsTheseLabels(phantom.head_mask), phantom)
     assert whole["dice"] == 1.0 and whole["dice_imaged"] == 1.0
+
+
+class _MeasuresTheseLabels(_DrawsTheseLabels):
+    """A segmenter that returns given labels and measures them as the engine does."""
+
+    def segment(self, image: Any, options: Any) -> Any:
+        from FetalHeadSegLib.measure.biometry import measure_biometry
+
+        result = super().segment(image, options)
+        result.biometry = measure_biometry(self.labels)
+        return result
+
+
+def test_the_second_simulator_scores_the_truth_as_exact_and_a_shrunken_head_as_smaller(tmp_path: Path) -> None:
+    """The truth mask scores Dice 1 with no HC/BPD/OFD error (the same measurement on both) and its voxel volume
+    within 2 % of the egg's analytic volume; one voxel layer less loses Dice and reads a smaller HC."""
+    from scipy import ndimage
+
+    from FetalHeadSegLib.models.card import write_card
+    from FetalHeadSegLib.phantom.image_space import generate_image_space
+
+    second = _benchmark("second_simulator_3d")
+    case = generate_image_space(second.SEED_BASE, size=(56, 52, 48))
+    exact = second.score(_MeasuresTheseLabels(case.head_mask), case, tta=False)
+    assert exact["dice"] == 1.0 and exact["hd95_mm"] == 0.0
+    assert exact["hc_error_pct"] == exact["bpd_error_pct"] == exact["ofd_error_pct"] == 0.0
+    assert exact["volume_error_pct"] < 2.0
+    eroded = ndimage.binary_erosion(case.head_mask.array != 0).astype(np.uint8)
+    smaller = second.score(_MeasuresTheseLabels(case.head_mask.with_array(eroded)), case, tta=False)
+    assert smaller["dice"] < 0.97 and smaller["hc_error_pct"] > 1.0 and smaller["volume_error_pct"] > 5.0
+    bundle = tmp_path / "bundle"
+    bundle.mkdir()
+    manifest = {"id": "m", "version": "1", "name": "M", "dimension": 3, "task": "head", "networks": [{}]}
+    (bundle / "bundle.json").write_text(json.dumps({**manifest, "model_card": {}}))
+    write_card(
+        bundle, {"command": "python benchmarks/second_simulator_3d.py", "overall": {"cases": 1}}, "second_simulator"
+    )
+    card = (bundle / "MODEL_CARD.md").read_text()
+    assert "## Second simulator" in card and "`python benchmarks/second_simulator_3d.py`" in card
 
 
 def test_phantom_evaluation_writes_one_row_per_case(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
