@@ -43,6 +43,7 @@ def score(segmenter: Any, case: ImageSpaceCase, tta: bool) -> dict[str, Any]:
     """Segment one case and compare with its truth: Dice, HD95, HC/BPD/OFD errors against the same measurements
     taken on the truth mask, and the volume error against the egg's analytic volume."""
     from FetalHeadSegLib import InferenceOptions, measure_biometry, segmentation_metrics
+    from FetalHeadSegLib.phantom.generator import relative_errors
 
     start = time.perf_counter()
     result = segmenter.segment(case.image, InferenceOptions(tta=tta))
@@ -50,12 +51,12 @@ def score(segmenter: Any, case: ImageSpaceCase, tta: bool) -> dict[str, Any]:
     prediction = result.labels.array == segmenter.bundle.head_label
     head = case.head_mask.array != 0
     metrics = segmentation_metrics(prediction, head, case.image.spacing_mm)
-    truth = measure_biometry(case.head_mask)
-    references = {
-        "hc": truth.hc_mm,
-        "bpd": truth.bpd_mm,
-        "ofd": truth.ofd_mm,
-        "volume": case.settings["head_volume_ml"],
+    measured_on_truth = measure_biometry(case.head_mask)
+    truth = {
+        "hc_mm": measured_on_truth.hc_mm,
+        "bpd_mm": measured_on_truth.bpd_mm,
+        "ofd_mm": measured_on_truth.ofd_mm,
+        "head_volume_ml": case.settings["head_volume_ml"],
     }
     record: dict[str, Any] = {
         **case.settings,
@@ -65,10 +66,8 @@ def score(segmenter: Any, case: ImageSpaceCase, tta: bool) -> dict[str, Any]:
         "review_reasons": result.review.reasons,
         "seconds": round(seconds, 2),
     }
-    for name, reference in references.items():
-        key = "head_volume_ml" if name == "volume" else f"{name}_mm"
-        measured = None if result.biometry is None else getattr(result.biometry, key)
-        record[f"{name}_error_pct"] = math.nan if measured is None else 100.0 * abs(measured - reference) / reference
+    for name, error in relative_errors(result.biometry, truth).items():
+        record[f"{name}_error_pct"] = 100.0 * error
     return record
 
 
