@@ -27,7 +27,6 @@ import json
 import math
 import statistics
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -42,33 +41,19 @@ DICE_BAD = 0.9
 def score(segmenter: Any, case: ImageSpaceCase, tta: bool) -> dict[str, Any]:
     """Segment one case and compare with its truth: Dice, HD95, HC/BPD/OFD errors against the same measurements
     taken on the truth mask, and the volume error against the egg's analytic volume."""
-    from FetalHeadSegLib import InferenceOptions, measure_biometry, segmentation_metrics
-    from FetalHeadSegLib.phantom.generator import relative_errors
+    from FetalHeadSegLib import measure_biometry
 
-    start = time.perf_counter()
-    result = segmenter.segment(case.image, InferenceOptions(tta=tta))
-    seconds = time.perf_counter() - start
-    prediction = result.labels.array == segmenter.bundle.head_label
-    head = case.head_mask.array != 0
-    metrics = segmentation_metrics(prediction, head, case.image.spacing_mm)
-    measured_on_truth = measure_biometry(case.head_mask)
+    from phantom_scoring import score_against_truth
+
+    on_truth = measure_biometry(case.head_mask)
     truth = {
-        "hc_mm": measured_on_truth.hc_mm,
-        "bpd_mm": measured_on_truth.bpd_mm,
-        "ofd_mm": measured_on_truth.ofd_mm,
+        "hc_mm": on_truth.hc_mm,
+        "bpd_mm": on_truth.bpd_mm,
+        "ofd_mm": on_truth.ofd_mm,
         "head_volume_ml": case.settings["head_volume_ml"],
     }
-    record: dict[str, Any] = {
-        **case.settings,
-        "dice": metrics.dice,
-        "hd95_mm": metrics.hd95_mm,
-        "review_recommended": result.review.recommended,
-        "review_reasons": result.review.reasons,
-        "seconds": round(seconds, 2),
-    }
-    for name, error in relative_errors(result.biometry, truth).items():
-        record[f"{name}_error_pct"] = 100.0 * error
-    return record
+    scored, _, _ = score_against_truth(segmenter, case.image, case.head_mask.array != 0, truth, tta)
+    return {**case.settings, **scored}
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:

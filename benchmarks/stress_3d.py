@@ -33,7 +33,6 @@ import json
 import math
 import statistics
 import sys
-import time
 from typing import Any
 
 SEED_BASE = 9_000_000
@@ -45,36 +44,25 @@ METRICS = ("dice", "dice_imaged", "hd95_mm", "hc_error_pct", "bpd_error_pct", "o
 
 def score(segmenter: Any, phantom: Any, tta: bool = False) -> dict[str, Any]:
     """Segment one phantom (with flip test-time augmentation when ``tta``) and compare with its truth."""
-    from FetalHeadSegLib import InferenceOptions, segmentation_metrics
     from FetalHeadSegLib.measure.metrics import dice
-    from FetalHeadSegLib.phantom.generator import relative_errors
+
+    from phantom_scoring import score_against_truth
 
     truth = phantom.truth
-    start = time.perf_counter()
-    result = segmenter.segment(phantom.image, InferenceOptions(tta=tta))
-    seconds = time.perf_counter() - start
-    prediction = result.labels.array == segmenter.bundle.head_label
     head = phantom.head_mask.array != 0
-    metrics = segmentation_metrics(prediction, head, phantom.image.spacing_mm)
+    scored, prediction, result = score_against_truth(segmenter, phantom.image, head, truth, tta)
     imaged = phantom.field_of_view.array != 0
     imaged_head = head & imaged
-    record: dict[str, Any] = {
+    return {
         "seed": truth["seed"],
-        "dice": metrics.dice,
+        **scored,
         "dice_imaged": dice(prediction & imaged, imaged_head),
         "head_imaged_fraction": float(imaged_head.sum()) / float(head.sum()),
-        "hd95_mm": metrics.hd95_mm,
         "head_cut_by_field_of_view": truth["head_cut_by_field_of_view"],
         "head_fill_fraction": truth["head_fill_fraction"],
         "spacing_mm": [round(s, 3) for s in truth["spacing_mm"]],
         "flags": [flag.code for flag in result.flags],
-        "review_recommended": result.review.recommended,
-        "review_reasons": result.review.reasons,
-        "seconds": round(seconds, 2),
     }
-    for name, error in relative_errors(result.biometry, truth).items():
-        record[f"{name}_error_pct"] = 100.0 * error
-    return record
 
 
 def summarise(name: str, family: str | None, cases: list[dict[str, Any]]) -> dict[str, Any]:

@@ -983,8 +983,12 @@ def test_evaluate_names_a_missing_split_in_one_line(tmp_path: Path, capsys: pyte
 
 
 def _benchmark(name: str) -> Any:
-    """A script of ``benchmarks/`` as a module (benchmarks is not a package)."""
+    """A script of ``benchmarks/`` as a module (benchmarks is not a package; its scripts import their sibling
+    modules, as when run from that folder)."""
     import importlib.util
+
+    if str(REPOSITORY / "benchmarks") not in sys.path:
+        sys.path.insert(0, str(REPOSITORY / "benchmarks"))
 
     spec = importlib.util.spec_from_file_location(name, REPOSITORY / "benchmarks" / f"{name}.py")
     assert spec is not None and spec.loader is not None
