@@ -10,7 +10,7 @@ or a narrow fan can leave most of it unseen), so a row also reports the Dice wit
 the model drew what it could see, apart from what it could not.
 
 Seeds: case ``i`` of row ``r`` uses ``SEED_BASE + 1000 * r + i`` with ``SEED_BASE = 9_000_000``. Training configs
-must keep their phantom seeds below 9,000,000 (those in training/configs use 100,000 to 395,319), so no stress case
+must keep their phantom seeds below 9,000,000 (those in training/configs use 100,000 to 396,399), so no stress case
 is ever a training case.
 
 Run:
