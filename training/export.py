@@ -122,6 +122,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"export: error: {err}", file=sys.stderr)
         return 2
     print(f"wrote {bundle.path} ({bundle.id}@{bundle.version}, {bundle.levels} levels)")
+    if bundle.review.calibration is None:
+        print(
+            "review thresholds: the defaults, not calibrated for these weights; calibrate them on held-out data with "
+            f"python -m training.evaluate {bundle.path} ... --calibrate-review 0.15, with --tta and with --no-tta"
+        )
     return 0
 
 

@@ -246,6 +246,20 @@ def test_export_gives_a_bundle_the_engine_runs(tmp_path: Path, cache: Path) -> N
         export(tmp_path / "run", tmp_path / "other")
 
 
+def test_export_says_when_the_review_thresholds_are_not_calibrated(
+    tmp_path: Path, cache: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """New weights get the default review thresholds; the export says so, and how to calibrate them."""
+    from training.export import main
+
+    run(TrainConfig.from_dict(base_config(tmp_path / "run", cache, iterations=2)))
+    assert main([str(tmp_path / "run"), str(tmp_path / "bundle")]) == 0
+    printed = capsys.readouterr().out
+    assert "review thresholds: the defaults, not calibrated for these weights" in printed
+    assert f"python -m training.evaluate {tmp_path / 'bundle'} ... --calibrate-review 0.15" in printed
+    assert read_bundle(tmp_path / "bundle").review.calibration is None
+
+
 def test_decoder_finetuning_keeps_the_encoder(tmp_path: Path, cache: Path) -> None:
     run(TrainConfig.from_dict(base_config(tmp_path / "base", cache, iterations=4)))
     export(tmp_path / "base", tmp_path / "bundle", model_id="base")
