@@ -32,6 +32,7 @@ import numpy as np
 
 from FetalHeadSegLib.core.image import Image, make_ijk_to_ras
 from FetalHeadSegLib.phantom.randomised import uniform_rotation
+from FetalHeadSegLib.phantom.shapes import Ellipsoid
 
 TISSUES = ("maternal", "fluid", "wall", "placenta", "trunk", "limb", "brain", "ventricle", "midline", "skull")
 """The tissues whose echo levels are drawn (``levels_db`` keys)."""
@@ -85,8 +86,10 @@ def egg_volume_mm3(semi_mm: np.ndarray, taper: float) -> float:
     return math.pi * a * b * c * (4.0 / 3.0 + 4.0 * taper**2 / 15.0)
 
 
-def _ellipsoid_level(points: np.ndarray, center: np.ndarray, rotation: np.ndarray, semi_mm: np.ndarray) -> np.ndarray:
-    return np.asarray(np.sum((((points - center) @ rotation) / semi_mm) ** 2, axis=-1))
+def _inside(points: np.ndarray, center: np.ndarray, rotation: np.ndarray, semi_mm: np.ndarray) -> np.ndarray:
+    """Which of the grid's (X, Y, Z, 3) points lie in the ellipsoid (columns of ``rotation`` are its axes)."""
+    solid = Ellipsoid(np.asarray(center, dtype=np.float64), rotation, np.asarray(semi_mm, dtype=np.float64))
+    return solid.contains(points.reshape(-1, 3)).reshape(points.shape[:-1])
 
 
 def generate_image_space(
@@ -134,8 +137,8 @@ def generate_image_space(
     amplitude[brain] = level["brain"]
     for side in (-1.0, 1.0):
         offset = rotation @ np.array([0.1 * semi[0], side * 0.22 * semi[1], 0.1 * semi[2]])
-        ventricle = _ellipsoid_level(points, center + offset, rotation, semi * np.array([0.4, 0.12, 0.2]))
-        amplitude[brain & (ventricle <= 1.0)] = level["ventricle"]
+        ventricle = _inside(points, center + offset, rotation, semi * np.array([0.4, 0.12, 0.2]))
+        amplitude[brain & ventricle] = level["ventricle"]
     amplitude[brain & (np.abs(local[..., 1]) < 0.8)] = level["midline"]
     amplitude[skull] = level["skull"]
 
@@ -180,13 +183,13 @@ def _surroundings(
     aligned = bool(rng.random() >= 0.5)
     cavity_rotation = rotation if aligned else rotation @ uniform_rotation(rng)
     wall_mm = float(rng.uniform(4.0, 9.0))
-    tissue[_ellipsoid_level(points, cavity_center, cavity_rotation, cavity_semi) <= 1.0] = 2
-    tissue[_ellipsoid_level(points, cavity_center, cavity_rotation, cavity_semi - wall_mm) <= 1.0] = 1
+    tissue[_inside(points, cavity_center, cavity_rotation, cavity_semi)] = 2
+    tissue[_inside(points, cavity_center, cavity_rotation, cavity_semi - wall_mm)] = 1
     against = bool(rng.random() < 0.35)
     if against:  # the wall drawn through the fluid on one side of the head: no fluid gap there
         side = rotation @ np.array([0.0, rng.choice([-1.0, 1.0]) * semi[1], 0.0])
-        pressed = _ellipsoid_level(points, center + side * 1.6, rotation, semi * np.array([1.2, 0.7, 1.2]))
-        tissue[(pressed <= 1.0) & (tissue == 1)] = 2
+        pressed = _inside(points, center + side * 1.6, rotation, semi * np.array([1.2, 0.7, 1.2]))
+        tissue[pressed & (tissue == 1)] = 2
     normal = uniform_rotation(rng)[:, 0]
     offset = (points - cavity_center) @ normal
     fluid = tissue == 1
@@ -194,13 +197,12 @@ def _surroundings(
     tissue[(offset > placenta_from) & fluid] = 3
     trunk_semi = semi * np.array([1.3, 1.1, 1.2])
     trunk_center = center + rotation @ np.array([0.0, 0.0, -(semi[2] + trunk_semi[2] * 0.85)])
-    tissue[_ellipsoid_level(points, trunk_center, rotation, trunk_semi) <= 1.0] = 4
+    tissue[_inside(points, trunk_center, rotation, trunk_semi)] = 4
     limb = bool(rng.random() < 0.4)
     if limb:
         limb_rotation = uniform_rotation(rng)
         limb_center = center + rotation @ (np.array([rng.uniform(-0.5, 0.5), 1.0, 0.0]) * (semi + 6.0))
-        limb_level = _ellipsoid_level(points, limb_center, limb_rotation, np.array([semi[0] * 0.8, 7.0, 7.0]))
-        tissue[limb_level <= 1.0] = 5
+        tissue[_inside(points, limb_center, limb_rotation, np.array([semi[0] * 0.8, 7.0, 7.0]))] = 5
     scene = {
         "cavity_over_head": [round(float(v), 3) for v in cavity_semi / semi],
         "cavity_aligned_with_head": aligned,
