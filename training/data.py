@@ -286,18 +286,28 @@ IMAGE_SPACE_STREAM = 0x1A6E5
 """Random stream of the per-seed choice of the image-space generator (``phantom.image_space_fraction``)."""
 
 
+def _in_share(settings: dict[str, Any], key: str, seed: int, stream: int) -> bool:
+    """Whether the case with ``seed`` falls in the share ``settings[key]`` (0 when absent) of the phantom cases,
+    drawn per seed from its own random stream.
+
+    Raises:
+        ConfigError: a share that is not a number within 0-1.
+    """
+    fraction = settings.get(key, 0.0)
+    if isinstance(fraction, bool) or not isinstance(fraction, int | float) or not 0.0 <= fraction <= 1.0:
+        raise ConfigError(f"data.phantom.{key} must lie between 0 and 1, got {fraction!r}")
+    return bool(fraction) and bool(np.random.default_rng([seed, stream]).random() < fraction)
+
+
 def draws_image_space(settings: dict[str, Any], seed: int) -> bool:
     """Whether the phantom case with ``seed`` comes from the image-space generator (``image_space_fraction``).
 
     Raises:
         ConfigError: a share outside 0-1, or one given for 2D frames (the generator draws volumes).
     """
-    fraction = settings.get("image_space_fraction", 0.0)
-    if not isinstance(fraction, int | float) or not 0.0 <= fraction <= 1.0:
-        raise ConfigError(f"data.phantom.image_space_fraction must lie between 0 and 1, got {fraction!r}")
-    if fraction and int(settings.get("dimension", 3)) != 3:
+    if settings.get("image_space_fraction") and int(settings.get("dimension", 3)) != 3:
         raise ConfigError("data.phantom.image_space_fraction is for volumes (dimension 3) only")
-    return bool(fraction) and bool(np.random.default_rng([seed, IMAGE_SPACE_STREAM]).random() < fraction)
+    return _in_share(settings, "image_space_fraction", seed, IMAGE_SPACE_STREAM)
 
 
 def phantom_config(settings: dict[str, Any], seed: int) -> PhantomConfig:
@@ -313,10 +323,7 @@ def phantom_config(settings: dict[str, Any], seed: int) -> PhantomConfig:
     for key in ("ga_weeks_range", "head_fill_range", "elevation_ratio_range", "appearance", "factors"):
         if key in settings:
             record[key] = settings[key]
-    classic_fraction = float(settings.get("classic_fraction", 0.0))
-    if not 0.0 <= classic_fraction <= 1.0:
-        raise ConfigError(f"data.phantom.classic_fraction must lie between 0 and 1, got {classic_fraction}")
-    if classic_fraction and np.random.default_rng([seed, CLASSIC_STREAM]).random() < classic_fraction:
+    if _in_share(settings, "classic_fraction", seed, CLASSIC_STREAM):
         record["appearance"] = "classic"
         record.pop("factors", None)
     elif settings.get("joint") and record.get("appearance") == "randomised":
