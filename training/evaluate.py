@@ -4,7 +4,8 @@ data, print the numbers, and optionally write them into the bundle's model card 
 - ``--hc18 ROOT --run RUN_DIR``: the run's validation subjects, original PNGs at their pixel size (``--run`` also
   takes the training config instead of its run folder: the split is recomputed as training makes it). HC18
   conventions (``biometry.md`` §5.5): DF and ADF of HC against the CSV; Dice and Hausdorff distance of the
-  rasterised predicted ellipse against the rasterised reference ellipse.
+  rasterised predicted ellipse against the rasterised reference ellipse. Each row also says how far the skull's
+  outer edge lies from either ellipse (``training.skull_edge``).
 - ``--psfhs ROOT --run RUN_DIR``: the run's validation frames: Dice per structure and the angle-of-progression
   error against AoP measured on the expert masks.
 - ``--phantoms N``: N new 3D phantoms against their exact truth (``training.phantom_evaluation``).
@@ -53,6 +54,7 @@ def evaluate_hc18(
     options: InferenceOptions | None = None,
 ) -> dict[str, Any]:
     from FetalHeadSegLib.measure.hc18 import ellipse_from_outline, rasterize_ellipse, read_pixel_size_csv
+    from training.skull_edge import outer_edge_offset_mm
 
     table = read_pixel_size_csv(root / "subset_pixel_size_and_HC.csv")
     df, dice, hd, seconds, reference_hc = [], [], [], [], []
@@ -63,7 +65,8 @@ def evaluate_hc18(
         result = segmenter.segment(image, options, source=case_id)
         seconds.append(time.perf_counter() - start)
         outline = read_image(root / "training_set" / f"{case_id}_Annotation.png")
-        reference = rasterize_ellipse(ellipse_from_outline(outline.array[:, :, 0]), outline.shape[:2])
+        reference_ellipse_px = ellipse_from_outline(outline.array[:, :, 0])
+        reference = rasterize_ellipse(reference_ellipse_px, outline.shape[:2])
         assert row.hc_mm is not None
         reference_hc.append(row.hc_mm)
         if result.biometry is None:
@@ -91,6 +94,12 @@ def evaluate_hc18(
                     df_mm=df[-1],
                     dice_ellipse=metrics.dice,
                     pixel_size_mm=row.pixel_size_mm,
+                    reference_to_skull_edge_mm=outer_edge_offset_mm(
+                        image.array[:, :, 0], reference_ellipse_px.scaled(row.pixel_size_mm), row.pixel_size_mm
+                    ),
+                    prediction_to_skull_edge_mm=outer_edge_offset_mm(
+                        image.array[:, :, 0], result.biometry.ellipse, row.pixel_size_mm
+                    ),
                 )
             )
     return {

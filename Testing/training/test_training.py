@@ -912,6 +912,9 @@ def test_the_hc18_evaluation_writes_a_row_per_frame_against_the_expert_csv(
         assert float(row["df_mm"]) == pytest.approx(float(row["hc_mm"]) - reference, abs=2e-3)
         assert abs(float(row["df_mm"])) < 10.0 and float(row["dice_ellipse"]) > 0.9
         assert row["review_recommended"] in ("True", "False")
+        # the expert drew the outer border of the skull, and the model's ellipse lies on it too (training.skull_edge)
+        assert abs(float(row["reference_to_skull_edge_mm"])) <= 1.0
+        assert abs(float(row["prediction_to_skull_edge_mm"])) <= 1.0
 
 
 def test_visible_truth_is_the_head_within_the_field_of_view() -> None:
