@@ -59,6 +59,15 @@ def outer_edge_offset_mm(frame: np.ndarray, ellipse_mm: Ellipse, pixel_size_mm: 
     Returns:
         The offset (positive: the edge lies outside the ellipse), or None when fewer than a third of the normals
         lie wholly within the frame.
+
+    Example:
+        A bright ring from 18 to 21 mm around (40, 32) mm on 0.2-mm pixels, probed with a circle of 20 mm:
+
+        >>> x, y = np.meshgrid(np.arange(400) * 0.2, np.arange(320) * 0.2, indexing="ij")
+        >>> radius = np.hypot(x - 40.0, y - 32.0)
+        >>> frame = np.where((radius >= 18.0) & (radius <= 21.0), 200.0, 30.0)
+        >>> outer_edge_offset_mm(frame, Ellipse((40.0, 32.0), 20.0, 20.0, 0.0), 0.2)
+        1.0
     """
     from scipy.ndimage import gaussian_filter1d, map_coordinates
 
