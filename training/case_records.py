@@ -74,3 +74,23 @@ def write_rows(path: Path, rows: CaseRows) -> None:
     writer.writeheader()
     writer.writerows(rows)
     write_text_atomic(path, buffer.getvalue())
+
+
+def read_rows(path: Path, columns: tuple[str, ...]) -> CaseRows:
+    """The rows of a ``--cases-csv`` file (values as text), which must hold ``columns``.
+
+    Raises:
+        InputImageError: the file cannot be read, is empty, or lacks one of ``columns``.
+    """
+    import csv
+
+    from FetalHeadSegLib.core.errors import InputImageError
+
+    try:
+        with path.open(newline="", encoding="utf-8") as handle:
+            rows: CaseRows = list(csv.DictReader(handle))
+    except OSError as err:
+        raise InputImageError(f"{path}: cannot read the cases CSV ({err.strerror or err})") from err
+    if not rows or not set(columns) <= set(rows[0]):
+        raise InputImageError(f"{path}: expected the columns {', '.join(columns)} (training.evaluate --cases-csv)")
+    return rows

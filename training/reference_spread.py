@@ -20,7 +20,6 @@ Run:
 from __future__ import annotations
 
 import argparse
-import csv
 import math
 import statistics
 import sys
@@ -31,7 +30,7 @@ from pathlib import Path
 
 from FetalHeadSegLib.core.errors import FetalHeadSegError, InputImageError
 from FetalHeadSegLib.measure.hc18 import read_pixel_size_csv, subject_id
-from training.case_records import HC_ERROR_BAD_MM
+from training.case_records import HC_ERROR_BAD_MM, read_rows
 
 SIZE_BANDS_MM = (
     ("all sizes", 0.0, math.inf),
@@ -97,16 +96,7 @@ def read_cases(path: Path) -> tuple[dict[str, float], dict[str, float]]:
     Raises:
         InputImageError: the file cannot be read or lacks the columns case, reference_hc_mm and hc_mm.
     """
-    try:
-        with path.open(newline="", encoding="utf-8") as handle:
-            rows = list(csv.DictReader(handle))
-    except OSError as err:
-        raise InputImageError(f"{path}: cannot read the cases CSV ({err.strerror or err})") from err
-    needed = {"case", "reference_hc_mm", "hc_mm"}
-    if not rows or not needed <= set(rows[0]):
-        raise InputImageError(
-            f"{path}: expected the columns {', '.join(sorted(needed))} (training.evaluate --cases-csv)"
-        )
+    rows = read_rows(path, ("case", "hc_mm", "reference_hc_mm"))
     reference, measured = {}, {}
     for line_number, row in enumerate(rows, start=2):
         if not row["hc_mm"]:

@@ -20,7 +20,6 @@ Run:
 from __future__ import annotations
 
 import argparse
-import csv
 import math
 import statistics
 import sys
@@ -32,7 +31,7 @@ import numpy as np
 
 from FetalHeadSegLib.core.errors import FetalHeadSegError, InputImageError
 from FetalHeadSegLib.measure.ellipse import Ellipse
-from training.case_records import HC_ERROR_BAD_MM
+from training.case_records import HC_ERROR_BAD_MM, read_rows
 
 NORMALS = 180
 """Normals sampled around the ellipse, at equal steps of its parameter."""
@@ -117,17 +116,8 @@ def read_edge_cases(path: Path) -> list[EdgeCase]:
         InputImageError: the file cannot be read, lacks the columns, or holds a value that is not a number.
     """
     needed = ("case", "df_mm", "reference_to_skull_edge_mm", "prediction_to_skull_edge_mm")
-    try:
-        with path.open(newline="", encoding="utf-8") as handle:
-            rows = list(csv.DictReader(handle))
-    except OSError as err:
-        raise InputImageError(f"{path}: cannot read the cases CSV ({err.strerror or err})") from err
-    if not rows or not set(needed) <= set(rows[0]):
-        raise InputImageError(
-            f"{path}: expected the columns {', '.join(needed)} (training.evaluate --hc18 ... --cases-csv)"
-        )
     cases = []
-    for line_number, row in enumerate(rows, start=2):
+    for line_number, row in enumerate(read_rows(path, needed), start=2):
         if not all(row[key] for key in needed[1:]):
             continue  # no head measured, or an ellipse too close to the frame's edge
         try:
