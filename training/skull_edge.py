@@ -87,12 +87,9 @@ def outer_edge_offset_mm(frame: np.ndarray, ellipse_mm: Ellipse, pixel_size_mm: 
     near = np.abs(along_mm) <= RIDGE_MM
     ridges = np.argmax(np.where(near, profiles, -np.inf), axis=1)
     slopes = np.gradient(profiles, axis=1)
-    fall_steps = round(FALL_MM / STEP_MM)
-    edges = []
-    for profile_slope, ridge in zip(slopes, ridges, strict=True):
-        window = profile_slope[ridge : ridge + fall_steps + 1]
-        edges.append(along_mm[ridge + int(np.argmin(window))])
-    return float(np.median(edges))
+    beyond = np.minimum(ridges[:, None] + np.arange(round(FALL_MM / STEP_MM) + 1), len(along_mm) - 1)
+    steepest = np.argmin(np.take_along_axis(slopes, beyond, axis=1), axis=1)  # first of a repeated end: the end
+    return float(np.median(along_mm[np.take_along_axis(beyond, steepest[:, None], axis=1)]))
 
 
 @dataclass(frozen=True)
@@ -133,8 +130,11 @@ def summary_lines(cases: Sequence[EdgeCase]) -> list[str]:
     if len(cases) < 3:
         return [f"{len(cases)} frames with both offsets: too few to summarise"]
     lines = []
-    for label, group in (("good", [c for c in cases if not c.bad]), ("bad", [c for c in cases if c.bad])):
-        title = f"{len(group)} {label} frames (|HC error| {'>' if label == 'bad' else '<='} {HC_ERROR_BAD_MM:g} mm)"
+    for group, title in (
+        ([c for c in cases if not c.bad], f"good frames (|HC error| <= {HC_ERROR_BAD_MM:g} mm)"),
+        ([c for c in cases if c.bad], f"bad frames (|HC error| > {HC_ERROR_BAD_MM:g} mm)"),
+    ):
+        title = f"{len(group)} {title}"
         if not group:
             lines.append(f"{title}: none")
             continue
